@@ -1,0 +1,347 @@
+//! `start`: the handshake with containerd. Find (or make) the shim that serves this
+//! container's pod, and answer with its address in the format the caller speaks.
+//!
+//! - containerd 1.6/1.7 write the runtime options (a protobuf `Any`, possibly empty) on
+//!   stdin and read a plain address from stdout.
+//! - containerd 2.0–2.2 do the same but also accept JSON
+//!   `{"version":3,"address":…,"protocol":"ttrpc"}`; version 3 lets them dial the pod's shim
+//!   directly for sibling containers.
+//! - containerd 2.3 writes `BootstrapParams` and reads a `BootstrapResult`.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::args::Args;
+use crate::daemon::LISTENER_FD;
+use crate::error::{Error, Result};
+use crate::ids::{validate_id, validate_namespace};
+
+/// Where containerd's shims put their sockets (containerd's own convention).
+pub const SOCKET_DIR: &str = "/run/containerd/s";
+/// The highest shim bootstrap version we speak: 3 = "dial me for the pod's siblings".
+pub const SHIM_VERSION: i32 = 3;
+
+const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+const GROUP: &str = "io.containerd.runc.v2.group";
+
+/// What containerd wrote on our stdin.
+#[derive(Debug, PartialEq)]
+pub enum Input {
+    /// containerd ≤ 2.2: runtime options (possibly none).
+    Options(Option<Any>),
+    /// containerd 2.3+.
+    Bootstrap(Box<BootstrapParams>),
+}
+
+/// How to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// containerd 1.x: the bare address.
+    Plain,
+    /// JSON with a version (containerd 1.7+ read it; kept for callers that ask for it).
+    Json,
+    /// containerd 2.3+: a protobuf `BootstrapResult`.
+    Bootstrap,
+}
+
+/// Tells the two stdin formats apart. Both start with a length-delimited field 1 (an
+/// `Any`'s type URL, `BootstrapParams`' instance ID), so look at the content: a
+/// `BootstrapParams` names our own container ID there and carries a namespace (field 2
+/// as a string), while an `Any`'s field 2 is the options' bytes behind a type URL
+/// that is never our ID.
+pub fn decode_input(stdin: &[u8], id: &str, namespace: &str) -> Result<Input> {
+    if stdin.is_empty() {
+        return Ok(Input::Options(None));
+    }
+    if let Ok(p) = BootstrapParams::parse_from_bytes(stdin)
+        && p.instance_id == id
+        && (p.namespace == namespace || namespace.is_empty())
+        && !p.namespace.is_empty()
+    {
+        return Ok(Input::Bootstrap(Box::new(p)));
+    }
+    let any = Any::parse_from_bytes(stdin)
+        .map_err(|e| Error::InvalidArgument(format!("start: stdin is neither runtime options nor BootstrapParams: {e}")))?;
+    Ok(Input::Options(Some(any)))
+}
+
+/// Chooses the answer format. containerd 2.3+ sent `BootstrapParams` and gets a
+/// `BootstrapResult` (version 3: it dials the pod's shim for siblings itself). Everyone
+/// else gets the bare address: containerd 1.6 dials the output as a path, 1.7 rejects any
+/// JSON version above 2, and 2.0–2.2 set the same environment as 1.7 (MAX_SHIM_VERSION=2),
+/// so they cannot be told apart; they call `start` per container and we group ourselves.
+pub fn reply_format(input: &Input) -> Reply {
+    if matches!(input, Input::Bootstrap(_)) { Reply::Bootstrap } else { Reply::Plain }
+}
+
+pub fn format_reply(reply: Reply, address: &str) -> Result<Vec<u8>> {
+    match reply {
+        Reply::Plain => Ok(address.as_bytes().to_vec()),
+        Reply::Json => Ok(serde_json::json!({
+            "version": SHIM_VERSION,
+            "address": address,
+            "protocol": "ttrpc",
+        })
+        .to_string()
+        .into_bytes()),
+        Reply::Bootstrap => {
+            let mut r = BootstrapResult::new();
+            r.version = SHIM_VERSION;
+            r.address = address.to_string();
+            r.protocol = "ttrpc".to_string();
+            r.write_to_bytes()
+                .map_err(|e| Error::Internal(format!("encode BootstrapResult: {e}")))
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct SpecAnnotations {
+    #[serde(default)]
+    annotations: std::collections::HashMap<String, String>,
+}
+
+/// The pod this container belongs to: CRI's sandbox ID, or the runc-v2 group annotation,
+/// or the container itself.
+pub fn group_id(config_json: &[u8], id: &str) -> Result<String> {
+    let spec: SpecAnnotations = serde_json::from_slice(config_json)
+        .map_err(|e| Error::InvalidArgument(format!("bundle config.json: {e}")))?;
+    let group = spec
+        .annotations
+        .get(SANDBOX_ID)
+        .or_else(|| spec.annotations.get(GROUP))
+        .cloned()
+        .unwrap_or_else(|| id.to_string());
+    validate_id(&group)?;
+    Ok(group)
+}
+
+/// containerd's socket naming: sha256 of `<containerd address>/<namespace>/<group>`.
+pub fn socket_path(dir: &Path, containerd_address: &str, namespace: &str, group: &str) -> PathBuf {
+    let key = format!("{containerd_address}/{namespace}/{group}");
+    dir.join(hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+pub fn address_of(socket: &Path) -> String {
+    format!("unix://{}", socket.display())
+}
+
+/// Binds the pod's socket, or finds it served already. `Ok(None)`: a live shim owns it.
+fn bind_or_join(socket: &Path) -> Result<Option<UnixListener>> {
+    let dir = socket.parent().unwrap_or(Path::new(SOCKET_DIR));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
+    for _ in 0..2 {
+        match UnixListener::bind(socket) {
+            Ok(l) => {
+                std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| Error::io(format!("chmod {}", socket.display()), e))?;
+                return Ok(Some(l));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if UnixStream::connect(socket).is_ok() {
+                    return Ok(None);
+                }
+                // A socket file whose shim is dead: take it over.
+                let _ = std::fs::remove_file(socket);
+            }
+            Err(e) => return Err(Error::io(format!("bind {}", socket.display()), e)),
+        }
+    }
+    Err(Error::Runtime(format!("could not bind {}", socket.display())))
+}
+
+/// Spawns the daemon in a new session with the listener as fd 3 and returns its PID.
+/// Its parent (us) exits right after, so it is re-parented away from containerd.
+fn spawn_daemon(args: &Args, socket: &Path, listener: OwnedFd, input: &Input) -> Result<u32> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("find own executable", e))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("-namespace")
+        .arg(&args.namespace)
+        .arg("-id")
+        .arg(&args.id)
+        .arg("-address")
+        .arg(&args.address)
+        .arg("-socket")
+        .arg(socket);
+    if !args.publish_binary.is_empty() {
+        cmd.arg("-publish-binary").arg(&args.publish_binary);
+    }
+    let (ttrpc_address, bootstrap_debug) = match input {
+        Input::Bootstrap(p) => (
+            Some(p.containerd_ttrpc_address.as_str()).filter(|a| !a.is_empty()),
+            // DEBUG = -4, TRACE = -8: the open enum's more verbose levels are negative.
+            p.log_level.value() <= -4,
+        ),
+        Input::Options(_) => (None, false),
+    };
+    if args.debug || bootstrap_debug {
+        cmd.arg("-debug");
+    }
+    if let Some(t) = ttrpc_address {
+        cmd.env("TTRPC_ADDRESS", t);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let fd = listener.as_raw_fd();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if fd == LISTENER_FD {
+                // dup2 onto itself would keep FD_CLOEXEC set: clear it instead.
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, LISTENER_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| Error::io("spawn shim daemon", e))?;
+    Ok(child.id())
+}
+
+/// The whole `start` subcommand. Returns the bytes to print on stdout.
+pub fn start(args: &Args, stdin: &mut dyn Read) -> Result<Vec<u8>> {
+    validate_namespace(&args.namespace)?;
+    validate_id(&args.id)?;
+    let mut input = Vec::new();
+    stdin.read_to_end(&mut input).map_err(|e| Error::io("read stdin", e))?;
+    let input = decode_input(&input, &args.id, &args.namespace)?;
+    let reply = reply_format(&input);
+    let (address, socket_dir) = match &input {
+        Input::Bootstrap(p) => (
+            if p.containerd_grpc_address.is_empty() { args.address.clone() } else { p.containerd_grpc_address.clone() },
+            p.socket_dir.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| SOCKET_DIR.to_string()),
+        ),
+        Input::Options(_) => (args.address.clone(), SOCKET_DIR.to_string()),
+    };
+    let bundle = std::env::current_dir().map_err(|e| Error::io("bundle (working directory)", e))?;
+    let config = std::fs::read(bundle.join("config.json"))
+        .map_err(|e| Error::io(format!("read {}/config.json", bundle.display()), e))?;
+    let group = group_id(&config, &args.id)?;
+    let socket = socket_path(Path::new(&socket_dir), &address, &args.namespace, &group);
+    let addr = address_of(&socket);
+    if let Some(listener) = bind_or_join(&socket)? {
+        if let Err(e) = spawn_daemon(args, &socket, listener.into(), &input) {
+            let _ = std::fs::remove_file(&socket);
+            return Err(e);
+        }
+    }
+    // Recorded for `delete`, which must find the socket of a dead shim to remove it.
+    let _ = std::fs::write(bundle.join("address"), &addr);
+    format_reply(reply, &addr)
+}
+
+pub fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|_| out.flush()).map_err(|e| Error::io("write stdout", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(id: &str, ns: &str) -> BootstrapParams {
+        let mut p = BootstrapParams::new();
+        p.instance_id = id.into();
+        p.namespace = ns.into();
+        p.containerd_grpc_address = "/run/containerd/containerd.sock".into();
+        p.containerd_ttrpc_address = "/run/containerd/containerd.sock.ttrpc".into();
+        p.containerd_version = "v2.3.0".into();
+        p
+    }
+
+    #[test]
+    fn empty_stdin_is_no_options() {
+        assert_eq!(decode_input(b"", "c1", "default").unwrap(), Input::Options(None));
+    }
+
+    #[test]
+    fn runc_options_any_is_options() {
+        let mut o = containerd_shim_protos::shim::oci::Options::new();
+        o.systemd_cgroup = true;
+        let mut any = Any::new();
+        any.type_url = "containerd.runc.v1.Options".into();
+        any.value = o.write_to_bytes().unwrap();
+        let bytes = any.write_to_bytes().unwrap();
+        match decode_input(&bytes, "c1", "default").unwrap() {
+            Input::Options(Some(a)) => assert_eq!(a.type_url, "containerd.runc.v1.Options"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bootstrap_params_are_recognised() {
+        let bytes = params("c1", "k8s.io").write_to_bytes().unwrap();
+        match decode_input(&bytes, "c1", "k8s.io").unwrap() {
+            Input::Bootstrap(p) => {
+                assert_eq!(p.containerd_version, "v2.3.0");
+                assert_eq!(p.containerd_ttrpc_address, "/run/containerd/containerd.sock.ttrpc");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bootstrap_reply_is_protobuf_result_version_3() {
+        let input = Input::Bootstrap(Box::new(params("c1", "default")));
+        let f = reply_format(&input);
+        assert_eq!(f, Reply::Bootstrap);
+        let bytes = format_reply(f, "unix:///run/containerd/s/abc").unwrap();
+        let r = BootstrapResult::parse_from_bytes(&bytes).unwrap();
+        assert_eq!(r.version, 3);
+        assert_eq!(r.address, "unix:///run/containerd/s/abc");
+        assert_eq!(r.protocol, "ttrpc");
+    }
+
+    #[test]
+    fn legacy_callers_get_plain_or_json() {
+        let opts = Input::Options(None);
+        assert_eq!(reply_format(&opts), Reply::Plain);
+        assert_eq!(format_reply(Reply::Plain, "unix:///x").unwrap(), b"unix:///x");
+        let json: serde_json::Value = serde_json::from_slice(&format_reply(Reply::Json, "unix:///x").unwrap()).unwrap();
+        assert_eq!(json["version"], 3);
+        assert_eq!(json["address"], "unix:///x");
+        assert_eq!(json["protocol"], "ttrpc");
+    }
+
+    #[test]
+    fn grouping_by_annotation() {
+        let cfg = br#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1"}}"#;
+        assert_eq!(group_id(cfg, "c1").unwrap(), "pod1");
+        let cfg = br#"{"annotations":{"io.containerd.runc.v2.group":"g"}}"#;
+        assert_eq!(group_id(cfg, "c1").unwrap(), "g");
+        assert_eq!(group_id(b"{}", "c1").unwrap(), "c1");
+        let bad = br#"{"annotations":{"io.kubernetes.cri.sandbox-id":"../etc"}}"#;
+        assert!(group_id(bad, "c1").unwrap_err().to_string().contains("../etc"));
+    }
+
+    #[test]
+    fn socket_name_matches_containerd() {
+        // sha256("/run/containerd/containerd.sock/default/c1"), as containerd's
+        // shim.SocketAddress computes it.
+        let p = socket_path(Path::new(SOCKET_DIR), "/run/containerd/containerd.sock", "default", "c1");
+        let expect = hex::encode(Sha256::digest(b"/run/containerd/containerd.sock/default/c1"));
+        assert_eq!(p, Path::new(SOCKET_DIR).join(expect));
+    }
+}

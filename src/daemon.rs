@@ -1,0 +1,111 @@
+//! The serving daemon that `start` spawned: subreaper, fork helper, log, ttrpc server, and
+//! exit once containerd shuts down an empty pod.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use ttrpc::r#async::Server;
+use ttrpc::r#async::transport::Listener;
+
+use crate::args::Args;
+use crate::error::{Error, Result};
+use crate::events::{Publisher, TtrpcForwarder};
+use crate::pod::Pod;
+use crate::runtime::youki::{YoukiRuntime, state_root, worker, worker_failed};
+use crate::service::{TaskService, services};
+use crate::zygote::{self, Zygote};
+use crate::{logger, reaper};
+
+/// `start` hands the listening socket over as this fd.
+pub const LISTENER_FD: i32 = 3;
+
+/// Opens the bundle's `log` fifo (containerd reads it) as our stderr. O_RDWR never blocks
+/// on a fifo and keeps it writable while containerd restarts; O_NONBLOCK drops lines
+/// rather than stalling when nobody reads.
+fn redirect_log() {
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("log")
+    else {
+        return;
+    };
+    // SAFETY: dup2 onto stderr of an fd we own.
+    unsafe { libc::dup2(f.as_raw_fd(), 2) };
+}
+
+
+pub fn run(args: Args) -> Result<()> {
+    redirect_log();
+    logger::init(&args.id, args.debug);
+    // SAFETY: fd 3 is the listener `start` passed us; nothing else owns it.
+    let listener = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
+    nix::fcntl::fcntl(&listener, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+        .map_err(|e| Error::io("listener fd 3 (was the daemon started by `start`?)", e))?;
+    reaper::become_subreaper()?;
+    // Before any thread exists: the helper must be forked from a single-threaded process.
+    let (zsock, zpid) = zygote::spawn(worker, worker_failed)?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start async runtime", e))?;
+    let socket = PathBuf::from(&args.socket);
+    let result = rt.block_on(serve(args, listener, zsock, zpid));
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+async fn serve(args: Args, listener: OwnedFd, zsock: OwnedFd, zpid: nix::unistd::Pid) -> Result<()> {
+    let zygote = Arc::new(Zygote::new(zsock)?);
+    let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
+    let events = Publisher::spawn(args.namespace.clone(), TtrpcForwarder::new(&ttrpc_address));
+    let runtime = Arc::new(YoukiRuntime::new(zygote.clone(), state_root(&args.namespace)));
+    let pod = Arc::new(Pod::new(runtime, events));
+    let shutdown = Arc::new(Notify::new());
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        if let Err(e) = reaper::run(tx).await {
+            log::error!("reaper: {e}");
+        }
+    });
+    let exits_pod = pod.clone();
+    tokio::spawn(async move {
+        while let Some((pid, status)) = rx.recv().await {
+            if pid == zpid.as_raw() {
+                log::error!("fork helper exited with status {status}: creates will fail");
+                continue;
+            }
+            let pod = exits_pod.clone();
+            tokio::spawn(async move { pod.on_exit(pid, status).await });
+        }
+    });
+
+    let std_listener = StdUnixListener::from(listener);
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("listener nonblocking", e))?;
+    let listener = tokio::net::UnixListener::from_std(std_listener)
+        .map_err(|e| Error::io("register listener", e))?;
+    let task = Arc::new(TaskService { pod, shutdown: shutdown.clone() });
+    let mut server = Server::new()
+        .add_listener(Listener::from(listener))
+        .register_service(services(task));
+    server
+        .start()
+        .await
+        .map_err(|e| Error::Runtime(format!("ttrpc server: {e}")))?;
+    log::info!("serving on {}", args.socket);
+    shutdown.notified().await;
+    log::info!("pod is empty and containerd asked us to shut down");
+    // Give the Shutdown reply a moment to leave before the connection goes.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let _ = server.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! A container's stdio. containerd hands us fifo paths (or `file://` URIs); we open them here,
+//! in the daemon, and the container gets the fds directly: no copy loop, no thread per stream.
+//!
+//! For each output fifo the daemon also holds a read end, so a container never dies of
+//! SIGPIPE while containerd restarts and reopens the fifo. For stdin the daemon holds a write
+//! end, so the container sees EOF only when containerd says so (CloseIO), not when the
+//! client has not attached yet.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StdioPaths {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// The three fds the container starts with.
+pub struct ChildStdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// What the daemon keeps open for the container's lifetime (see the module comment).
+#[derive(Default)]
+pub struct Keepalive {
+    stdin_writer: Option<OwnedFd>,
+    _readers: Vec<OwnedFd>,
+}
+
+impl Keepalive {
+    /// CloseIO: the client is done writing; let the container see EOF.
+    pub fn close_stdin(&mut self) {
+        self.stdin_writer = None;
+    }
+}
+
+enum Target<'a> {
+    Null,
+    Fifo(&'a str),
+    File(&'a str),
+}
+
+fn target(uri: &str) -> Result<Target<'_>> {
+    if uri.is_empty() {
+        return Ok(Target::Null);
+    }
+    if let Some(path) = uri.strip_prefix("file://") {
+        return Ok(Target::File(path));
+    }
+    if let Some((scheme, _)) = uri.split_once("://") {
+        return Err(Error::Unimplemented(format!(
+            "stdio URI scheme {scheme:?} in {uri:?} is not supported yet (fifo paths and file:// are)"
+        )));
+    }
+    if !uri.starts_with('/') {
+        return Err(Error::InvalidArgument(format!("stdio path {uri:?} is not absolute")));
+    }
+    Ok(Target::Fifo(uri))
+}
+
+fn open(path: &str, read: bool, write: bool, flags: i32) -> Result<OwnedFd> {
+    OpenOptions::new()
+        .read(read)
+        .write(write)
+        .custom_flags(flags)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io(format!("open {path}"), e))
+}
+
+fn null(write: bool) -> Result<OwnedFd> {
+    open("/dev/null", !write, write, 0)
+}
+
+fn clear_nonblock(fd: &OwnedFd) -> Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+fn open_output(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
+    match target(uri)? {
+        Target::Null => null(true),
+        Target::File(path) => {
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+            }
+            let f: File = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+                .map_err(|e| Error::io(format!("open {path}"), e))?;
+            Ok(f.into())
+        }
+        Target::Fifo(path) => {
+            // Our reader first: a non-blocking read open never waits, and with a reader
+            // present the blocking write open below returns at once.
+            let reader = open(path, true, false, libc::O_NONBLOCK)?;
+            let writer = open(path, false, true, 0)?;
+            keep._readers.push(reader);
+            Ok(writer)
+        }
+    }
+}
+
+fn open_input(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
+    match target(uri)? {
+        Target::Null => null(false),
+        Target::File(path) => open(path, true, false, 0),
+        Target::Fifo(path) => {
+            let reader = open(path, true, false, libc::O_NONBLOCK)?;
+            clear_nonblock(&reader)?;
+            keep.stdin_writer = Some(open(path, false, true, libc::O_NONBLOCK)?);
+            Ok(reader)
+        }
+    }
+}
+
+/// Opens the container's stdio. Terminals go through a console socket instead.
+pub fn open_stdio(paths: &StdioPaths) -> Result<(ChildStdio, Keepalive)> {
+    if paths.terminal {
+        return Err(Error::Unimplemented(
+            "terminal (ctr -t) is not supported yet: run without a tty".into(),
+        ));
+    }
+    let mut keep = Keepalive::default();
+    let stdin = open_input(&paths.stdin, &mut keep)?;
+    let stdout = open_output(&paths.stdout, &mut keep)?;
+    let stderr = open_output(&paths.stderr, &mut keep)?;
+    Ok((ChildStdio { stdin, stdout, stderr }, keep))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn tmpdir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ysm-io-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn stdout_fifo_reaches_a_late_reader_and_never_sigpipes() {
+        let d = tmpdir("out");
+        let p = d.join("stdout");
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let paths = StdioPaths { stdout: p.to_string_lossy().into(), ..Default::default() };
+        let (child, keep) = open_stdio(&paths).unwrap();
+        // No client reader yet: the write still succeeds because the daemon holds a reader.
+        let mut w = File::from(child.stdout);
+        w.write_all(b"hello\n").unwrap();
+        drop(w);
+        let mut r = File::open(&p).unwrap();
+        drop(keep);
+        let mut s = String::new();
+        r.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello\n");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn stdin_eof_only_after_close() {
+        let d = tmpdir("in");
+        let p = d.join("stdin");
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let paths = StdioPaths { stdin: p.to_string_lossy().into(), ..Default::default() };
+        let (child, mut keep) = open_stdio(&paths).unwrap();
+        let mut client = OpenOptions::new().write(true).open(&p).unwrap();
+        client.write_all(b"x").unwrap();
+        drop(client);
+        keep.close_stdin();
+        let mut s = String::new();
+        File::from(child.stdin).read_to_string(&mut s).unwrap();
+        assert_eq!(s, "x");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn unknown_scheme_and_relative_paths_are_refused() {
+        let bad = StdioPaths { stdout: "binary:///bin/logger".into(), ..Default::default() };
+        assert_eq!(open_stdio(&bad).err().unwrap().code(), ttrpc::Code::UNIMPLEMENTED);
+        let rel = StdioPaths { stdout: "relative/fifo".into(), ..Default::default() };
+        let e = open_stdio(&rel).err().unwrap();
+        assert!(e.to_string().contains("relative/fifo"));
+    }
+}

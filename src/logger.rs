@@ -1,0 +1,48 @@
+//! The shim's log, in containerd's (logrus) text format, one write(2) per line to stderr,
+//! which the daemon points at the bundle's `log` fifo that containerd reads.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+struct Logger {
+    id: String,
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &log::Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        // Libraries (libcontainer, ttrpc) log a lot at debug; keep ours unless -debug.
+        let level = match r.level() {
+            log::Level::Error => "error",
+            log::Level::Warn => "warning",
+            log::Level::Info => "info",
+            log::Level::Debug => "debug",
+            log::Level::Trace => "trace",
+        };
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let msg = r.args().to_string().replace('"', "\\\"");
+        let line = format!(
+            "time={}.{:09} level={level} msg=\"{msg}\" id={} runtime=io.containerd.youki.v2\n",
+            t.as_secs(),
+            t.subsec_nanos(),
+            self.id
+        );
+        // Best effort: a full or absent log fifo must never stall the shim.
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+pub fn init(id: &str, debug: bool) {
+    let logger = Box::new(Logger { id: id.to_string() });
+    if log::set_boxed_logger(logger).is_ok() {
+        log::set_max_level(if debug { log::LevelFilter::Debug } else { log::LevelFilter::Info });
+    }
+}

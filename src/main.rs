@@ -1,0 +1,50 @@
+//! containerd-shim-youki-v2: a containerd shim v2 that runs a pod's containers through
+//! youki's libcontainer.
+
+mod args;
+mod bootstrap;
+mod cleanup;
+mod container;
+mod daemon;
+mod error;
+mod events;
+mod ids;
+mod io;
+mod logger;
+mod mount;
+mod options;
+mod pod;
+mod process;
+mod reaper;
+mod runtime;
+mod service;
+mod zygote;
+
+use args::{Action, Args};
+
+fn main() {
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("containerd-shim-youki-v2: {e}");
+            std::process::exit(2);
+        }
+    };
+    let result = match args.action {
+        Action::Version => {
+            println!("containerd-shim-youki-v2:");
+            println!("  Version:  {}", env!("CARGO_PKG_VERSION"));
+            println!("  Runtime:  libcontainer (youki)");
+            println!("  TaskAPI:  containerd.task.v2.Task, containerd.task.v3.Task");
+            Ok(())
+        }
+        Action::Start => bootstrap::start(&args, &mut std::io::stdin().lock())
+            .and_then(|out| bootstrap::write_stdout(&out)),
+        Action::Delete => cleanup::run(&args).and_then(|out| bootstrap::write_stdout(&out)),
+        Action::Serve => daemon::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("containerd-shim-youki-v2: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,106 @@
+//! Runtime options as containerd sends them with Create: runc's `containerd.runc.v1.Options`
+//! (from `ctr --runc-systemd-cgroup` and friends) or, for any runtime type other than
+//! runc's, CRI's generic `runtimeoptions.v1.Options` whose `config_body` is the TOML text of
+//! the runtime's `[options]` table.
+
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::protobuf::UnknownValueRef;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+use containerd_shim_protos::shim::oci::Options as RuncOptions;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    pub systemd_cgroup: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct TomlOptions {
+    #[serde(rename = "SystemdCgroup", default)]
+    systemd_cgroup: bool,
+}
+
+const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
+const CRI_OPTIONS: &str = "runtimeoptions.v1.Options";
+
+fn short_name(type_url: &str) -> &str {
+    type_url.rsplit('/').next().unwrap_or(type_url)
+}
+
+pub fn decode(any: Option<&Any>) -> Result<RuntimeOptions> {
+    let Some(any) = any.filter(|a| !a.type_url.is_empty()) else {
+        return Ok(RuntimeOptions::default());
+    };
+    match short_name(&any.type_url) {
+        RUNC_OPTIONS => {
+            let o = RuncOptions::parse_from_bytes(&any.value)
+                .map_err(|e| Error::InvalidArgument(format!("decode {}: {e}", any.type_url)))?;
+            Ok(RuntimeOptions { systemd_cgroup: o.systemd_cgroup })
+        }
+        CRI_OPTIONS => {
+            // runtimeoptions.v1.Options{type_url = 1, config_path = 2, config_body = 3}: read
+            // field 3 without a generated type for a three-field message.
+            let msg = Empty::parse_from_bytes(&any.value)
+                .map_err(|e| Error::InvalidArgument(format!("decode {}: {e}", any.type_url)))?;
+            let body = match msg.special_fields.unknown_fields().get(3) {
+                Some(UnknownValueRef::LengthDelimited(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            };
+            let t: TomlOptions = toml::from_str(&body).map_err(|e| {
+                Error::InvalidArgument(format!("runtime options config_body {body:?}: {e}"))
+            })?;
+            Ok(RuntimeOptions { systemd_cgroup: t.systemd_cgroup })
+        }
+        other => Err(Error::InvalidArgument(format!("unsupported runtime options type {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn none_is_default() {
+        assert_eq!(decode(None).unwrap(), RuntimeOptions::default());
+    }
+
+    #[test]
+    fn runc_options() {
+        let mut o = RuncOptions::new();
+        o.systemd_cgroup = true;
+        let mut any = Any::new();
+        any.type_url = RUNC_OPTIONS.into();
+        any.value = o.write_to_bytes().unwrap();
+        assert!(decode(Some(&any)).unwrap().systemd_cgroup);
+    }
+
+    fn cri_any(body: &str) -> Any {
+        // Encode runtimeoptions.v1.Options by hand: tag(3, length-delimited) = 0x1a.
+        let mut value = vec![0x1a, body.len() as u8];
+        value.extend_from_slice(body.as_bytes());
+        let mut any = Any::new();
+        any.type_url = format!("type.googleapis.com/{CRI_OPTIONS}");
+        any.value = value;
+        any
+    }
+
+    #[test]
+    fn cri_toml_options() {
+        assert!(decode(Some(&cri_any("SystemdCgroup = true\n"))).unwrap().systemd_cgroup);
+        assert!(!decode(Some(&cri_any("BinaryName = \"x\"\n"))).unwrap().systemd_cgroup);
+        let e = decode(Some(&cri_any("SystemdCgroup = maybe"))).unwrap_err().to_string();
+        assert!(e.contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn unknown_type_names_itself() {
+        let mut any = Any::new();
+        any.type_url = "example.Bogus".into();
+        let e = decode(Some(&any)).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert!(e.to_string().contains("example.Bogus"));
+    }
+}

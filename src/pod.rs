@@ -1,0 +1,333 @@
+//! The pod: every container this shim serves, and the Task API's rules for them
+//! (what may happen in which state, which events go out and in what order).
+//! One shim serves one pod; a plain `ctr run` container is a pod of one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim_protos::topics;
+use containerd_shim_protos::types::mount::Mount as ProtoMount;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::container::{Container, Status};
+use crate::error::{Error, Result};
+use crate::events::Publisher;
+use crate::ids::validate_id;
+use crate::io::{StdioPaths, open_stdio};
+use crate::mount::Mount;
+use crate::process::{Exit, ExitCell};
+use crate::runtime::{CreateSpec, Runtime};
+
+/// Exits of PIDs nobody has claimed yet are kept this many at most.
+const MAX_ORPHAN_EXITS: usize = 1024;
+/// How long Delete of a never-started container waits for its killed init to be reaped.
+const DELETE_REAP_WAIT: Duration = Duration::from_secs(2);
+
+pub struct CreateParams {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: Vec<Mount>,
+    pub stdio: StdioPaths,
+    pub systemd_cgroup: bool,
+    pub checkpoint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateInfo {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid: i32,
+    pub status: Status,
+    pub stdio: StdioPaths,
+    pub exit: Option<Exit>,
+}
+
+type Slot = Arc<AsyncMutex<Option<Container>>>;
+
+#[derive(Default)]
+struct Exits {
+    /// Live PIDs → (container ID, its exit cell).
+    by_pid: HashMap<i32, (String, Arc<ExitCell>)>,
+    /// Exits reaped before their PID was registered (an init killed during Create).
+    orphans: HashMap<i32, Exit>,
+}
+
+pub struct Pod {
+    runtime: Arc<dyn Runtime>,
+    events: Publisher,
+    containers: Mutex<HashMap<String, Slot>>,
+    exits: Mutex<Exits>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these short locks leaves consistent data; keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn timestamp(t: std::time::SystemTime) -> Timestamp {
+    Timestamp::from(t)
+}
+
+impl Pod {
+    pub fn new(runtime: Arc<dyn Runtime>, events: Publisher) -> Pod {
+        Pod {
+            runtime,
+            events,
+            containers: Mutex::new(HashMap::new()),
+            exits: Mutex::new(Exits::default()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        lock(&self.containers).is_empty()
+    }
+
+    fn slot(&self, id: &str) -> Result<Slot> {
+        lock(&self.containers)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))
+    }
+
+    pub async fn create(&self, p: CreateParams) -> Result<i32> {
+        validate_id(&p.id)?;
+        if !p.checkpoint.is_empty() {
+            return Err(Error::Unimplemented(format!(
+                "restore from checkpoint {:?} is not supported yet",
+                p.checkpoint
+            )));
+        }
+        let slot: Slot = Arc::new(AsyncMutex::new(None));
+        let mut guard = slot.clone().lock_owned().await;
+        {
+            let mut map = lock(&self.containers);
+            if map.contains_key(&p.id) {
+                return Err(Error::AlreadyExists(format!("container {:?} already exists", p.id)));
+            }
+            map.insert(p.id.clone(), slot);
+        }
+        let (container, early_exit) = match self.build(&p).await {
+            Ok(c) => c,
+            Err(e) => {
+                lock(&self.containers).remove(&p.id);
+                return Err(e);
+            }
+        };
+        let pid = container.pid;
+        let mut ev = TaskCreate::new();
+        ev.container_id = p.id.clone();
+        ev.bundle = p.bundle.to_string_lossy().into_owned();
+        ev.rootfs = p.rootfs.iter().map(to_proto_mount).collect();
+        let mut io = TaskIO::new();
+        io.stdin = p.stdio.stdin.clone();
+        io.stdout = p.stdio.stdout.clone();
+        io.stderr = p.stdio.stderr.clone();
+        io.terminal = p.stdio.terminal;
+        ev.io = Some(io).into();
+        ev.pid = pid as u32;
+        self.events.publish(topics::TASK_CREATE_EVENT_TOPIC, &ev);
+        if let Some(exit) = early_exit {
+            container.exit.set(exit);
+            self.publish_exit(&container.id, pid, exit);
+        }
+        *guard = Some(container);
+        Ok(pid)
+    }
+
+    async fn build(&self, p: &CreateParams) -> Result<(Container, Option<Exit>)> {
+        let (child, keep) = open_stdio(&p.stdio)?;
+        let pid = self
+            .runtime
+            .create(CreateSpec {
+                id: p.id.clone(),
+                bundle: p.bundle.clone(),
+                rootfs: p.rootfs.clone(),
+                stdio: child,
+                systemd_cgroup: p.systemd_cgroup,
+            })
+            .await?;
+        let exit = Arc::new(ExitCell::default());
+        let early = {
+            let mut ex = lock(&self.exits);
+            ex.by_pid.insert(pid, (p.id.clone(), exit.clone()));
+            ex.orphans.remove(&pid)
+        };
+        let c = Container {
+            id: p.id.clone(),
+            bundle: p.bundle.clone(),
+            stdio: p.stdio.clone(),
+            pid,
+            started: false,
+            exit,
+            io: keep,
+        };
+        Ok((c, early))
+    }
+
+    pub async fn start(&self, id: &str) -> Result<i32> {
+        let slot = self.slot(id)?;
+        let mut g = slot.lock().await;
+        let c = g.as_mut().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        match c.status() {
+            Status::Created => {}
+            Status::Running => {
+                return Err(Error::FailedPrecondition(format!("container {id:?} is already started")));
+            }
+            Status::Stopped => {
+                return Err(Error::FailedPrecondition(format!("container {id:?} has already exited")));
+            }
+        }
+        self.runtime.start(id).await?;
+        c.started = true;
+        let mut ev = TaskStart::new();
+        ev.container_id = id.to_string();
+        ev.pid = c.pid as u32;
+        // Published under the container's lock: the exit path takes the same lock before
+        // publishing TaskExit, so TaskStart always goes first.
+        self.events.publish(topics::TASK_START_EVENT_TOPIC, &ev);
+        Ok(c.pid)
+    }
+
+    pub async fn state(&self, id: &str) -> Result<StateInfo> {
+        let slot = self.slot(id)?;
+        let g = slot.lock().await;
+        let c = g.as_ref().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        Ok(StateInfo {
+            id: c.id.clone(),
+            bundle: c.bundle.clone(),
+            pid: c.pid,
+            status: c.status(),
+            stdio: c.stdio.clone(),
+            exit: c.exited(),
+        })
+    }
+
+    pub async fn wait(&self, id: &str) -> Result<Exit> {
+        let cell = {
+            let slot = self.slot(id)?;
+            let g = slot.lock().await;
+            let c = g.as_ref().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+            c.exit.clone()
+        };
+        Ok(cell.wait().await)
+    }
+
+    pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
+        let slot = self.slot(id)?;
+        let g = slot.lock().await;
+        let c = g.as_ref().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if c.exited().is_some() {
+            return Err(Error::NotFound(format!("container {id:?}: process already finished")));
+        }
+        let sig = i32::try_from(signal)
+            .ok()
+            .filter(|s| (1..=64).contains(s))
+            .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        self.runtime.kill(id, c.pid, sig, all).await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(i32, Exit)> {
+        let slot = self.slot(id)?;
+        let mut g = slot.lock().await;
+        let c = g.as_ref().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if c.status() == Status::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id:?} is running: kill it before delete"
+            )));
+        }
+        self.runtime.delete(id, &c.bundle).await?;
+        let exit = match c.exited() {
+            Some(e) => e,
+            // A created container's init was just killed; its exit comes through the reaper.
+            None => tokio::time::timeout(DELETE_REAP_WAIT, c.exit.wait())
+                .await
+                .unwrap_or_else(|_| Exit::now(137)),
+        };
+        let pid = c.pid;
+        lock(&self.exits).by_pid.remove(&pid);
+        *g = None;
+        lock(&self.containers).remove(id);
+        let mut ev = TaskDelete::new();
+        ev.container_id = id.to_string();
+        ev.id = id.to_string();
+        ev.pid = pid as u32;
+        ev.exit_status = exit.status;
+        ev.exited_at = Some(timestamp(exit.at)).into();
+        self.events.publish(topics::TASK_DELETE_EVENT_TOPIC, &ev);
+        Ok((pid, exit))
+    }
+
+    pub async fn pids(&self, id: &str) -> Result<Vec<u32>> {
+        let slot = self.slot(id)?;
+        let g = slot.lock().await;
+        let c = g.as_ref().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        if c.exited().is_some() {
+            return Ok(Vec::new());
+        }
+        self.runtime.pids(id, c.pid).await
+    }
+
+    pub async fn close_stdin(&self, id: &str) -> Result<()> {
+        let slot = self.slot(id)?;
+        let mut g = slot.lock().await;
+        let c = g.as_mut().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        c.io.close_stdin();
+        Ok(())
+    }
+
+    /// A child was reaped. Records the exit at once (so Wait and Delete see it) and then
+    /// publishes TaskExit under the container's lock, after any TaskStart.
+    pub async fn on_exit(&self, pid: i32, status: u32) {
+        let exit = Exit::now(status);
+        let owner = {
+            let mut ex = lock(&self.exits);
+            match ex.by_pid.get(&pid).cloned() {
+                Some(o) => Some(o),
+                None => {
+                    if ex.orphans.len() >= MAX_ORPHAN_EXITS {
+                        ex.orphans.clear();
+                    }
+                    ex.orphans.insert(pid, exit);
+                    None
+                }
+            }
+        };
+        let Some((id, cell)) = owner else { return };
+        if !cell.set(exit) {
+            return;
+        }
+        let Ok(slot) = self.slot(&id) else { return };
+        let mut g = slot.lock().await;
+        if let Some(c) = g.as_mut() {
+            // The client's ends stay theirs; ours only kept the fifos alive for the process.
+            c.io = Default::default();
+            self.publish_exit(&id, pid, exit);
+        }
+    }
+
+    fn publish_exit(&self, id: &str, pid: i32, exit: Exit) {
+        let mut ev = TaskExit::new();
+        ev.container_id = id.to_string();
+        ev.id = id.to_string();
+        ev.pid = pid as u32;
+        ev.exit_status = exit.status;
+        ev.exited_at = Some(timestamp(exit.at)).into();
+        self.events.publish(topics::TASK_EXIT_EVENT_TOPIC, &ev);
+    }
+}
+
+fn to_proto_mount(m: &Mount) -> ProtoMount {
+    let mut p = ProtoMount::new();
+    p.type_ = m.kind.clone();
+    p.source = m.source.clone();
+    p.options = m.options.clone();
+    p
+}
+
+pub fn from_proto_mount(p: &ProtoMount) -> Mount {
+    Mount { kind: p.type_.clone(), source: p.source.clone(), options: p.options.clone() }
+}

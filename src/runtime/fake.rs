@@ -1,0 +1,81 @@
+//! A runtime that runs nothing: PIDs are made up and exits are reported through the same
+//! channel the real reaper uses, so the pod's rules can be tested without containers.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{CreateSpec, Runtime};
+use crate::error::{Error, Result};
+
+pub struct FakeRuntime {
+    next_pid: AtomicI32,
+    exits: UnboundedSender<(i32, u32)>,
+    pub calls: Mutex<Vec<String>>,
+    live: Mutex<HashMap<String, i32>>,
+    /// Create fails for this ID (to test cleanup after a runtime error).
+    pub fail_create: Option<String>,
+}
+
+impl FakeRuntime {
+    pub fn new(exits: UnboundedSender<(i32, u32)>) -> FakeRuntime {
+        FakeRuntime {
+            next_pid: AtomicI32::new(1000),
+            exits,
+            calls: Mutex::new(Vec::new()),
+            live: Mutex::new(HashMap::new()),
+            fail_create: None,
+        }
+    }
+
+    /// Makes the container's init exit with `status`, as if it ended by itself.
+    pub fn exit(&self, id: &str, status: u32) {
+        if let Some(pid) = self.live.lock().unwrap().remove(id) {
+            let _ = self.exits.send((pid, status));
+        }
+    }
+
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for FakeRuntime {
+    async fn create(&self, spec: CreateSpec) -> Result<i32> {
+        self.record(format!("create {}", spec.id));
+        if self.fail_create.as_deref() == Some(spec.id.as_str()) {
+            return Err(Error::Runtime(format!("fake create of {} failed", spec.id)));
+        }
+        let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
+        self.live.lock().unwrap().insert(spec.id, pid);
+        Ok(pid)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        self.record(format!("start {id}"));
+        Ok(())
+    }
+
+    async fn kill(&self, id: &str, _pid: i32, signal: i32, all: bool) -> Result<()> {
+        self.record(format!("kill {id} {signal} {all}"));
+        if signal == libc::SIGKILL || signal == libc::SIGTERM {
+            self.exit(id, 128 + signal as u32);
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str, _bundle: &Path) -> Result<()> {
+        self.record(format!("delete {id}"));
+        self.exit(id, 137);
+        Ok(())
+    }
+
+    async fn pids(&self, id: &str, pid: i32) -> Result<Vec<u32>> {
+        self.record(format!("pids {id}"));
+        Ok(vec![pid as u32])
+    }
+}

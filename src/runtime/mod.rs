@@ -1,0 +1,37 @@
+//! The seam between the pod (Task API semantics) and whatever really runs containers:
+//! `youki` drives libcontainer through the fork helper; `fake` serves unit tests.
+
+use std::path::PathBuf;
+
+use crate::error::Result;
+use crate::io::ChildStdio;
+use crate::mount::Mount;
+
+pub mod youki;
+
+#[cfg(test)]
+pub mod fake;
+
+pub struct CreateSpec {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: Vec<Mount>,
+    pub stdio: ChildStdio,
+    pub systemd_cgroup: bool,
+}
+
+/// Every call names the container by ID. Exits are not returned here: the runtime's
+/// processes are reaped by the daemon and reported to the pod as (pid, status).
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Creates the container, stopped before the user process runs. Returns the init's PID.
+    async fn create(&self, spec: CreateSpec) -> Result<i32>;
+    /// Lets the created init run the user process.
+    async fn start(&self, id: &str) -> Result<()>;
+    /// Sends `signal` to the init (`pid`), or with `all` to every process of the container.
+    async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()>;
+    /// Removes everything of the container: processes, cgroup, state, rootfs mounts.
+    async fn delete(&self, id: &str, bundle: &std::path::Path) -> Result<()>;
+    /// PIDs of every process in the container.
+    async fn pids(&self, id: &str, pid: i32) -> Result<Vec<u32>>;
+}

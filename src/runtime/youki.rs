@@ -1,0 +1,257 @@
+//! The real runtime: youki's libcontainer. Create, start and delete fork (or run hooks that
+//! fork), so they run in a worker of the fork helper; kill and pids are plain syscalls and
+//! cgroup reads, done in the daemon.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::error::LibcontainerError;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::{CreateSpec, Runtime};
+use crate::error::{Error, Result};
+use crate::mount::{Mount, mount_all, rootfs_path, unmount_all};
+use crate::zygote::Zygote;
+
+/// Where libcontainer keeps its state for a namespace: one directory per container.
+pub fn state_root(namespace: &str) -> PathBuf {
+    PathBuf::from("/run/containerd/youki").join(namespace)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Carries stdin, stdout and stderr as fds.
+    Create { id: String, bundle: PathBuf, root: PathBuf, rootfs: Vec<Mount>, systemd_cgroup: bool },
+    Start { id: String, root: PathBuf },
+    Delete { id: String, root: PathBuf, bundle: PathBuf },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Kind {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    Runtime,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    Pid(i32),
+    Done,
+    Failed(Kind, String),
+}
+
+impl From<Error> for Response {
+    fn from(e: Error) -> Response {
+        let kind = match &e {
+            Error::InvalidArgument(_) => Kind::InvalidArgument,
+            Error::NotFound(_) => Kind::NotFound,
+            Error::AlreadyExists(_) => Kind::AlreadyExists,
+            Error::FailedPrecondition(_) => Kind::FailedPrecondition,
+            _ => Kind::Runtime,
+        };
+        Response::Failed(kind, e.to_string())
+    }
+}
+
+impl Response {
+    fn into_result(self) -> Result<Option<i32>> {
+        match self {
+            Response::Pid(p) => Ok(Some(p)),
+            Response::Done => Ok(None),
+            Response::Failed(k, m) => Err(match k {
+                Kind::InvalidArgument => Error::InvalidArgument(m),
+                Kind::NotFound => Error::NotFound(m),
+                Kind::AlreadyExists => Error::AlreadyExists(m),
+                Kind::FailedPrecondition => Error::FailedPrecondition(m),
+                Kind::Runtime => Error::Runtime(m),
+            }),
+        }
+    }
+}
+
+fn lc_error(what: &str, id: &str, e: LibcontainerError) -> Error {
+    match e {
+        LibcontainerError::Exist => Error::AlreadyExists(format!("{what} {id}: container state already exists")),
+        LibcontainerError::NoDirectory => Error::NotFound(format!("{what} {id}: no container state")),
+        LibcontainerError::IncorrectStatus(s) => {
+            Error::FailedPrecondition(format!("{what} {id}: container is {s:?}"))
+        }
+        other => Error::Runtime(format!("{what} {id}: {other}")),
+    }
+}
+
+/// Encodes a failure for the helper to send when a worker died without answering.
+pub fn worker_failed(message: String) -> Vec<u8> {
+    serde_json::to_vec(&Response::Failed(Kind::Runtime, message)).unwrap_or_default()
+}
+
+/// Runs one request inside a fork-helper worker.
+pub fn worker(req: &[u8], fds: Vec<OwnedFd>) -> Vec<u8> {
+    let resp = match serde_json::from_slice::<Request>(req) {
+        Ok(r) => handle(r, fds).unwrap_or_else(Response::from),
+        Err(e) => Response::Failed(Kind::Runtime, format!("bad fork helper request: {e}")),
+    };
+    serde_json::to_vec(&resp).unwrap_or_else(|e| worker_failed(format!("encode response: {e}")))
+}
+
+fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
+    match req {
+        Request::Create { id, bundle, root, rootfs, systemd_cgroup } => {
+            let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
+                .try_into()
+                .map_err(|_| Error::Internal("create needs exactly three stdio fds".into()))?;
+            create(&id, &bundle, &root, &rootfs, systemd_cgroup, [stdin, stdout, stderr]).map(Response::Pid)
+        }
+        Request::Start { id, root } => {
+            let mut c = Container::load(root.join(&id)).map_err(|e| lc_error("start", &id, e))?;
+            c.start().map_err(|e| lc_error("start", &id, e))?;
+            Ok(Response::Done)
+        }
+        Request::Delete { id, root, bundle } => {
+            delete(&id, &root, &bundle)?;
+            Ok(Response::Done)
+        }
+    }
+}
+
+fn create(
+    id: &str,
+    bundle: &Path,
+    root: &Path,
+    rootfs: &[Mount],
+    systemd_cgroup: bool,
+    [stdin, stdout, stderr]: [OwnedFd; 3],
+) -> Result<i32> {
+    std::fs::create_dir_all(root).map_err(|e| Error::io(format!("create state root {}", root.display()), e))?;
+    let target = rootfs_path(bundle);
+    if !rootfs.is_empty() {
+        mount_all(rootfs, &target)?;
+    }
+    let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_root_path(root)
+        .map(|b| b.with_stdin(stdin).with_stdout(stdout).with_stderr(stderr))
+        .and_then(|b| b.validate_id())
+        .and_then(|b| b.as_init(bundle).with_systemd(systemd_cgroup).with_detach(true).build());
+    match built {
+        Ok(c) => c
+            .pid()
+            .map(|p| p.as_raw())
+            .ok_or_else(|| Error::Runtime(format!("create {id}: libcontainer returned no pid"))),
+        Err(e) => {
+            let err = lc_error("create", id, e);
+            // Leave nothing behind: a half-made container's state, cgroup and mounts.
+            if let Err(cleanup) = delete(id, root, bundle) {
+                log::warn!("cleanup after failed create of {id}: {cleanup}");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Removes the container's processes, cgroup and state (running poststop hooks) and
+/// unmounts its rootfs. Absent pieces are fine: delete may run after a partial create or
+/// a second time.
+pub fn delete(id: &str, root: &Path, bundle: &Path) -> Result<()> {
+    let dir = root.join(id);
+    let result = if dir.exists() {
+        match Container::load(dir.clone()) {
+            Ok(mut c) => c.delete(true).map_err(|e| lc_error("delete", id, e)),
+            Err(e) => {
+                // No readable state (a create that failed early): remove what is there.
+                log::warn!("delete {id}: {e}; removing {}", dir.display());
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("remove {}", dir.display()), e))
+            }
+        }
+    } else {
+        Ok(())
+    };
+    let unmounted = unmount_all(&rootfs_path(bundle));
+    result.and(unmounted)
+}
+
+pub struct YoukiRuntime {
+    zygote: Arc<Zygote>,
+    root: PathBuf,
+}
+
+impl YoukiRuntime {
+    pub fn new(zygote: Arc<Zygote>, root: PathBuf) -> YoukiRuntime {
+        YoukiRuntime { zygote, root }
+    }
+
+    async fn call(&self, req: &Request, fds: &[OwnedFd]) -> Result<Option<i32>> {
+        let bytes = serde_json::to_vec(req).map_err(|e| Error::Internal(format!("encode request: {e}")))?;
+        let reply = self.zygote.call(&bytes, fds).await?;
+        let resp: Response = serde_json::from_slice(&reply)
+            .map_err(|e| Error::Internal(format!("decode fork helper reply: {e}")))?;
+        resp.into_result()
+    }
+
+    fn cgroup_pids(&self, id: &str) -> Result<Vec<i32>> {
+        let dir = self.root.join(id);
+        let c = Container::load(dir).map_err(|e| lc_error("pids", id, e))?;
+        let cfg = c.spec().map_err(|e| lc_error("pids", id, e))?;
+        let cm = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+            cgroup_path: cfg.cgroup_path.clone(),
+            systemd_cgroup: c.systemd(),
+            container_name: id.to_string(),
+        })
+        .map_err(|e| Error::Runtime(format!("cgroup of {id}: {e}")))?;
+        use libcgroups::common::CgroupManager;
+        cm.get_all_pids()
+            .map(|v| v.into_iter().map(|p| p.as_raw()).collect())
+            .map_err(|e| Error::Runtime(format!("pids of {id}: {e}")))
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for YoukiRuntime {
+    async fn create(&self, spec: CreateSpec) -> Result<i32> {
+        let req = Request::Create {
+            id: spec.id.clone(),
+            bundle: spec.bundle,
+            root: self.root.clone(),
+            rootfs: spec.rootfs,
+            systemd_cgroup: spec.systemd_cgroup,
+        };
+        let fds = [spec.stdio.stdin, spec.stdio.stdout, spec.stdio.stderr];
+        self.call(&req, &fds)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("create {}: no pid in reply", spec.id)))
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        self.call(&Request::Start { id: id.to_string(), root: self.root.clone() }, &[] as &[OwnedFd])
+            .await
+            .map(|_| ())
+    }
+
+    async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()> {
+        let sig = Signal::try_from(signal).map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        let targets = if all { self.cgroup_pids(id)? } else { vec![pid] };
+        for p in targets.into_iter().map(Pid::from_raw) {
+            match kill(p, sig) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => return Err(Error::io(format!("kill {p} in {id} with {sig}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str, bundle: &Path) -> Result<()> {
+        let req = Request::Delete { id: id.to_string(), root: self.root.clone(), bundle: bundle.to_path_buf() };
+        self.call(&req, &[] as &[OwnedFd]).await.map(|_| ())
+    }
+
+    async fn pids(&self, id: &str, _pid: i32) -> Result<Vec<u32>> {
+        Ok(self.cgroup_pids(id)?.into_iter().map(|p| p as u32).collect())
+    }
+}

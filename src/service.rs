@@ -1,0 +1,219 @@
+//! containerd's Task API over ttrpc, served under both `containerd.task.v2.Task`
+//! (containerd 1.x) and `containerd.task.v3.Task` (2.x): the messages are the same.
+//! Handlers are thin: unpack the request, call the pod, pack the answer.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use containerd_shim_protos::api::{
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, DeleteResponse, KillRequest, PidsRequest, PidsResponse, ShutdownRequest,
+    StartRequest, StartResponse, StateRequest, StateResponse, WaitRequest, WaitResponse,
+};
+use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+use containerd_shim_protos::shim_async::{Task, create_task};
+use containerd_shim_protos::types::task::{ProcessInfo, Status as ProtoStatus};
+use tokio::sync::Notify;
+use ttrpc::r#async::{Service, TtrpcContext};
+
+use crate::container::Status;
+use crate::error::Error;
+use crate::io::StdioPaths;
+use crate::options;
+use crate::pod::{CreateParams, Pod, from_proto_mount, timestamp};
+
+pub const TASK_V2: &str = "containerd.task.v2.Task";
+pub const TASK_V3: &str = "containerd.task.v3.Task";
+
+pub struct TaskService {
+    pub pod: Arc<Pod>,
+    /// Notified when Shutdown finds the pod empty: the daemon then exits.
+    pub shutdown: Arc<Notify>,
+}
+
+/// The Task service under both names containerd may call it by.
+pub fn services(task: Arc<TaskService>) -> HashMap<String, Service> {
+    let mut all = create_task(task.clone());
+    if let Some(v3) = create_task(task).remove(TASK_V3) {
+        all.insert(TASK_V2.to_string(), v3);
+    }
+    all
+}
+
+/// Exec processes belong to the Task-API work that is not built yet; say so clearly
+/// instead of acting on the container's init by mistake.
+fn no_exec(exec_id: &str) -> Result<(), Error> {
+    if exec_id.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Unimplemented(format!("exec processes (exec id {exec_id:?}) are not supported yet")))
+    }
+}
+
+fn proto_status(s: Status) -> ProtoStatus {
+    match s {
+        Status::Created => ProtoStatus::CREATED,
+        Status::Running => ProtoStatus::RUNNING,
+        Status::Stopped => ProtoStatus::STOPPED,
+    }
+}
+
+fn unimplemented<T>(what: &str) -> ttrpc::Result<T> {
+    Err(Error::Unimplemented(format!("{what} is not supported by containerd-shim-youki yet")).into())
+}
+
+#[async_trait::async_trait]
+impl Task for TaskService {
+    async fn create(&self, _: &TtrpcContext, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
+        let opts = options::decode(req.options.as_ref())?;
+        let pid = self
+            .pod
+            .create(CreateParams {
+                id: req.id.clone(),
+                bundle: PathBuf::from(&req.bundle),
+                rootfs: req.rootfs.iter().map(from_proto_mount).collect(),
+                stdio: StdioPaths {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                },
+                systemd_cgroup: opts.systemd_cgroup,
+                checkpoint: req.checkpoint.clone(),
+            })
+            .await?;
+        let mut resp = CreateTaskResponse::new();
+        resp.pid = pid as u32;
+        Ok(resp)
+    }
+
+    async fn start(&self, _: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        no_exec(&req.exec_id)?;
+        let pid = self.pod.start(&req.id).await?;
+        let mut resp = StartResponse::new();
+        resp.pid = pid as u32;
+        Ok(resp)
+    }
+
+    async fn state(&self, _: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
+        no_exec(&req.exec_id)?;
+        let s = self.pod.state(&req.id).await?;
+        let mut resp = StateResponse::new();
+        resp.id = s.id;
+        resp.bundle = s.bundle.to_string_lossy().into_owned();
+        resp.pid = s.pid as u32;
+        resp.status = proto_status(s.status).into();
+        resp.stdin = s.stdio.stdin;
+        resp.stdout = s.stdio.stdout;
+        resp.stderr = s.stdio.stderr;
+        resp.terminal = s.stdio.terminal;
+        if let Some(e) = s.exit {
+            resp.exit_status = e.status;
+            resp.exited_at = Some(timestamp(e.at)).into();
+        }
+        Ok(resp)
+    }
+
+    async fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+        no_exec(&req.exec_id)?;
+        let e = self.pod.wait(&req.id).await?;
+        let mut resp = WaitResponse::new();
+        resp.exit_status = e.status;
+        resp.exited_at = Some(timestamp(e.at)).into();
+        Ok(resp)
+    }
+
+    async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
+        no_exec(&req.exec_id)?;
+        self.pod.kill(&req.id, req.signal, req.all).await?;
+        Ok(Empty::new())
+    }
+
+    async fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+        no_exec(&req.exec_id)?;
+        let (pid, e) = self.pod.delete(&req.id).await?;
+        let mut resp = DeleteResponse::new();
+        resp.pid = pid as u32;
+        resp.exit_status = e.status;
+        resp.exited_at = Some(timestamp(e.at)).into();
+        Ok(resp)
+    }
+
+    async fn pids(&self, _: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
+        let pids = self.pod.pids(&req.id).await?;
+        let mut resp = PidsResponse::new();
+        resp.processes = pids
+            .into_iter()
+            .map(|pid| {
+                let mut p = ProcessInfo::new();
+                p.pid = pid;
+                p
+            })
+            .collect();
+        Ok(resp)
+    }
+
+    async fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
+        no_exec(&req.exec_id)?;
+        if req.stdin {
+            self.pod.close_stdin(&req.id).await?;
+        }
+        Ok(Empty::new())
+    }
+
+    async fn connect(&self, _: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
+        let mut resp = ConnectResponse::new();
+        resp.shim_pid = std::process::id();
+        resp.version = env!("CARGO_PKG_VERSION").to_string();
+        if let Ok(s) = self.pod.state(&req.id).await {
+            resp.task_pid = s.pid as u32;
+        }
+        Ok(resp)
+    }
+
+    async fn shutdown(&self, _: &TtrpcContext, _: ShutdownRequest) -> ttrpc::Result<Empty> {
+        // containerd calls Shutdown after every Delete; a pod's shim stays while any
+        // container of the pod remains.
+        if self.pod.is_empty() {
+            self.shutdown.notify_one();
+        }
+        Ok(Empty::new())
+    }
+
+    async fn pause(&self, _: &TtrpcContext, _: containerd_shim_protos::api::PauseRequest) -> ttrpc::Result<Empty> {
+        unimplemented("Pause")
+    }
+
+    async fn resume(&self, _: &TtrpcContext, _: containerd_shim_protos::api::ResumeRequest) -> ttrpc::Result<Empty> {
+        unimplemented("Resume")
+    }
+
+    async fn checkpoint(
+        &self,
+        _: &TtrpcContext,
+        _: containerd_shim_protos::api::CheckpointTaskRequest,
+    ) -> ttrpc::Result<Empty> {
+        unimplemented("Checkpoint")
+    }
+
+    async fn exec(&self, _: &TtrpcContext, _: containerd_shim_protos::api::ExecProcessRequest) -> ttrpc::Result<Empty> {
+        unimplemented("Exec")
+    }
+
+    async fn resize_pty(&self, _: &TtrpcContext, _: containerd_shim_protos::api::ResizePtyRequest) -> ttrpc::Result<Empty> {
+        unimplemented("ResizePty")
+    }
+
+    async fn update(&self, _: &TtrpcContext, _: containerd_shim_protos::api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        unimplemented("Update")
+    }
+
+    async fn stats(
+        &self,
+        _: &TtrpcContext,
+        _: containerd_shim_protos::api::StatsRequest,
+    ) -> ttrpc::Result<containerd_shim_protos::api::StatsResponse> {
+        unimplemented("Stats")
+    }
+}
