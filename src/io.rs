@@ -161,8 +161,9 @@ mod tests {
         // No client reader yet: the write still succeeds because the daemon holds a reader.
         let mut w = File::from(child.stdout);
         w.write_all(b"hello\n").unwrap();
+        // The client attaches late (non-blocking, as containerd's fifo package does).
+        let mut r = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&p).unwrap();
         drop(w);
-        let mut r = File::open(&p).unwrap();
         drop(keep);
         let mut s = String::new();
         r.read_to_string(&mut s).unwrap();

@@ -331,3 +331,7 @@ fn to_proto_mount(m: &Mount) -> ProtoMount {
 pub fn from_proto_mount(p: &ProtoMount) -> Mount {
     Mount { kind: p.type_.clone(), source: p.source.clone(), options: p.options.clone() }
 }
+
+#[cfg(test)]
+#[path = "pod_tests.rs"]
+mod tests;

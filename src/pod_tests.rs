@@ -1,0 +1,1 @@
+//! Unit tests of the pod rules, against the fake runtime.
