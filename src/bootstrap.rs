@@ -3,9 +3,8 @@
 //!
 //! - containerd 1.6/1.7 write the runtime options (a protobuf `Any`, possibly empty) on
 //!   stdin and read a plain address from stdout.
-//! - containerd 2.0–2.2 do the same but also accept JSON
-//!   `{"version":3,"address":…,"protocol":"ttrpc"}`; version 3 lets them dial the pod's shim
-//!   directly for sibling containers.
+//! - containerd 2.0–2.2 do the same; they would accept JSON `{"version":3,…}` but cannot be
+//!   told apart from 1.7, which rejects it (see `reply_format`).
 //! - containerd 2.3 writes `BootstrapParams` and reads a `BootstrapResult`.
 
 use std::io::{Read, Write};
@@ -49,8 +48,6 @@ pub enum Input {
 pub enum Reply {
     /// containerd 1.x: the bare address.
     Plain,
-    /// JSON with a version (containerd 1.7+ read it; kept for callers that ask for it).
-    Json,
     /// containerd 2.3+: a protobuf `BootstrapResult`.
     Bootstrap,
 }
@@ -88,13 +85,6 @@ pub fn reply_format(input: &Input) -> Reply {
 pub fn format_reply(reply: Reply, address: &str) -> Result<Vec<u8>> {
     match reply {
         Reply::Plain => Ok(address.as_bytes().to_vec()),
-        Reply::Json => Ok(serde_json::json!({
-            "version": SHIM_VERSION,
-            "address": address,
-            "protocol": "ttrpc",
-        })
-        .to_string()
-        .into_bytes()),
         Reply::Bootstrap => {
             let mut r = BootstrapResult::new();
             r.version = SHIM_VERSION;
@@ -315,14 +305,10 @@ mod tests {
     }
 
     #[test]
-    fn legacy_callers_get_plain_or_json() {
+    fn legacy_callers_get_the_plain_address() {
         let opts = Input::Options(None);
         assert_eq!(reply_format(&opts), Reply::Plain);
         assert_eq!(format_reply(Reply::Plain, "unix:///x").unwrap(), b"unix:///x");
-        let json: serde_json::Value = serde_json::from_slice(&format_reply(Reply::Json, "unix:///x").unwrap()).unwrap();
-        assert_eq!(json["version"], 3);
-        assert_eq!(json["address"], "unix:///x");
-        assert_eq!(json["protocol"], "ttrpc");
     }
 
     #[test]

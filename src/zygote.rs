@@ -58,10 +58,6 @@ pub fn spawn(handler: Handler, failed: fn(String) -> Vec<u8>) -> Result<(OwnedFd
             // SAFETY: plain integer arguments.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
             close_other_fds(theirs.as_raw_fd());
-            // Rust ignores SIGPIPE; an ignored signal survives fork and exec, so every
-            // container would inherit it. Containers get the default, as under runc.
-            // SAFETY: resetting a disposition to its default.
-            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
             serve(theirs, handler, failed);
             // SAFETY: _exit is always safe; we must not run the daemon's atexit handlers.
             unsafe { libc::_exit(0) }

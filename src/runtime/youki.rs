@@ -9,6 +9,9 @@ use std::sync::Arc;
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::error::LibcontainerError;
+use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -77,6 +80,25 @@ impl Response {
     }
 }
 
+/// Execs the container's process like libcontainer's default executor, after restoring
+/// SIGPIPE: Rust ignores it in the shim, an ignored signal survives exec, and the user's
+/// process must get the default (as under runc). The shim's own workers keep ignoring it,
+/// so a hook that does not read its state on stdin cannot kill them.
+#[derive(Clone)]
+struct ShimExecutor;
+
+impl Executor for ShimExecutor {
+    fn exec(&self, spec: &Spec) -> std::result::Result<(), ExecutorError> {
+        // SAFETY: resetting a disposition to its default in the about-to-exec init.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+}
+
 fn lc_error(what: &str, id: &str, e: LibcontainerError) -> Error {
     match e {
         LibcontainerError::Exist => Error::AlreadyExists(format!("{what} {id}: container state already exists")),
@@ -137,7 +159,7 @@ fn create(
     }
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
-        .map(|b| b.with_stdin(stdin).with_stdout(stdout).with_stderr(stderr))
+        .map(|b| b.with_executor(ShimExecutor).with_stdin(stdin).with_stdout(stdout).with_stderr(stderr))
         .and_then(|b| b.validate_id())
         .and_then(|b| b.as_init(bundle).with_systemd(systemd_cgroup).with_detach(true).build());
     match built {
