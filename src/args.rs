@@ -72,9 +72,9 @@ impl Args {
                 "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {
                     let value = match inline {
                         Some(v) => v,
-                        None => it
-                            .next()
-                            .ok_or_else(|| Error::InvalidArgument(format!("flag -{name} needs a value")))?,
+                        None => it.next().ok_or_else(|| {
+                            Error::InvalidArgument(format!("flag -{name} needs a value"))
+                        })?,
                     };
                     match name {
                         "namespace" => args.namespace = value,
@@ -111,7 +111,9 @@ fn parse_bool(name: &str, value: Option<&str>) -> Result<bool> {
     match value {
         None | Some("true") | Some("1") | Some("t") | Some("T") | Some("TRUE") => Ok(true),
         Some("false") | Some("0") | Some("f") | Some("F") | Some("FALSE") => Ok(false),
-        Some(v) => Err(Error::InvalidArgument(format!("flag -{name}: invalid boolean {v:?}"))),
+        Some(v) => Err(Error::InvalidArgument(format!(
+            "flag -{name}: invalid boolean {v:?}"
+        ))),
     }
 }
 

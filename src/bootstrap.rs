@@ -68,8 +68,11 @@ pub fn decode_input(stdin: &[u8], id: &str, namespace: &str) -> Result<Input> {
     {
         return Ok(Input::Bootstrap(Box::new(p)));
     }
-    let any = Any::parse_from_bytes(stdin)
-        .map_err(|e| Error::InvalidArgument(format!("start: stdin is neither runtime options nor BootstrapParams: {e}")))?;
+    let any = Any::parse_from_bytes(stdin).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "start: stdin is neither runtime options nor BootstrapParams: {e}"
+        ))
+    })?;
     Ok(Input::Options(Some(any)))
 }
 
@@ -79,7 +82,11 @@ pub fn decode_input(stdin: &[u8], id: &str, namespace: &str) -> Result<Input> {
 /// JSON version above 2, and 2.0–2.2 set the same environment as 1.7 (MAX_SHIM_VERSION=2),
 /// so they cannot be told apart; they call `start` per container and we group ourselves.
 pub fn reply_format(input: &Input) -> Reply {
-    if matches!(input, Input::Bootstrap(_)) { Reply::Bootstrap } else { Reply::Plain }
+    if matches!(input, Input::Bootstrap(_)) {
+        Reply::Bootstrap
+    } else {
+        Reply::Plain
+    }
 }
 
 pub fn format_reply(reply: Reply, address: &str) -> Result<Vec<u8>> {
@@ -154,7 +161,10 @@ fn bind_or_join(socket: &Path) -> Result<Option<UnixListener>> {
             Err(e) => return Err(Error::io(format!("bind {}", socket.display()), e)),
         }
     }
-    Err(Error::Runtime(format!("could not bind {}", socket.display())))
+    Err(Error::Runtime(format!(
+        "could not bind {}",
+        socket.display()
+    )))
 }
 
 /// Spawns the daemon in a new session with the listener as fd 3 and returns its PID.
@@ -187,7 +197,9 @@ fn spawn_daemon(args: &Args, socket: &Path, listener: OwnedFd, input: &Input) ->
     if let Some(t) = ttrpc_address {
         cmd.env("TTRPC_ADDRESS", t);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let fd = listener.as_raw_fd();
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -215,13 +227,22 @@ pub fn start(args: &Args, stdin: &mut dyn Read) -> Result<Vec<u8>> {
     validate_namespace(&args.namespace)?;
     validate_id(&args.id)?;
     let mut input = Vec::new();
-    stdin.read_to_end(&mut input).map_err(|e| Error::io("read stdin", e))?;
+    stdin
+        .read_to_end(&mut input)
+        .map_err(|e| Error::io("read stdin", e))?;
     let input = decode_input(&input, &args.id, &args.namespace)?;
     let reply = reply_format(&input);
     let (address, socket_dir) = match &input {
         Input::Bootstrap(p) => (
-            if p.containerd_grpc_address.is_empty() { args.address.clone() } else { p.containerd_grpc_address.clone() },
-            p.socket_dir.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| SOCKET_DIR.to_string()),
+            if p.containerd_grpc_address.is_empty() {
+                args.address.clone()
+            } else {
+                p.containerd_grpc_address.clone()
+            },
+            p.socket_dir
+                .clone()
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| SOCKET_DIR.to_string()),
         ),
         Input::Options(_) => (args.address.clone(), SOCKET_DIR.to_string()),
     };
@@ -231,11 +252,11 @@ pub fn start(args: &Args, stdin: &mut dyn Read) -> Result<Vec<u8>> {
     let group = group_id(&config, &args.id)?;
     let socket = socket_path(Path::new(&socket_dir), &address, &args.namespace, &group);
     let addr = address_of(&socket);
-    if let Some(listener) = bind_or_join(&socket)? {
-        if let Err(e) = spawn_daemon(args, &socket, listener.into(), &input) {
-            let _ = std::fs::remove_file(&socket);
-            return Err(e);
-        }
+    if let Some(listener) = bind_or_join(&socket)?
+        && let Err(e) = spawn_daemon(args, &socket, listener.into(), &input)
+    {
+        let _ = std::fs::remove_file(&socket);
+        return Err(e);
     }
     // Recorded for `delete`, which must find the socket of a dead shim to remove it.
     let _ = std::fs::write(bundle.join("address"), &addr);
@@ -244,7 +265,9 @@ pub fn start(args: &Args, stdin: &mut dyn Read) -> Result<Vec<u8>> {
 
 pub fn write_stdout(bytes: &[u8]) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(bytes).and_then(|_| out.flush()).map_err(|e| Error::io("write stdout", e))
+    out.write_all(bytes)
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::io("write stdout", e))
 }
 
 #[cfg(test)]
@@ -263,7 +286,10 @@ mod tests {
 
     #[test]
     fn empty_stdin_is_no_options() {
-        assert_eq!(decode_input(b"", "c1", "default").unwrap(), Input::Options(None));
+        assert_eq!(
+            decode_input(b"", "c1", "default").unwrap(),
+            Input::Options(None)
+        );
     }
 
     #[test]
@@ -286,7 +312,10 @@ mod tests {
         match decode_input(&bytes, "c1", "k8s.io").unwrap() {
             Input::Bootstrap(p) => {
                 assert_eq!(p.containerd_version, "v2.3.0");
-                assert_eq!(p.containerd_ttrpc_address, "/run/containerd/containerd.sock.ttrpc");
+                assert_eq!(
+                    p.containerd_ttrpc_address,
+                    "/run/containerd/containerd.sock.ttrpc"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -308,7 +337,10 @@ mod tests {
     fn legacy_callers_get_the_plain_address() {
         let opts = Input::Options(None);
         assert_eq!(reply_format(&opts), Reply::Plain);
-        assert_eq!(format_reply(Reply::Plain, "unix:///x").unwrap(), b"unix:///x");
+        assert_eq!(
+            format_reply(Reply::Plain, "unix:///x").unwrap(),
+            b"unix:///x"
+        );
     }
 
     #[test]
@@ -319,15 +351,27 @@ mod tests {
         assert_eq!(group_id(cfg, "c1").unwrap(), "g");
         assert_eq!(group_id(b"{}", "c1").unwrap(), "c1");
         let bad = br#"{"annotations":{"io.kubernetes.cri.sandbox-id":"../etc"}}"#;
-        assert!(group_id(bad, "c1").unwrap_err().to_string().contains("../etc"));
+        assert!(
+            group_id(bad, "c1")
+                .unwrap_err()
+                .to_string()
+                .contains("../etc")
+        );
     }
 
     #[test]
     fn socket_name_matches_containerd() {
         // sha256("/run/containerd/containerd.sock/default/c1"), as containerd's
         // shim.SocketAddress computes it.
-        let p = socket_path(Path::new(SOCKET_DIR), "/run/containerd/containerd.sock", "default", "c1");
-        let expect = hex::encode(Sha256::digest(b"/run/containerd/containerd.sock/default/c1"));
+        let p = socket_path(
+            Path::new(SOCKET_DIR),
+            "/run/containerd/containerd.sock",
+            "default",
+            "c1",
+        );
+        let expect = hex::encode(Sha256::digest(
+            b"/run/containerd/containerd.sock/default/c1",
+        ));
         assert_eq!(p, Path::new(SOCKET_DIR).join(expect));
     }
 }

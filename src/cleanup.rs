@@ -46,8 +46,12 @@ pub fn run(args: &Args) -> Result<Vec<u8>> {
 
 /// The socket named in the bundle's `address` file, if nothing answers on it any more.
 fn remove_dead_socket(bundle: &std::path::Path) {
-    let Ok(addr) = std::fs::read_to_string(bundle.join("address")) else { return };
-    let Some(path) = addr.trim().strip_prefix("unix://") else { return };
+    let Ok(addr) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let Some(path) = addr.trim().strip_prefix("unix://") else {
+        return;
+    };
     if !path.starts_with(crate::bootstrap::SOCKET_DIR) {
         return;
     }

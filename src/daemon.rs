@@ -39,14 +39,16 @@ fn redirect_log() {
     unsafe { libc::dup2(f.as_raw_fd(), 2) };
 }
 
-
 pub fn run(args: Args) -> Result<()> {
     redirect_log();
     logger::init(&args.id, args.debug);
     // SAFETY: fd 3 is the listener `start` passed us; nothing else owns it.
     let listener = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
-    nix::fcntl::fcntl(&listener, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-        .map_err(|e| Error::io("listener fd 3 (was the daemon started by `start`?)", e))?;
+    nix::fcntl::fcntl(
+        &listener,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| Error::io("listener fd 3 (was the daemon started by `start`?)", e))?;
     reaper::become_subreaper()?;
     // Before any thread exists: the helper must be forked from a single-threaded process.
     let (zsock, zpid) = zygote::spawn(worker, worker_failed)?;
@@ -61,11 +63,19 @@ pub fn run(args: Args) -> Result<()> {
     result
 }
 
-async fn serve(args: Args, listener: OwnedFd, zsock: OwnedFd, zpid: nix::unistd::Pid) -> Result<()> {
+async fn serve(
+    args: Args,
+    listener: OwnedFd,
+    zsock: OwnedFd,
+    zpid: nix::unistd::Pid,
+) -> Result<()> {
     let zygote = Arc::new(Zygote::new(zsock)?);
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
     let events = Publisher::spawn(args.namespace.clone(), TtrpcForwarder::new(&ttrpc_address));
-    let runtime = Arc::new(YoukiRuntime::new(zygote.clone(), state_root(&args.namespace)));
+    let runtime = Arc::new(YoukiRuntime::new(
+        zygote.clone(),
+        state_root(&args.namespace),
+    ));
     let pod = Arc::new(Pod::new(runtime, events));
     let shutdown = Arc::new(Notify::new());
 
@@ -93,7 +103,10 @@ async fn serve(args: Args, listener: OwnedFd, zsock: OwnedFd, zpid: nix::unistd:
         .map_err(|e| Error::io("listener nonblocking", e))?;
     let listener = tokio::net::UnixListener::from_std(std_listener)
         .map_err(|e| Error::io("register listener", e))?;
-    let task = Arc::new(TaskService { pod, shutdown: shutdown.clone() });
+    let task = Arc::new(TaskService {
+        pod,
+        shutdown: shutdown.clone(),
+    });
     let mut server = Server::new()
         .add_listener(Listener::from(listener))
         .register_service(services(task));

@@ -93,10 +93,22 @@ mod tests {
     #[test]
     fn codes_follow_the_kind() {
         assert_eq!(status(Error::NotFound("x".into())).0, Code::NOT_FOUND);
-        assert_eq!(status(Error::AlreadyExists("x".into())).0, Code::ALREADY_EXISTS);
-        assert_eq!(status(Error::FailedPrecondition("x".into())).0, Code::FAILED_PRECONDITION);
-        assert_eq!(status(Error::InvalidArgument("x".into())).0, Code::INVALID_ARGUMENT);
-        assert_eq!(status(Error::Unimplemented("x".into())).0, Code::UNIMPLEMENTED);
+        assert_eq!(
+            status(Error::AlreadyExists("x".into())).0,
+            Code::ALREADY_EXISTS
+        );
+        assert_eq!(
+            status(Error::FailedPrecondition("x".into())).0,
+            Code::FAILED_PRECONDITION
+        );
+        assert_eq!(
+            status(Error::InvalidArgument("x".into())).0,
+            Code::INVALID_ARGUMENT
+        );
+        assert_eq!(
+            status(Error::Unimplemented("x".into())).0,
+            Code::UNIMPLEMENTED
+        );
         assert_eq!(status(Error::Runtime("x".into())).0, Code::UNKNOWN);
         let enoent = std::io::Error::from_raw_os_error(libc_enoent());
         assert_eq!(status(Error::io("open /x", enoent)).0, Code::NOT_FOUND);

@@ -107,7 +107,10 @@ impl TtrpcForwarder {
         } else {
             format!("unix://{address}")
         };
-        TtrpcForwarder { address, client: None }
+        TtrpcForwarder {
+            address,
+            client: None,
+        }
     }
 }
 
@@ -115,7 +118,9 @@ impl TtrpcForwarder {
 impl Forwarder for TtrpcForwarder {
     async fn forward(&mut self, envelope: &Envelope) -> Result<()> {
         if self.address == "unix://" {
-            return Err(Error::InvalidArgument("no TTRPC_ADDRESS to publish events to".into()));
+            return Err(Error::InvalidArgument(
+                "no TTRPC_ADDRESS to publish events to".into(),
+            ));
         }
         if self.client.is_none() {
             let c = Client::connect(&self.address)
@@ -165,11 +170,18 @@ mod tests {
     async fn retries_then_delivers_in_order() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel(8);
-        let p = Publisher { tx, namespace: "default".into() };
+        let p = Publisher {
+            tx,
+            namespace: "default".into(),
+        };
         p.publish("/tasks/create", &TaskCreate::new());
         p.publish("/tasks/exit", &TaskExit::new());
         drop(p);
-        let fwd = Flaky { fail_first: 3, calls: 0, seen: seen.clone() };
+        let fwd = Flaky {
+            fail_first: 3,
+            calls: 0,
+            seen: seen.clone(),
+        };
         drain(rx, fwd, Duration::from_millis(1)).await;
         assert_eq!(*seen.lock().unwrap(), vec!["/tasks/create", "/tasks/exit"]);
     }
@@ -178,11 +190,18 @@ mod tests {
     async fn gives_up_after_max_attempts_and_moves_on() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel(8);
-        let p = Publisher { tx, namespace: "default".into() };
+        let p = Publisher {
+            tx,
+            namespace: "default".into(),
+        };
         p.publish("/tasks/create", &TaskCreate::new());
         p.publish("/tasks/exit", &TaskExit::new());
         drop(p);
-        let fwd = Flaky { fail_first: MAX_ATTEMPTS, calls: 0, seen: seen.clone() };
+        let fwd = Flaky {
+            fail_first: MAX_ATTEMPTS,
+            calls: 0,
+            seen: seen.clone(),
+        };
         drain(rx, fwd, Duration::from_millis(1)).await;
         // The first event used up its attempts; the second still went out.
         assert_eq!(*seen.lock().unwrap(), vec!["/tasks/exit"]);
@@ -199,7 +218,10 @@ mod tests {
     #[test]
     fn full_queue_drops_without_blocking() {
         let (tx, rx) = mpsc::channel(1);
-        let p = Publisher { tx, namespace: "n".into() };
+        let p = Publisher {
+            tx,
+            namespace: "n".into(),
+        };
         p.publish("/tasks/create", &TaskCreate::new());
         p.publish("/tasks/exit", &TaskExit::new());
         assert_eq!(rx.len(), 1, "the second event is dropped, not queued");

@@ -9,7 +9,9 @@ pub fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 1024
         && id.as_bytes()[0].is_ascii_alphanumeric()
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -49,7 +51,17 @@ mod tests {
         for good in ["c1", "a.b_c-d", "0123456789abcdef", &"x".repeat(1024)] {
             assert!(validate_id(good).is_ok(), "{good}");
         }
-        for bad in ["", ".", "..", "../x", "a/b", "-x", "a b", "a\0b", &"x".repeat(1025)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "-x",
+            "a b",
+            "a\0b",
+            &"x".repeat(1025),
+        ] {
             let e = validate_id(bad).unwrap_err();
             assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
         }
@@ -60,7 +72,16 @@ mod tests {
         for good in ["default", "k8s.io", "moby", "a-b_c.d"] {
             assert!(validate_namespace(good).is_ok(), "{good}");
         }
-        for bad in ["", "..", "a/b", "a..b", "-a", "a-", "k8s.io/../x", &"a".repeat(77)] {
+        for bad in [
+            "",
+            "..",
+            "a/b",
+            "a..b",
+            "-a",
+            "a-",
+            "k8s.io/../x",
+            &"a".repeat(77),
+        ] {
             assert!(validate_namespace(bad).is_err(), "{bad}");
         }
     }

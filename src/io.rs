@@ -62,7 +62,9 @@ fn target(uri: &str) -> Result<Target<'_>> {
         )));
     }
     if !uri.starts_with('/') {
-        return Err(Error::InvalidArgument(format!("stdio path {uri:?} is not absolute")));
+        return Err(Error::InvalidArgument(format!(
+            "stdio path {uri:?} is not absolute"
+        )));
     }
     Ok(Target::Fifo(uri))
 }
@@ -92,7 +94,8 @@ fn open_output(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
         Target::Null => null(true),
         Target::File(path) => {
             if let Some(dir) = std::path::Path::new(path).parent() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
             }
             let f: File = OpenOptions::new()
                 .append(true)
@@ -136,7 +139,14 @@ pub fn open_stdio(paths: &StdioPaths) -> Result<(ChildStdio, Keepalive)> {
     let stdin = open_input(&paths.stdin, &mut keep)?;
     let stdout = open_output(&paths.stdout, &mut keep)?;
     let stderr = open_output(&paths.stderr, &mut keep)?;
-    Ok((ChildStdio { stdin, stdout, stderr }, keep))
+    Ok((
+        ChildStdio {
+            stdin,
+            stdout,
+            stderr,
+        },
+        keep,
+    ))
 }
 
 #[cfg(test)]
@@ -156,13 +166,20 @@ mod tests {
         let d = tmpdir("out");
         let p = d.join("stdout");
         nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let paths = StdioPaths { stdout: p.to_string_lossy().into(), ..Default::default() };
+        let paths = StdioPaths {
+            stdout: p.to_string_lossy().into(),
+            ..Default::default()
+        };
         let (child, keep) = open_stdio(&paths).unwrap();
         // No client reader yet: the write still succeeds because the daemon holds a reader.
         let mut w = File::from(child.stdout);
         w.write_all(b"hello\n").unwrap();
         // The client attaches late (non-blocking, as containerd's fifo package does).
-        let mut r = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&p).unwrap();
+        let mut r = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&p)
+            .unwrap();
         drop(w);
         drop(keep);
         let mut s = String::new();
@@ -176,7 +193,10 @@ mod tests {
         let d = tmpdir("in");
         let p = d.join("stdin");
         nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let paths = StdioPaths { stdin: p.to_string_lossy().into(), ..Default::default() };
+        let paths = StdioPaths {
+            stdin: p.to_string_lossy().into(),
+            ..Default::default()
+        };
         let (child, mut keep) = open_stdio(&paths).unwrap();
         let mut client = OpenOptions::new().write(true).open(&p).unwrap();
         client.write_all(b"x").unwrap();
@@ -190,9 +210,18 @@ mod tests {
 
     #[test]
     fn unknown_scheme_and_relative_paths_are_refused() {
-        let bad = StdioPaths { stdout: "binary:///bin/logger".into(), ..Default::default() };
-        assert_eq!(open_stdio(&bad).err().unwrap().code(), ttrpc::Code::UNIMPLEMENTED);
-        let rel = StdioPaths { stdout: "relative/fifo".into(), ..Default::default() };
+        let bad = StdioPaths {
+            stdout: "binary:///bin/logger".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            open_stdio(&bad).err().unwrap().code(),
+            ttrpc::Code::UNIMPLEMENTED
+        );
+        let rel = StdioPaths {
+            stdout: "relative/fifo".into(),
+            ..Default::default()
+        };
         let e = open_stdio(&rel).err().unwrap();
         assert!(e.to_string().contains("relative/fifo"));
     }

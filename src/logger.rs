@@ -25,7 +25,9 @@ impl log::Log for Logger {
             log::Level::Debug => "debug",
             log::Level::Trace => "trace",
         };
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let msg = r.args().to_string().replace('"', "\\\"");
         let line = format!(
             "time={}.{:09} level={level} msg=\"{msg}\" id={} runtime=io.containerd.youki.v2\n",
@@ -43,6 +45,10 @@ impl log::Log for Logger {
 pub fn init(id: &str, debug: bool) {
     let logger = Box::new(Logger { id: id.to_string() });
     if log::set_boxed_logger(logger).is_ok() {
-        log::set_max_level(if debug { log::LevelFilter::Debug } else { log::LevelFilter::Info });
+        log::set_max_level(if debug {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Info
+        });
     }
 }

@@ -75,22 +75,44 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
     let (flags, data) = parse_options(&m.options);
     let propagation = flags & (MsFlags::MS_PRIVATE | MsFlags::MS_SHARED | MsFlags::MS_SLAVE);
     let flags = flags - propagation;
-    let kind = if m.kind == "bind" { None } else { Some(m.kind.as_str()) };
+    let kind = if m.kind == "bind" {
+        None
+    } else {
+        Some(m.kind.as_str())
+    };
     let data = (!data.is_empty()).then_some(data.as_str());
     mount(Some(m.source.as_str()), target, kind, flags, data).map_err(|e| {
         Error::io(
-            format!("mount {} {:?} at {} (options {:?})", m.kind, m.source, target.display(), m.options),
+            format!(
+                "mount {} {:?} at {} (options {:?})",
+                m.kind,
+                m.source,
+                target.display(),
+                m.options
+            ),
             e,
         )
     })?;
     // A read-only bind needs a remount: the first bind ignores MS_RDONLY.
     if flags.contains(MsFlags::MS_BIND) && flags.contains(MsFlags::MS_RDONLY) {
-        mount(None::<&str>, target, None::<&str>, flags | MsFlags::MS_REMOUNT, None::<&str>)
-            .map_err(|e| Error::io(format!("remount {} read-only", target.display()), e))?;
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            flags | MsFlags::MS_REMOUNT,
+            None::<&str>,
+        )
+        .map_err(|e| Error::io(format!("remount {} read-only", target.display()), e))?;
     }
     if !propagation.is_empty() {
-        mount(None::<&str>, target, None::<&str>, propagation, None::<&str>)
-            .map_err(|e| Error::io(format!("set propagation of {}", target.display()), e))?;
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            propagation,
+            None::<&str>,
+        )
+        .map_err(|e| Error::io(format!("set propagation of {}", target.display()), e))?;
     }
     Ok(())
 }
@@ -105,7 +127,10 @@ pub fn unmount_all(target: &Path) -> Result<()> {
             Err(e) => return Err(Error::io(format!("unmount {}", target.display()), e)),
         }
     }
-    Err(Error::Internal(format!("{} still mounted after 64 unmounts", target.display())))
+    Err(Error::Internal(format!(
+        "{} still mounted after 64 unmounts",
+        target.display()
+    )))
 }
 
 #[cfg(test)]
@@ -118,7 +143,12 @@ mod tests {
 
     #[test]
     fn overlay_options_become_data() {
-        let (f, d) = parse_options(&opts(&["index=off", "workdir=/w", "upperdir=/u", "lowerdir=/l1:/l2"]));
+        let (f, d) = parse_options(&opts(&[
+            "index=off",
+            "workdir=/w",
+            "upperdir=/u",
+            "lowerdir=/l1:/l2",
+        ]));
         assert!(f.is_empty());
         assert_eq!(d, "index=off,workdir=/w,upperdir=/u,lowerdir=/l1:/l2");
     }
@@ -126,7 +156,9 @@ mod tests {
     #[test]
     fn bind_flags() {
         let (f, d) = parse_options(&opts(&["rbind", "ro", "nosuid"]));
-        assert!(f.contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID));
+        assert!(f.contains(
+            MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID
+        ));
         assert!(d.is_empty());
         let (f, _) = parse_options(&opts(&["ro", "rw"]));
         assert!(!f.contains(MsFlags::MS_RDONLY), "a later rw undoes ro");

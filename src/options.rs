@@ -38,7 +38,9 @@ pub fn decode(any: Option<&Any>) -> Result<RuntimeOptions> {
         RUNC_OPTIONS => {
             let o = RuncOptions::parse_from_bytes(&any.value)
                 .map_err(|e| Error::InvalidArgument(format!("decode {}: {e}", any.type_url)))?;
-            Ok(RuntimeOptions { systemd_cgroup: o.systemd_cgroup })
+            Ok(RuntimeOptions {
+                systemd_cgroup: o.systemd_cgroup,
+            })
         }
         CRI_OPTIONS => {
             // runtimeoptions.v1.Options{type_url = 1, config_path = 2, config_body = 3}: read
@@ -46,15 +48,21 @@ pub fn decode(any: Option<&Any>) -> Result<RuntimeOptions> {
             let msg = Empty::parse_from_bytes(&any.value)
                 .map_err(|e| Error::InvalidArgument(format!("decode {}: {e}", any.type_url)))?;
             let body = match msg.special_fields.unknown_fields().get(3) {
-                Some(UnknownValueRef::LengthDelimited(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(UnknownValueRef::LengthDelimited(b)) => {
+                    String::from_utf8_lossy(b).into_owned()
+                }
                 _ => String::new(),
             };
             let t: TomlOptions = toml::from_str(&body).map_err(|e| {
                 Error::InvalidArgument(format!("runtime options config_body {body:?}: {e}"))
             })?;
-            Ok(RuntimeOptions { systemd_cgroup: t.systemd_cgroup })
+            Ok(RuntimeOptions {
+                systemd_cgroup: t.systemd_cgroup,
+            })
         }
-        other => Err(Error::InvalidArgument(format!("unsupported runtime options type {other:?}"))),
+        other => Err(Error::InvalidArgument(format!(
+            "unsupported runtime options type {other:?}"
+        ))),
     }
 }
 
@@ -89,9 +97,19 @@ mod tests {
 
     #[test]
     fn cri_toml_options() {
-        assert!(decode(Some(&cri_any("SystemdCgroup = true\n"))).unwrap().systemd_cgroup);
-        assert!(!decode(Some(&cri_any("BinaryName = \"x\"\n"))).unwrap().systemd_cgroup);
-        let e = decode(Some(&cri_any("SystemdCgroup = maybe"))).unwrap_err().to_string();
+        assert!(
+            decode(Some(&cri_any("SystemdCgroup = true\n")))
+                .unwrap()
+                .systemd_cgroup
+        );
+        assert!(
+            !decode(Some(&cri_any("BinaryName = \"x\"\n")))
+                .unwrap()
+                .systemd_cgroup
+        );
+        let e = decode(Some(&cri_any("SystemdCgroup = maybe")))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("maybe"), "{e}");
     }
 

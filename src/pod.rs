@@ -106,7 +106,10 @@ impl Pod {
         {
             let mut map = lock(&self.containers);
             if map.contains_key(&p.id) {
-                return Err(Error::AlreadyExists(format!("container {:?} already exists", p.id)));
+                return Err(Error::AlreadyExists(format!(
+                    "container {:?} already exists",
+                    p.id
+                )));
             }
             map.insert(p.id.clone(), slot);
         }
@@ -171,14 +174,20 @@ impl Pod {
     pub async fn start(&self, id: &str) -> Result<i32> {
         let slot = self.slot(id)?;
         let mut g = slot.lock().await;
-        let c = g.as_mut().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = g
+            .as_mut()
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
         match c.status() {
             Status::Created => {}
             Status::Running => {
-                return Err(Error::FailedPrecondition(format!("container {id:?} is already started")));
+                return Err(Error::FailedPrecondition(format!(
+                    "container {id:?} is already started"
+                )));
             }
             Status::Stopped => {
-                return Err(Error::FailedPrecondition(format!("container {id:?} has already exited")));
+                return Err(Error::FailedPrecondition(format!(
+                    "container {id:?} has already exited"
+                )));
             }
         }
         self.runtime.start(id).await?;
@@ -195,7 +204,9 @@ impl Pod {
     pub async fn state(&self, id: &str) -> Result<StateInfo> {
         let slot = self.slot(id)?;
         let g = slot.lock().await;
-        let c = g.as_ref().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = g
+            .as_ref()
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
         Ok(StateInfo {
             id: c.id.clone(),
             bundle: c.bundle.clone(),
@@ -210,7 +221,9 @@ impl Pod {
         let cell = {
             let slot = self.slot(id)?;
             let g = slot.lock().await;
-            let c = g.as_ref().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+            let c = g
+                .as_ref()
+                .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
             c.exit.clone()
         };
         Ok(cell.wait().await)
@@ -219,9 +232,13 @@ impl Pod {
     pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
         let slot = self.slot(id)?;
         let g = slot.lock().await;
-        let c = g.as_ref().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = g
+            .as_ref()
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
         if c.exited().is_some() {
-            return Err(Error::NotFound(format!("container {id:?}: process already finished")));
+            return Err(Error::NotFound(format!(
+                "container {id:?}: process already finished"
+            )));
         }
         let sig = i32::try_from(signal)
             .ok()
@@ -233,7 +250,9 @@ impl Pod {
     pub async fn delete(&self, id: &str) -> Result<(i32, Exit)> {
         let slot = self.slot(id)?;
         let mut g = slot.lock().await;
-        let c = g.as_ref().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = g
+            .as_ref()
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
         if c.status() == Status::Running {
             return Err(Error::FailedPrecondition(format!(
                 "container {id:?} is running: kill it before delete"
@@ -264,7 +283,9 @@ impl Pod {
     pub async fn pids(&self, id: &str) -> Result<Vec<u32>> {
         let slot = self.slot(id)?;
         let g = slot.lock().await;
-        let c = g.as_ref().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = g
+            .as_ref()
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
         if c.exited().is_some() {
             return Ok(Vec::new());
         }
@@ -274,7 +295,9 @@ impl Pod {
     pub async fn close_stdin(&self, id: &str) -> Result<()> {
         let slot = self.slot(id)?;
         let mut g = slot.lock().await;
-        let c = g.as_mut().ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = g
+            .as_mut()
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
         c.io.close_stdin();
         Ok(())
     }
@@ -329,7 +352,11 @@ fn to_proto_mount(m: &Mount) -> ProtoMount {
 }
 
 pub fn from_proto_mount(p: &ProtoMount) -> Mount {
-    Mount { kind: p.type_.clone(), source: p.source.clone(), options: p.options.clone() }
+    Mount {
+        kind: p.type_.clone(),
+        source: p.source.clone(),
+        options: p.options.clone(),
+    }
 }
 
 #[cfg(test)]

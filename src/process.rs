@@ -13,7 +13,10 @@ pub struct Exit {
 
 impl Exit {
     pub fn now(status: u32) -> Exit {
-        Exit { status, at: SystemTime::now() }
+        Exit {
+            status,
+            at: SystemTime::now(),
+        }
     }
 }
 
@@ -34,7 +37,9 @@ pub struct ExitCell {
 
 impl Default for ExitCell {
     fn default() -> Self {
-        ExitCell { tx: watch::channel(None).0 }
+        ExitCell {
+            tx: watch::channel(None).0,
+        }
     }
 }
 
@@ -79,8 +84,14 @@ mod tests {
     fn codes() {
         let p = Pid::from_raw(1);
         assert_eq!(exit_code(WaitStatus::Exited(p, 3)), Some(3));
-        assert_eq!(exit_code(WaitStatus::Signaled(p, Signal::SIGKILL, false)), Some(137));
-        assert_eq!(exit_code(WaitStatus::Signaled(p, Signal::SIGTERM, true)), Some(143));
+        assert_eq!(
+            exit_code(WaitStatus::Signaled(p, Signal::SIGKILL, false)),
+            Some(137)
+        );
+        assert_eq!(
+            exit_code(WaitStatus::Signaled(p, Signal::SIGTERM, true)),
+            Some(143)
+        );
         assert_eq!(exit_code(WaitStatus::StillAlive), None);
     }
 

@@ -17,7 +17,10 @@ pub fn become_subreaper() -> Result<()> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes a plain integer argument.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if rc != 0 {
-        return Err(Error::io("prctl(PR_SET_CHILD_SUBREAPER)", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "prctl(PR_SET_CHILD_SUBREAPER)",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
@@ -44,7 +47,8 @@ pub fn reap_all(out: &UnboundedSender<(i32, u32)>) {
 
 /// Runs until the process exits: on every SIGCHLD, reap everything that exited.
 pub async fn run(out: UnboundedSender<(i32, u32)>) -> Result<()> {
-    let mut sigchld = signal(SignalKind::child()).map_err(|e| Error::io("listen for SIGCHLD", e))?;
+    let mut sigchld =
+        signal(SignalKind::child()).map_err(|e| Error::io("listen for SIGCHLD", e))?;
     // A child may have exited before the handler was installed.
     reap_all(&out);
     while sigchld.recv().await.is_some() {

@@ -47,7 +47,9 @@ fn no_exec(exec_id: &str) -> Result<(), Error> {
     if exec_id.is_empty() {
         Ok(())
     } else {
-        Err(Error::Unimplemented(format!("exec processes (exec id {exec_id:?}) are not supported yet")))
+        Err(Error::Unimplemented(format!(
+            "exec processes (exec id {exec_id:?}) are not supported yet"
+        )))
     }
 }
 
@@ -60,12 +62,19 @@ fn proto_status(s: Status) -> ProtoStatus {
 }
 
 fn unimplemented<T>(what: &str) -> ttrpc::Result<T> {
-    Err(Error::Unimplemented(format!("{what} is not supported by containerd-shim-youki yet")).into())
+    Err(Error::Unimplemented(format!(
+        "{what} is not supported by containerd-shim-youki yet"
+    ))
+    .into())
 }
 
 #[async_trait::async_trait]
 impl Task for TaskService {
-    async fn create(&self, _: &TtrpcContext, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
+    async fn create(
+        &self,
+        _: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> ttrpc::Result<CreateTaskResponse> {
         let opts = options::decode(req.options.as_ref())?;
         let pid = self
             .pod
@@ -162,7 +171,11 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn connect(&self, _: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
+    async fn connect(
+        &self,
+        _: &TtrpcContext,
+        req: ConnectRequest,
+    ) -> ttrpc::Result<ConnectResponse> {
         let mut resp = ConnectResponse::new();
         resp.shim_pid = std::process::id();
         resp.version = env!("CARGO_PKG_VERSION").to_string();
@@ -181,11 +194,19 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    async fn pause(&self, _: &TtrpcContext, _: containerd_shim_protos::api::PauseRequest) -> ttrpc::Result<Empty> {
+    async fn pause(
+        &self,
+        _: &TtrpcContext,
+        _: containerd_shim_protos::api::PauseRequest,
+    ) -> ttrpc::Result<Empty> {
         unimplemented("Pause")
     }
 
-    async fn resume(&self, _: &TtrpcContext, _: containerd_shim_protos::api::ResumeRequest) -> ttrpc::Result<Empty> {
+    async fn resume(
+        &self,
+        _: &TtrpcContext,
+        _: containerd_shim_protos::api::ResumeRequest,
+    ) -> ttrpc::Result<Empty> {
         unimplemented("Resume")
     }
 
@@ -197,15 +218,27 @@ impl Task for TaskService {
         unimplemented("Checkpoint")
     }
 
-    async fn exec(&self, _: &TtrpcContext, _: containerd_shim_protos::api::ExecProcessRequest) -> ttrpc::Result<Empty> {
+    async fn exec(
+        &self,
+        _: &TtrpcContext,
+        _: containerd_shim_protos::api::ExecProcessRequest,
+    ) -> ttrpc::Result<Empty> {
         unimplemented("Exec")
     }
 
-    async fn resize_pty(&self, _: &TtrpcContext, _: containerd_shim_protos::api::ResizePtyRequest) -> ttrpc::Result<Empty> {
+    async fn resize_pty(
+        &self,
+        _: &TtrpcContext,
+        _: containerd_shim_protos::api::ResizePtyRequest,
+    ) -> ttrpc::Result<Empty> {
         unimplemented("ResizePty")
     }
 
-    async fn update(&self, _: &TtrpcContext, _: containerd_shim_protos::api::UpdateTaskRequest) -> ttrpc::Result<Empty> {
+    async fn update(
+        &self,
+        _: &TtrpcContext,
+        _: containerd_shim_protos::api::UpdateTaskRequest,
+    ) -> ttrpc::Result<Empty> {
         unimplemented("Update")
     }
 

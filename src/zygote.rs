@@ -97,11 +97,18 @@ fn serve(sock: OwnedFd, handler: Handler, failed: fn(String) -> Vec<u8>) {
     }
 }
 
-fn run_worker(req: &[u8], fds: Vec<OwnedFd>, handler: Handler, failed: fn(String) -> Vec<u8>, sock: RawFd) -> Vec<u8> {
-    let (rd, wr) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK) {
-        Ok(p) => p,
-        Err(e) => return failed(format!("fork helper: pipe: {e}")),
-    };
+fn run_worker(
+    req: &[u8],
+    fds: Vec<OwnedFd>,
+    handler: Handler,
+    failed: fn(String) -> Vec<u8>,
+    sock: RawFd,
+) -> Vec<u8> {
+    let (rd, wr) =
+        match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK) {
+            Ok(p) => p,
+            Err(e) => return failed(format!("fork helper: pipe: {e}")),
+        };
     // SAFETY: the helper is single-threaded.
     match unsafe { fork() } {
         Err(e) => failed(format!("fork helper: fork: {e}")),
@@ -139,7 +146,9 @@ fn run_worker(req: &[u8], fds: Vec<OwnedFd>, handler: Handler, failed: fn(String
                 }
             }
             if reply.is_empty() {
-                failed(format!("fork helper: worker died without answering: {status:?}"))
+                failed(format!(
+                    "fork helper: worker died without answering: {status:?}"
+                ))
             } else {
                 reply
             }
@@ -152,7 +161,13 @@ fn send(fd: RawFd, data: &[u8], fds: &[RawFd]) -> nix::Result<usize> {
     if fds.is_empty() {
         sendmsg::<()>(fd, &iov, &[], MsgFlags::MSG_NOSIGNAL, None)
     } else {
-        sendmsg::<()>(fd, &iov, &[ControlMessage::ScmRights(fds)], MsgFlags::MSG_NOSIGNAL, None)
+        sendmsg::<()>(
+            fd,
+            &iov,
+            &[ControlMessage::ScmRights(fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
     }
 }
 
@@ -179,7 +194,9 @@ impl Zygote {
         // SAFETY: we own `sock` and nobody else touches it while the AsyncFd lives.
         let afd = unsafe { AsyncFd::register(sock) }
             .map_err(|e| Error::io("register fork helper socket", e.into_parts().1))?;
-        Ok(Zygote { sock: Mutex::new(afd) })
+        Ok(Zygote {
+            sock: Mutex::new(afd),
+        })
     }
 
     /// Sends one request (with fds, which the helper passes to the worker) and waits for
@@ -197,7 +214,9 @@ impl Zygote {
         .map_err(|e| Error::io("send to fork helper", e))?;
         let mut buf = vec![0u8; MAX_MESSAGE];
         let (n, _) = sock
-            .async_io(Interest::READABLE, |fd| recv(fd.as_raw_fd(), &mut buf).map_err(std::io::Error::from))
+            .async_io(Interest::READABLE, |fd| {
+                recv(fd.as_raw_fd(), &mut buf).map_err(std::io::Error::from)
+            })
             .await
             .map_err(|e| Error::io("receive from fork helper", e))?;
         if n == 0 {

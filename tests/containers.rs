@@ -22,7 +22,12 @@ fn echo_prints_output() {
 fn exit_code_propagates() {
     let id = unique("exit3");
     let o = run_rm(&id, &["sh", "-c", "exit 3"]);
-    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_nothing_left(&id);
 }
 
@@ -39,12 +44,24 @@ fn stderr_reaches_the_client() {
 #[test]
 fn sigkill_exits_137() {
     let id = unique("kill");
-    let mut child = ctr_cmd(&["run", "--rm", "--runtime", RUNTIME, BUSYBOX, &id, "sleep", "1000"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn ctr run");
-    assert!(wait_until(Duration::from_secs(20), || task_status(&id) == "RUNNING"), "never ran");
+    let mut child = ctr_cmd(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        BUSYBOX,
+        &id,
+        "sleep",
+        "1000",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .spawn()
+    .expect("spawn ctr run");
+    assert!(
+        wait_until(Duration::from_secs(20), || task_status(&id) == "RUNNING"),
+        "never ran"
+    );
     ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
     let status = child.wait().expect("wait ctr");
     assert_eq!(status.code(), Some(137));
@@ -54,14 +71,27 @@ fn sigkill_exits_137() {
 #[test]
 fn stdin_reaches_the_container() {
     let id = unique("stdin");
-    let mut child = ctr_cmd(&["run", "--rm", "--runtime", RUNTIME, BUSYBOX, &id, "sh", "-c", "read l; echo got:$l; cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn ctr run");
+    let mut child = ctr_cmd(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        BUSYBOX,
+        &id,
+        "sh",
+        "-c",
+        "read l; echo got:$l; cat",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("spawn ctr run");
     let mut stdin = child.stdin.take().expect("stdin");
     // ctr 1.6 loses an EOF that comes before the task runs: write once it is running.
-    assert!(wait_until(Duration::from_secs(20), || task_status(&id) == "RUNNING"), "never ran");
+    assert!(
+        wait_until(Duration::from_secs(20), || task_status(&id) == "RUNNING"),
+        "never ran"
+    );
     stdin.write_all(b"x\nrest\n").expect("write");
     std::thread::sleep(Duration::from_millis(300));
     drop(stdin);
@@ -74,9 +104,25 @@ fn stdin_reaches_the_container() {
 #[test]
 fn seccomp_profile_is_enforced() {
     let id = unique("seccomp");
-    let o = ctr(&["run", "--rm", "--seccomp", "--runtime", RUNTIME, BUSYBOX, &id, "grep", "^Seccomp:", "/proc/self/status"]);
+    let o = ctr(&[
+        "run",
+        "--rm",
+        "--seccomp",
+        "--runtime",
+        RUNTIME,
+        BUSYBOX,
+        &id,
+        "grep",
+        "^Seccomp:",
+        "/proc/self/status",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>(), ["Seccomp:", "2"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["Seccomp:", "2"]
+    );
     assert_nothing_left(&id);
 }
 
@@ -93,7 +139,11 @@ fn ten_containers_at_once() {
         .collect();
     for (i, h) in handles.into_iter().enumerate() {
         let o = h.join().expect("thread");
-        assert!(o.status.success(), "container {i}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "container {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&o.stdout), format!("n{i}\n"));
     }
     for id in &ids {
@@ -110,15 +160,21 @@ fn hooks_run_in_order() {
     std::fs::create_dir_all(&image).unwrap();
     // A writable copy of the busybox image's filesystem for a spec-driven run (ctr --config).
     ctr_ok(&["image", "mount", BUSYBOX, image.to_str().unwrap()]);
-    let cp = std::process::Command::new("cp").arg("-a").arg(&image).arg(&rootfs).status();
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&image)
+        .arg(&rootfs)
+        .status();
     let _ = ctr(&["image", "unmount", image.to_str().unwrap()]);
-    assert!(cp.map(|s| s.success()).unwrap_or(false), "copy image to {}", rootfs.display());
+    assert!(
+        cp.map(|s| s.success()).unwrap_or(false),
+        "copy image to {}",
+        rootfs.display()
+    );
     let spec_out = ctr_ok(&["oci", "spec"]);
     let mut spec: serde_json::Value = serde_json::from_str(&spec_out).unwrap();
     let log = dir.join("hooks.log");
-    let hook = |name: &str| {
-        serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("read -r state; echo {name} >> {}", log.display())]})
-    };
+    let hook = |name: &str| serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("read -r state; echo {name} >> {}", log.display())]});
     spec["process"]["args"] = serde_json::json!(["sh", "-c", "echo ran"]);
     spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
     spec["root"] = serde_json::json!({"path": rootfs, "readonly": true});
@@ -130,7 +186,15 @@ fn hooks_run_in_order() {
     });
     let spec_path = dir.join("config.json");
     std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
-    let o = ctr(&["run", "--rm", "--runtime", RUNTIME, "--config", spec_path.to_str().unwrap(), &id]);
+    let o = ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--config",
+        spec_path.to_str().unwrap(),
+        &id,
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n");
     let ran = std::fs::read_to_string(&log).unwrap_or_default();
@@ -146,9 +210,15 @@ fn socket_is_private_and_on_the_filesystem() {
     run_detached(&id, &["sleep", "1000"]);
     let sock = socket_path(&id);
     let meta = std::fs::metadata(&sock).expect("socket exists");
-    let dir_mode = std::fs::metadata(sock.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+    let dir_mode = std::fs::metadata(sock.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     let unix = std::fs::read_to_string("/proc/net/unix").unwrap();
-    let inode_abstract = unix.lines().any(|l| l.contains('@') && l.contains("containerd"));
+    let inode_abstract = unix
+        .lines()
+        .any(|l| l.contains('@') && l.contains("containerd"));
     remove(&id);
     assert_eq!(meta.mode() & 0o777, 0o600);
     assert_eq!(dir_mode, 0o700);
@@ -159,7 +229,11 @@ fn socket_is_private_and_on_the_filesystem() {
 #[test]
 fn events_in_order() {
     let id = unique("events");
-    let mut events = ctr_cmd(&["events"]).stdout(Stdio::piped()).stdin(Stdio::null()).spawn().expect("ctr events");
+    let mut events = ctr_cmd(&["events"])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("ctr events");
     std::thread::sleep(Duration::from_millis(300));
     let o = run_rm(&id, &["true"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -169,9 +243,22 @@ fn events_in_order() {
     let text = String::from_utf8_lossy(&out.stdout);
     let topics: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains(&format!("\"{id}\"")) || l.contains(&format!("container_id:{id}")) || l.contains(&id))
+        .filter(|l| {
+            l.contains(&format!("\"{id}\""))
+                || l.contains(&format!("container_id:{id}"))
+                || l.contains(&id)
+        })
         .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
         .collect();
-    assert_eq!(topics, ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], "{text}");
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ],
+        "{text}"
+    );
     assert_nothing_left(&id);
 }

@@ -15,7 +15,10 @@ extern "C" fn on_child(_: libc::c_int) {}
 
 fn main() {
     if std::env::args().any(|a| a == "-v") {
-        println!("pause (containerd-shim-youki) {}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "pause (containerd-shim-youki) {}",
+            env!("CARGO_PKG_VERSION")
+        );
         return;
     }
     // SAFETY: installing async-signal-safe handlers (an atomic store, a no-op) and then

@@ -10,9 +10,9 @@ use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::error::LibcontainerError;
 use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
-use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -30,9 +30,22 @@ pub fn state_root(namespace: &str) -> PathBuf {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     /// Carries stdin, stdout and stderr as fds.
-    Create { id: String, bundle: PathBuf, root: PathBuf, rootfs: Vec<Mount>, systemd_cgroup: bool },
-    Start { id: String, root: PathBuf },
-    Delete { id: String, root: PathBuf, bundle: PathBuf },
+    Create {
+        id: String,
+        bundle: PathBuf,
+        root: PathBuf,
+        rootfs: Vec<Mount>,
+        systemd_cgroup: bool,
+    },
+    Start {
+        id: String,
+        root: PathBuf,
+    },
+    Delete {
+        id: String,
+        root: PathBuf,
+        bundle: PathBuf,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,8 +114,12 @@ impl Executor for ShimExecutor {
 
 fn lc_error(what: &str, id: &str, e: LibcontainerError) -> Error {
     match e {
-        LibcontainerError::Exist => Error::AlreadyExists(format!("{what} {id}: container state already exists")),
-        LibcontainerError::NoDirectory => Error::NotFound(format!("{what} {id}: no container state")),
+        LibcontainerError::Exist => {
+            Error::AlreadyExists(format!("{what} {id}: container state already exists"))
+        }
+        LibcontainerError::NoDirectory => {
+            Error::NotFound(format!("{what} {id}: no container state"))
+        }
         LibcontainerError::IncorrectStatus(s) => {
             Error::FailedPrecondition(format!("{what} {id}: container is {s:?}"))
         }
@@ -126,11 +143,25 @@ pub fn worker(req: &[u8], fds: Vec<OwnedFd>) -> Vec<u8> {
 
 fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
     match req {
-        Request::Create { id, bundle, root, rootfs, systemd_cgroup } => {
+        Request::Create {
+            id,
+            bundle,
+            root,
+            rootfs,
+            systemd_cgroup,
+        } => {
             let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
                 .try_into()
                 .map_err(|_| Error::Internal("create needs exactly three stdio fds".into()))?;
-            create(&id, &bundle, &root, &rootfs, systemd_cgroup, [stdin, stdout, stderr]).map(Response::Pid)
+            create(
+                &id,
+                &bundle,
+                &root,
+                &rootfs,
+                systemd_cgroup,
+                [stdin, stdout, stderr],
+            )
+            .map(Response::Pid)
         }
         Request::Start { id, root } => {
             let mut c = Container::load(root.join(&id)).map_err(|e| lc_error("start", &id, e))?;
@@ -152,16 +183,27 @@ fn create(
     systemd_cgroup: bool,
     [stdin, stdout, stderr]: [OwnedFd; 3],
 ) -> Result<i32> {
-    std::fs::create_dir_all(root).map_err(|e| Error::io(format!("create state root {}", root.display()), e))?;
+    std::fs::create_dir_all(root)
+        .map_err(|e| Error::io(format!("create state root {}", root.display()), e))?;
     let target = rootfs_path(bundle);
     if !rootfs.is_empty() {
         mount_all(rootfs, &target)?;
     }
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
-        .map(|b| b.with_executor(ShimExecutor).with_stdin(stdin).with_stdout(stdout).with_stderr(stderr))
+        .map(|b| {
+            b.with_executor(ShimExecutor)
+                .with_stdin(stdin)
+                .with_stdout(stdout)
+                .with_stderr(stderr)
+        })
         .and_then(|b| b.validate_id())
-        .and_then(|b| b.as_init(bundle).with_systemd(systemd_cgroup).with_detach(true).build());
+        .and_then(|b| {
+            b.as_init(bundle)
+                .with_systemd(systemd_cgroup)
+                .with_detach(true)
+                .build()
+        });
     match built {
         Ok(c) => c
             .pid()
@@ -189,7 +231,8 @@ pub fn delete(id: &str, root: &Path, bundle: &Path) -> Result<()> {
             Err(e) => {
                 // No readable state (a create that failed early): remove what is there.
                 log::warn!("delete {id}: {e}; removing {}", dir.display());
-                std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("remove {}", dir.display()), e))
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| Error::io(format!("remove {}", dir.display()), e))
             }
         }
     } else {
@@ -210,7 +253,8 @@ impl YoukiRuntime {
     }
 
     async fn call(&self, req: &Request, fds: &[OwnedFd]) -> Result<Option<i32>> {
-        let bytes = serde_json::to_vec(req).map_err(|e| Error::Internal(format!("encode request: {e}")))?;
+        let bytes =
+            serde_json::to_vec(req).map_err(|e| Error::Internal(format!("encode request: {e}")))?;
         let reply = self.zygote.call(&bytes, fds).await?;
         let resp: Response = serde_json::from_slice(&reply)
             .map_err(|e| Error::Internal(format!("decode fork helper reply: {e}")))?;
@@ -251,14 +295,25 @@ impl Runtime for YoukiRuntime {
     }
 
     async fn start(&self, id: &str) -> Result<()> {
-        self.call(&Request::Start { id: id.to_string(), root: self.root.clone() }, &[] as &[OwnedFd])
-            .await
-            .map(|_| ())
+        self.call(
+            &Request::Start {
+                id: id.to_string(),
+                root: self.root.clone(),
+            },
+            &[] as &[OwnedFd],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()> {
-        let sig = Signal::try_from(signal).map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
-        let targets = if all { self.cgroup_pids(id)? } else { vec![pid] };
+        let sig = Signal::try_from(signal)
+            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        let targets = if all {
+            self.cgroup_pids(id)?
+        } else {
+            vec![pid]
+        };
         for p in targets.into_iter().map(Pid::from_raw) {
             match kill(p, sig) {
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
@@ -269,11 +324,19 @@ impl Runtime for YoukiRuntime {
     }
 
     async fn delete(&self, id: &str, bundle: &Path) -> Result<()> {
-        let req = Request::Delete { id: id.to_string(), root: self.root.clone(), bundle: bundle.to_path_buf() };
+        let req = Request::Delete {
+            id: id.to_string(),
+            root: self.root.clone(),
+            bundle: bundle.to_path_buf(),
+        };
         self.call(&req, &[] as &[OwnedFd]).await.map(|_| ())
     }
 
     async fn pids(&self, id: &str, _pid: i32) -> Result<Vec<u32>> {
-        Ok(self.cgroup_pids(id)?.into_iter().map(|p| p as u32).collect())
+        Ok(self
+            .cgroup_pids(id)?
+            .into_iter()
+            .map(|p| p as u32)
+            .collect())
     }
 }

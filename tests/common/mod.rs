@@ -20,17 +20,26 @@ pub fn address() -> String {
 
 /// containerd's state dir (config `state`), where bundles live.
 pub fn containerd_state() -> PathBuf {
-    PathBuf::from(std::env::var("YOUKI_TEST_RUN").unwrap_or_else(|_| "/run/youki-test".into())).join("state")
+    PathBuf::from(std::env::var("YOUKI_TEST_RUN").unwrap_or_else(|_| "/run/youki-test".into()))
+        .join("state")
 }
 
 pub fn unique(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("it-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "it-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 pub fn ctr_cmd(args: &[&str]) -> Command {
     let mut c = Command::new("ctr");
-    c.arg("--address").arg(address()).arg("-n").arg(NS).args(args);
+    c.arg("--address")
+        .arg(address())
+        .arg("-n")
+        .arg(NS)
+        .args(args);
     c
 }
 
@@ -44,7 +53,11 @@ pub fn ctr(args: &[&str]) -> Output {
 
 pub fn ctr_ok(args: &[&str]) -> String {
     let o = ctr(args);
-    assert!(o.status.success(), "ctr {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "ctr {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -65,7 +78,9 @@ pub fn run_detached(id: &str, cmd: &[&str]) {
 /// Kills (SIGKILL), then removes task and container; ignores what is already gone.
 pub fn remove(id: &str) {
     let _ = ctr(&["task", "kill", "-s", "SIGKILL", id]);
-    wait_until(Duration::from_secs(10), || !task_status(id).contains("RUNNING"));
+    wait_until(Duration::from_secs(10), || {
+        !task_status(id).contains("RUNNING")
+    });
     let _ = ctr(&["task", "rm", "-f", id]);
     let _ = ctr(&["container", "rm", id]);
 }
@@ -109,13 +124,17 @@ pub fn shim_pids(id: &str) -> Vec<i32> {
     let needle = format!("\0-id\0{id}\0");
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.starts_with("containerd-shim-youki-v2") || cmd.contains("/containerd-shim-youki-v2\0") {
-            if format!("\0{cmd}").contains(&needle) {
-                pids.push(pid);
-            }
+        let is_shim = cmd.starts_with("containerd-shim-youki-v2")
+            || cmd.contains("/containerd-shim-youki-v2\0");
+        if is_shim && format!("\0{cmd}").contains(&needle) {
+            pids.push(pid);
         }
     }
     pids
@@ -129,7 +148,11 @@ pub fn socket_path(id: &str) -> PathBuf {
 
 pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    for e in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+    for e in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let p = e.path().join(NS).join(id);
         if p.exists() {
             found.push(p);
@@ -152,7 +175,12 @@ pub fn proc_alive(pid: i32) -> bool {
     pid > 0 && Path::new(&format!("/proc/{pid}")).exists() && {
         // A zombie is not alive for our purposes (its parent will reap it).
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
     }
 }
 
@@ -176,7 +204,10 @@ pub fn leftovers(id: &str) -> Vec<String> {
     if state.exists() {
         left.push(format!("state {}", state.display()));
     }
-    let bundle = containerd_state().join("io.containerd.runtime.v2.task").join(NS).join(id);
+    let bundle = containerd_state()
+        .join("io.containerd.runtime.v2.task")
+        .join(NS)
+        .join(id);
     if bundle.exists() {
         left.push(format!("bundle {}", bundle.display()));
     }

@@ -1,0 +1,134 @@
+//! The Task API's rules, asked of a live shim directly over its ttrpc socket (what ctr
+//! cannot express), and what happens when the shim is killed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use containerd_shim_protos::api::{
+    CreateTaskRequest, DeleteRequest, KillRequest, PidsRequest, StartRequest, StateRequest, WaitRequest,
+};
+use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
+use containerd_shim_protos::types::task::Status;
+use ttrpc::context;
+
+fn client(id: &str) -> TaskClient {
+    let c = ttrpc::Client::connect(&format!("unix://{}", socket_path(id).display())).expect("connect shim");
+    TaskClient::new(c)
+}
+
+fn ctx() -> context::Context {
+    context::with_timeout(Duration::from_secs(10).as_nanos() as i64)
+}
+
+fn code<T: std::fmt::Debug>(r: ttrpc::Result<T>) -> (ttrpc::Code, String) {
+    match r {
+        Err(ttrpc::Error::RpcStatus(s)) => (s.code(), s.message),
+        other => panic!("expected an RPC status, got {other:?}"),
+    }
+}
+
+#[test]
+fn task_rules_over_ttrpc() {
+    let id = unique("rules");
+    run_detached(&id, &["sleep", "1000"]);
+    let c = client(&id);
+
+    let mut state = StateRequest::new();
+    state.id = id.clone();
+    let s = c.state(ctx(), &state).expect("state");
+    assert_eq!(s.status.enum_value(), Ok(Status::RUNNING));
+    assert!(s.pid > 0);
+    assert!(proc_alive(s.pid as i32));
+
+    let mut pids = PidsRequest::new();
+    pids.id = id.clone();
+    let p = c.pids(ctx(), &pids).expect("pids");
+    assert!(p.processes.iter().any(|pi| pi.pid == s.pid), "{:?}", p.processes);
+
+    let mut start = StartRequest::new();
+    start.id = id.clone();
+    assert_eq!(code(c.start(ctx(), &start)).0, ttrpc::Code::FAILED_PRECONDITION);
+
+    let mut del = DeleteRequest::new();
+    del.id = id.clone();
+    let (k, msg) = code(c.delete(ctx(), &del));
+    assert_eq!(k, ttrpc::Code::FAILED_PRECONDITION);
+    assert!(msg.contains(&id), "{msg}");
+
+    let mut unknown = StateRequest::new();
+    unknown.id = "no-such-container".into();
+    assert_eq!(code(c.state(ctx(), &unknown)).0, ttrpc::Code::NOT_FOUND);
+
+    let mut kill = KillRequest::new();
+    kill.id = id.clone();
+    kill.signal = 9;
+    c.kill(ctx(), &kill).expect("kill");
+    let mut wait = WaitRequest::new();
+    wait.id = id.clone();
+    let w = c.wait(ctx(), &wait).expect("wait");
+    assert_eq!(w.exit_status, 137);
+    // Once exited, Wait answers at once with the same status and time.
+    let again = c.wait(context::with_timeout(Duration::from_secs(1).as_nanos() as i64), &wait).expect("wait again");
+    assert_eq!((again.exit_status, again.exited_at.clone()), (137, w.exited_at.clone()));
+    assert_eq!(code(c.kill(ctx(), &kill)).0, ttrpc::Code::NOT_FOUND);
+    let s = c.state(ctx(), &state).expect("state after exit");
+    assert_eq!(s.status.enum_value(), Ok(Status::STOPPED));
+    assert_eq!(s.exit_status, 137);
+
+    remove(&id);
+    assert_nothing_left(&id);
+}
+
+#[test]
+fn bad_create_requests_leave_nothing() {
+    let id = unique("bad");
+    run_detached(&id, &["sleep", "1000"]);
+    let c = client(&id);
+    for bad in ["../escape", "a/b", ""] {
+        let mut req = CreateTaskRequest::new();
+        req.id = bad.to_string();
+        req.bundle = "/nonexistent".into();
+        let (k, msg) = code(c.create(ctx(), &req));
+        assert_eq!(k, ttrpc::Code::INVALID_ARGUMENT, "{bad}: {msg}");
+        assert!(msg.contains(&format!("{bad:?}")), "{msg}");
+    }
+    // A valid ID with a bundle that does not exist fails cleanly, and leaves no state.
+    let ghost = unique("ghost");
+    let mut req = CreateTaskRequest::new();
+    req.id = ghost.clone();
+    req.bundle = format!("/nonexistent/{ghost}");
+    let (_, msg) = code(c.create(ctx(), &req));
+    assert!(msg.contains(&ghost), "{msg}");
+    assert!(leftovers(&ghost).is_empty(), "{:?}", leftovers(&ghost));
+    // The shim still serves its container.
+    let mut state = StateRequest::new();
+    state.id = id.clone();
+    assert_eq!(c.state(ctx(), &state).expect("state").status.enum_value(), Ok(Status::RUNNING));
+    remove(&id);
+    assert_nothing_left(&id);
+}
+
+#[test]
+fn killed_shim_leaves_nothing_after_containerds_cleanup() {
+    let id = unique("kill9");
+    run_detached(&id, &["sleep", "1000"]);
+    let pid = task_pid(&id);
+    assert!(proc_alive(pid));
+    let shims = shim_pids(&id);
+    assert!(!shims.is_empty(), "no shim for {id}");
+    for s in &shims {
+        // SAFETY: signalling a process this test's container started.
+        unsafe { libc::kill(*s, libc::SIGKILL) };
+    }
+    // containerd notices the dead shim and runs `containerd-shim-youki-v2 delete`.
+    assert!(
+        wait_until(Duration::from_secs(20), || !proc_alive(pid)),
+        "container process {pid} survived its shim"
+    );
+    assert!(wait_until(Duration::from_secs(20), || task_status(&id) != "RUNNING"));
+    let _ = ctr(&["task", "rm", "-f", &id]);
+    let _ = ctr(&["container", "rm", &id]);
+    assert_nothing_left(&id);
+}
