@@ -151,56 +151,105 @@ fn ten_containers_at_once() {
     }
 }
 
+/// A container defined by a whole OCI spec (ctr --config) over a writable copy of the
+/// busybox image: for what `ctr run` has no flag for (hooks, oomScoreAdj).
+struct SpecRun {
+    dir: std::path::PathBuf,
+    spec: serde_json::Value,
+}
+
+impl SpecRun {
+    fn new(id: &str, args: &[&str]) -> SpecRun {
+        let dir = std::env::temp_dir().join(id);
+        let rootfs = dir.join("rootfs");
+        let image = dir.join("image");
+        std::fs::create_dir_all(&image).unwrap();
+        ctr_ok(&["image", "mount", BUSYBOX, image.to_str().unwrap()]);
+        let cp = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&image)
+            .arg(&rootfs)
+            .status();
+        let _ = ctr(&["image", "unmount", image.to_str().unwrap()]);
+        assert!(
+            cp.map(|s| s.success()).unwrap_or(false),
+            "copy image to {}",
+            rootfs.display()
+        );
+        let mut spec: serde_json::Value = serde_json::from_str(&ctr_ok(&["oci", "spec"])).unwrap();
+        spec["process"]["args"] = serde_json::json!(args);
+        spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
+        spec["root"] = serde_json::json!({"path": rootfs, "readonly": true});
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NS}/{id}"));
+        SpecRun { dir, spec }
+    }
+
+    fn run(&self, id: &str, detach: bool) -> std::process::Output {
+        let path = self.dir.join("config.json");
+        std::fs::write(&path, serde_json::to_vec(&self.spec).unwrap()).unwrap();
+        let mut args = vec![
+            "run",
+            "--runtime",
+            RUNTIME,
+            "--config",
+            path.to_str().unwrap(),
+            id,
+        ];
+        args.insert(1, if detach { "-d" } else { "--rm" });
+        ctr(&args)
+    }
+}
+
+impl Drop for SpecRun {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn hooks_run_in_order() {
     let id = unique("hooks");
-    let dir = std::env::temp_dir().join(&id);
-    let rootfs = dir.join("rootfs");
-    let image = dir.join("image");
-    std::fs::create_dir_all(&image).unwrap();
-    // A writable copy of the busybox image's filesystem for a spec-driven run (ctr --config).
-    ctr_ok(&["image", "mount", BUSYBOX, image.to_str().unwrap()]);
-    let cp = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&image)
-        .arg(&rootfs)
-        .status();
-    let _ = ctr(&["image", "unmount", image.to_str().unwrap()]);
-    assert!(
-        cp.map(|s| s.success()).unwrap_or(false),
-        "copy image to {}",
-        rootfs.display()
-    );
-    let spec_out = ctr_ok(&["oci", "spec"]);
-    let mut spec: serde_json::Value = serde_json::from_str(&spec_out).unwrap();
-    let log = dir.join("hooks.log");
+    let mut s = SpecRun::new(&id, &["sh", "-c", "echo ran"]);
+    let log = s.dir.join("hooks.log");
     let hook = |name: &str| serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("read -r state; echo {name} >> {}", log.display())]});
-    spec["process"]["args"] = serde_json::json!(["sh", "-c", "echo ran"]);
-    spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
-    spec["root"] = serde_json::json!({"path": rootfs, "readonly": true});
-    spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NS}/{id}"));
-    spec["hooks"] = serde_json::json!({
+    s.spec["hooks"] = serde_json::json!({
         "createRuntime": [hook("createRuntime")],
         "poststart": [hook("poststart")],
         "poststop": [hook("poststop")],
     });
-    let spec_path = dir.join("config.json");
-    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
-    let o = ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        "--config",
-        spec_path.to_str().unwrap(),
-        &id,
-    ]);
+    let o = s.run(&id, false);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n");
     let ran = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(ran, "createRuntime\npoststart\npoststop\n");
     assert_nothing_left(&id);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn oom_score_adj(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(i32::MIN)
+}
+
+#[test]
+fn container_oom_score_does_not_leak_into_the_shim() {
+    let id = unique("oom");
+    let mut s = SpecRun::new(&id, &["sleep", "1000"]);
+    s.spec["process"]["oomScoreAdj"] = serde_json::json!(777);
+    let o = s.run(&id, true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pid = task_pid(&id);
+    let container = oom_score_adj(pid);
+    let shims: Vec<i32> = shim_pids(&id).into_iter().map(oom_score_adj).collect();
+    remove(&id);
+    assert_eq!(container, 777);
+    assert!(!shims.is_empty());
+    assert!(
+        shims.iter().all(|&v| v != 777),
+        "shim took the container's score: {shims:?}"
+    );
+    assert_nothing_left(&id);
 }
 
 #[test]
