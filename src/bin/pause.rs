@@ -1,49 +1,64 @@
 //! The pod sandbox's pause process: holds the pod's namespaces, does nothing else.
 //! Sleeps until SIGINT or SIGTERM (then exits 0) and, as PID 1 of a shared PID namespace,
-//! reaps every zombie it inherits. Built static (see hack/build-pause.sh) so the image is
-//! this one file.
+//! reaps every zombie it inherits.
+//!
+//! It has no dependencies (only libc symbols every Linux libc exports) so that
+//! hack/build-images.sh can build it as one static file with plain `rustc` in seconds.
 
+use std::os::raw::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+const SIGINT: c_int = 2;
+const SIGTERM: c_int = 15;
+const SIGCHLD: c_int = 17;
+const SIG_BLOCK: c_int = 0;
+const WNOHANG: c_int = 1;
+
+/// glibc's and musl's `sigset_t` are 128 bytes; only libc's functions look inside.
+#[repr(C)]
+struct SigSet([u64; 16]);
+
+unsafe extern "C" {
+    fn signal(sig: c_int, handler: extern "C" fn(c_int)) -> *mut c_void;
+    fn sigemptyset(set: *mut SigSet) -> c_int;
+    fn sigaddset(set: *mut SigSet, sig: c_int) -> c_int;
+    fn sigprocmask(how: c_int, set: *const SigSet, old: *mut SigSet) -> c_int;
+    fn sigsuspend(mask: *const SigSet) -> c_int;
+    fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
+}
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_stop(_: libc::c_int) {
+extern "C" fn on_stop(_: c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-extern "C" fn on_child(_: libc::c_int) {}
+extern "C" fn on_child(_: c_int) {}
 
 fn main() {
     if std::env::args().any(|a| a == "-v") {
-        println!(
-            "pause (containerd-shim-youki) {}",
-            env!("CARGO_PKG_VERSION")
-        );
+        println!("pause (containerd-shim-youki)");
         return;
     }
-    // SAFETY: installing async-signal-safe handlers (an atomic store, a no-op) and then
-    // waiting in sigsuspend/waitpid loops.
+    // SAFETY: async-signal-safe handlers (an atomic store, a no-op), sigsets initialised
+    // by libc before use.
     unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_stop as *const () as usize;
-        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
-        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
-        sa.sa_sigaction = on_child as *const () as usize;
-        sa.sa_flags = libc::SA_NOCLDSTOP;
-        libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut());
+        signal(SIGINT, on_stop);
+        signal(SIGTERM, on_stop);
+        signal(SIGCHLD, on_child);
         // Block the signals outside sigsuspend, so one arriving between the check and the
         // wait is not lost.
-        let mut block: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut block);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD] {
-            libc::sigaddset(&mut block, s);
+        let mut block = SigSet([0; 16]);
+        sigemptyset(&mut block);
+        for s in [SIGINT, SIGTERM, SIGCHLD] {
+            sigaddset(&mut block, s);
         }
-        libc::sigprocmask(libc::SIG_BLOCK, &block, std::ptr::null_mut());
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
+        sigprocmask(SIG_BLOCK, &block, std::ptr::null_mut());
+        let mut empty = SigSet([0; 16]);
+        sigemptyset(&mut empty);
         while !STOP.load(Ordering::SeqCst) {
-            libc::sigsuspend(&empty);
-            while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+            sigsuspend(&empty);
+            while waitpid(-1, std::ptr::null_mut(), WNOHANG) > 0 {}
         }
     }
 }
