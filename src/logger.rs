@@ -2,7 +2,7 @@
 //! which the daemon points at the bundle's `log` fifo that containerd reads.
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 struct Logger {
     id: String,
@@ -17,7 +17,6 @@ impl log::Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        // Libraries (libcontainer, ttrpc) log a lot at debug; keep ours unless -debug.
         let level = match r.level() {
             log::Level::Error => "error",
             log::Level::Warn => "warning",
@@ -25,14 +24,10 @@ impl log::Log for Logger {
             log::Level::Debug => "debug",
             log::Level::Trace => "trace",
         };
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let t = humantime::format_rfc3339_nanos(SystemTime::now());
         let msg = r.args().to_string().replace('"', "\\\"");
         let line = format!(
-            "time={}.{:09} level={level} msg=\"{msg}\" id={} runtime=io.containerd.youki.v2\n",
-            t.as_secs(),
-            t.subsec_nanos(),
+            "time=\"{t}\" level={level} msg=\"{msg}\" id={} runtime=io.containerd.youki.v2\n",
             self.id
         );
         // Best effort: a full or absent log fifo must never stall the shim.

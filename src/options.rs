@@ -44,18 +44,27 @@ pub fn decode(any: Option<&Any>) -> Result<RuntimeOptions> {
         }
         CRI_OPTIONS => {
             // runtimeoptions.v1.Options{type_url = 1, config_path = 2, config_body = 3}: read
-            // field 3 without a generated type for a three-field message.
+            // the fields without a generated type for a three-field message. CRI sends the
+            // TOML text as config_body; `ctr --runtime-config-path` sends a file's path.
             let msg = Empty::parse_from_bytes(&any.value)
                 .map_err(|e| Error::InvalidArgument(format!("decode {}: {e}", any.type_url)))?;
-            let body = match msg.special_fields.unknown_fields().get(3) {
+            let field = |n: u32| match msg.special_fields.unknown_fields().get(n) {
                 Some(UnknownValueRef::LengthDelimited(b)) => {
                     String::from_utf8_lossy(b).into_owned()
                 }
                 _ => String::new(),
             };
-            let t: TomlOptions = toml::from_str(&body).map_err(|e| {
-                Error::InvalidArgument(format!("runtime options config_body {body:?}: {e}"))
-            })?;
+            let (body, path) = (field(3), field(2));
+            let (body, source) = if body.is_empty() && !path.is_empty() {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    Error::InvalidArgument(format!("runtime options config_path {path:?}: {e}"))
+                })?;
+                (text, format!("config_path {path:?}"))
+            } else {
+                (body.clone(), format!("config_body {body:?}"))
+            };
+            let t: TomlOptions = toml::from_str(&body)
+                .map_err(|e| Error::InvalidArgument(format!("runtime options {source}: {e}")))?;
             Ok(RuntimeOptions {
                 systemd_cgroup: t.systemd_cgroup,
             })
@@ -86,9 +95,14 @@ mod tests {
     }
 
     fn cri_any(body: &str) -> Any {
-        // Encode runtimeoptions.v1.Options by hand: tag(3, length-delimited) = 0x1a.
-        let mut value = vec![0x1a, body.len() as u8];
-        value.extend_from_slice(body.as_bytes());
+        cri_field(0x1a, body)
+    }
+
+    /// Encodes runtimeoptions.v1.Options with one string field by hand: the tag byte is
+    /// (field << 3) | 2, so 0x12 = config_path, 0x1a = config_body.
+    fn cri_field(tag: u8, text: &str) -> Any {
+        let mut value = vec![tag, text.len() as u8];
+        value.extend_from_slice(text.as_bytes());
         let mut any = Any::new();
         any.type_url = format!("type.googleapis.com/{CRI_OPTIONS}");
         any.value = value;
@@ -111,6 +125,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn ctr_config_path_is_read() {
+        let path = std::env::temp_dir().join(format!("ysm-opts-{}.toml", std::process::id()));
+        std::fs::write(&path, "SystemdCgroup = true\n").unwrap();
+        let any = cri_field(0x12, path.to_str().unwrap());
+        assert!(decode(Some(&any)).unwrap().systemd_cgroup);
+        std::fs::remove_file(&path).unwrap();
+        let e = decode(Some(&cri_field(0x12, "/nonexistent/opts.toml"))).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert!(e.to_string().contains("/nonexistent/opts.toml"), "{e}");
     }
 
     #[test]

@@ -75,6 +75,11 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
+        log::debug!(
+            "create {}: runtime options {:?}",
+            req.id,
+            req.options.as_ref().map(|o| o.type_url.as_str())
+        );
         let opts = options::decode(req.options.as_ref())?;
         let pid = self
             .pod

@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use common::*;
 use containerd_shim_protos::api::{
-    CreateTaskRequest, DeleteRequest, KillRequest, PidsRequest, StartRequest, StateRequest, WaitRequest,
+    CreateTaskRequest, DeleteRequest, KillRequest, PidsRequest, StartRequest, StateRequest,
+    WaitRequest,
 };
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 use containerd_shim_protos::types::task::Status;
 use ttrpc::context;
 
 fn client(id: &str) -> TaskClient {
-    let c = ttrpc::Client::connect(&format!("unix://{}", socket_path(id).display())).expect("connect shim");
+    let c = ttrpc::Client::connect(&format!("unix://{}", socket_path(id).display()))
+        .expect("connect shim");
     TaskClient::new(c)
 }
 
@@ -45,11 +47,18 @@ fn task_rules_over_ttrpc() {
     let mut pids = PidsRequest::new();
     pids.id = id.clone();
     let p = c.pids(ctx(), &pids).expect("pids");
-    assert!(p.processes.iter().any(|pi| pi.pid == s.pid), "{:?}", p.processes);
+    assert!(
+        p.processes.iter().any(|pi| pi.pid == s.pid),
+        "{:?}",
+        p.processes
+    );
 
     let mut start = StartRequest::new();
     start.id = id.clone();
-    assert_eq!(code(c.start(ctx(), &start)).0, ttrpc::Code::FAILED_PRECONDITION);
+    assert_eq!(
+        code(c.start(ctx(), &start)).0,
+        ttrpc::Code::FAILED_PRECONDITION
+    );
 
     let mut del = DeleteRequest::new();
     del.id = id.clone();
@@ -70,8 +79,16 @@ fn task_rules_over_ttrpc() {
     let w = c.wait(ctx(), &wait).expect("wait");
     assert_eq!(w.exit_status, 137);
     // Once exited, Wait answers at once with the same status and time.
-    let again = c.wait(context::with_timeout(Duration::from_secs(1).as_nanos() as i64), &wait).expect("wait again");
-    assert_eq!((again.exit_status, again.exited_at.clone()), (137, w.exited_at.clone()));
+    let again = c
+        .wait(
+            context::with_timeout(Duration::from_secs(1).as_nanos() as i64),
+            &wait,
+        )
+        .expect("wait again");
+    assert_eq!(
+        (again.exit_status, again.exited_at.clone()),
+        (137, w.exited_at.clone())
+    );
     assert_eq!(code(c.kill(ctx(), &kill)).0, ttrpc::Code::NOT_FOUND);
     let s = c.state(ctx(), &state).expect("state after exit");
     assert_eq!(s.status.enum_value(), Ok(Status::STOPPED));
@@ -105,9 +122,21 @@ fn bad_create_requests_leave_nothing() {
     // The shim still serves its container.
     let mut state = StateRequest::new();
     state.id = id.clone();
-    assert_eq!(c.state(ctx(), &state).expect("state").status.enum_value(), Ok(Status::RUNNING));
+    assert_eq!(
+        c.state(ctx(), &state).expect("state").status.enum_value(),
+        Ok(Status::RUNNING)
+    );
     remove(&id);
     assert_nothing_left(&id);
+}
+
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -117,17 +146,24 @@ fn killed_shim_leaves_nothing_after_containerds_cleanup() {
     let pid = task_pid(&id);
     assert!(proc_alive(pid));
     let shims = shim_pids(&id);
-    assert!(!shims.is_empty(), "no shim for {id}");
-    for s in &shims {
-        // SAFETY: signalling a process this test's container started.
-        unsafe { libc::kill(*s, libc::SIGKILL) };
-    }
+    // Kill only the daemon, as an operator would: its fork helper must follow it.
+    let daemon = shims
+        .iter()
+        .copied()
+        .find(|p| !shims.contains(&parent_of(*p)))
+        .unwrap_or_else(|| panic!("no shim daemon for {id} among {shims:?}"));
+    // SAFETY: signalling the shim this test's container started.
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
     // containerd notices the dead shim and runs `containerd-shim-youki-v2 delete`.
     assert!(
         wait_until(Duration::from_secs(20), || !proc_alive(pid)),
         "container process {pid} survived its shim"
     );
     assert!(wait_until(Duration::from_secs(20), || task_status(&id) != "RUNNING"));
+    assert!(
+        wait_until(Duration::from_secs(5), || shim_pids(&id).is_empty()),
+        "fork helper outlived its daemon"
+    );
     let _ = ctr(&["task", "rm", "-f", &id]);
     let _ = ctr(&["container", "rm", &id]);
     assert_nothing_left(&id);
