@@ -143,6 +143,9 @@ impl Pod {
 
     async fn build(&self, p: &CreateParams) -> Result<(Container, Option<Exit>)> {
         let (child, keep) = open_stdio(&p.stdio)?;
+        // An orphan exit older than this create belongs to an earlier process that had
+        // the same PID, not to ours.
+        let began = std::time::SystemTime::now();
         let pid = self
             .runtime
             .create(CreateSpec {
@@ -157,7 +160,7 @@ impl Pod {
         let early = {
             let mut ex = lock(&self.exits);
             ex.by_pid.insert(pid, (p.id.clone(), exit.clone()));
-            ex.orphans.remove(&pid)
+            ex.orphans.remove(&pid).filter(|e| e.at >= began)
         };
         let c = Container {
             id: p.id.clone(),
@@ -262,9 +265,14 @@ impl Pod {
         let exit = match c.exited() {
             Some(e) => e,
             // A created container's init was just killed; its exit comes through the reaper.
-            None => tokio::time::timeout(DELETE_REAP_WAIT, c.exit.wait())
-                .await
-                .unwrap_or_else(|_| Exit::now(137)),
+            None => {
+                let e = tokio::time::timeout(DELETE_REAP_WAIT, c.exit.wait())
+                    .await
+                    .unwrap_or_else(|_| Exit::now(137));
+                // Record it, so a Wait already pending on this container answers too.
+                c.exit.set(e);
+                c.exit.get().unwrap_or(e)
+            }
         };
         let pid = c.pid;
         lock(&self.exits).by_pid.remove(&pid);

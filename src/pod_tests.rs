@@ -1,1 +1,638 @@
 //! Unit tests of the pod rules, against the fake runtime.
+
+use super::*;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Instant;
+
+use containerd_shim_protos::events::task::TaskDelete;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::shim::event::Envelope;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::time::timeout;
+use ttrpc::Code;
+
+use crate::events::Forwarder;
+use crate::runtime::fake::FakeRuntime;
+
+const NS: &str = "pod-tests";
+/// Upper bound for anything asynchronous (event delivery, an exit reaching the pod).
+const PATIENCE: Duration = Duration::from_secs(2);
+
+type Recorded = Arc<Mutex<Vec<(String, Envelope)>>>;
+
+/// Records every envelope it is handed, in order.
+struct Recorder(Recorded);
+
+#[async_trait::async_trait]
+impl Forwarder for Recorder {
+    async fn forward(&mut self, envelope: &Envelope) -> Result<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((envelope.topic.clone(), envelope.clone()));
+        Ok(())
+    }
+}
+
+struct Harness {
+    pod: Arc<Pod>,
+    rt: Arc<FakeRuntime>,
+    events: Recorded,
+    /// The reaper's channel: what the fake sends exits on.
+    exits: UnboundedSender<(i32, u32)>,
+}
+
+/// Must be called inside a tokio runtime (the publisher and the exit pump are tasks).
+fn harness_with(setup: impl FnOnce(&mut FakeRuntime)) -> Harness {
+    harness_opts(setup, true)
+}
+
+/// `pump: false` models a reaper that never reports exits (lost or very late).
+fn harness_opts(setup: impl FnOnce(&mut FakeRuntime), pump: bool) -> Harness {
+    let (tx, mut rx) = unbounded_channel::<(i32, u32)>();
+    let mut rt = FakeRuntime::new(tx.clone());
+    setup(&mut rt);
+    let rt = Arc::new(rt);
+    let events: Recorded = Arc::new(Mutex::new(Vec::new()));
+    let publisher = Publisher::spawn(NS.to_string(), Recorder(events.clone()));
+    let pod = Arc::new(Pod::new(rt.clone(), publisher));
+    let p = pod.clone();
+    tokio::spawn(async move {
+        while let Some((pid, status)) = rx.recv().await {
+            if pump {
+                p.on_exit(pid, status).await;
+            }
+        }
+    });
+    Harness {
+        pod,
+        rt,
+        events,
+        exits: tx,
+    }
+}
+
+fn harness() -> Harness {
+    harness_with(|_| {})
+}
+
+fn params(id: &str) -> CreateParams {
+    CreateParams {
+        id: id.to_string(),
+        bundle: std::env::temp_dir().join(format!("pod-tests-{}-{id}", std::process::id())),
+        rootfs: Vec::new(),
+        stdio: StdioPaths::default(),
+        systemd_cgroup: false,
+        checkpoint: String::new(),
+    }
+}
+
+impl Harness {
+    fn calls(&self) -> Vec<String> {
+        self.rt.calls.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until at least `n` events were delivered, then returns them all.
+    async fn events_at_least(&self, n: usize) -> Vec<(String, Envelope)> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let got = self.events.lock().unwrap().clone();
+            if got.len() >= n || Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits for exactly `n` events and checks nothing more shows up shortly after.
+    async fn events_exactly(&self, n: usize) -> Vec<(String, Envelope)> {
+        let got = self.events_at_least(n).await;
+        assert_eq!(
+            got.len(),
+            n,
+            "expected {n} events, got {:?}",
+            topics_of(&got)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let later = self.events.lock().unwrap().clone();
+        assert_eq!(
+            later.len(),
+            n,
+            "unexpected extra events: {:?}",
+            topics_of(&later)
+        );
+        later
+    }
+
+    async fn wait_exit(&self, id: &str) -> Exit {
+        timeout(PATIENCE, self.pod.wait(id))
+            .await
+            .unwrap_or_else(|_| panic!("wait({id}) did not answer within {PATIENCE:?}"))
+            .unwrap_or_else(|e| panic!("wait({id}) failed: {e}"))
+    }
+}
+
+fn topics_of(events: &[(String, Envelope)]) -> Vec<String> {
+    events.iter().map(|(t, _)| t.clone()).collect()
+}
+
+fn decode<M: Message>(env: &Envelope) -> M {
+    M::parse_from_bytes(&env.event.value).expect("event payload decodes")
+}
+
+fn assert_code<T: std::fmt::Debug>(r: Result<T>, code: Code) -> Error {
+    match r {
+        Ok(v) => panic!("expected {code:?}, got Ok({v:?})"),
+        Err(e) => {
+            assert_eq!(e.code(), code, "wrong code for error {e}");
+            e
+        }
+    }
+}
+
+/// Polls every future on the same task until all are done (like `futures::join_all`).
+async fn join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+#[tokio::test]
+async fn create_start_exit_wait_delete_publishes_in_order() {
+    let h = harness();
+    let pid = h.pod.create(params("c1")).await.unwrap();
+    assert_eq!(pid, 1000, "the fake hands out pids from 1000");
+
+    let st = h.pod.state("c1").await.unwrap();
+    assert_eq!((st.status, st.pid, st.exit), (Status::Created, pid, None));
+    assert_eq!(st.id, "c1");
+    assert_eq!(st.bundle, params("c1").bundle);
+
+    assert_eq!(h.pod.start("c1").await.unwrap(), pid);
+    assert_eq!(h.pod.state("c1").await.unwrap().status, Status::Running);
+
+    h.rt.exit("c1", 3);
+    let exit = h.wait_exit("c1").await;
+    assert_eq!(exit.status, 3);
+
+    let st = h.pod.state("c1").await.unwrap();
+    assert_eq!(st.status, Status::Stopped);
+    assert_eq!(st.exit, Some(exit));
+
+    let ev = h.events_exactly(3).await;
+    assert_eq!(
+        topics_of(&ev),
+        [
+            topics::TASK_CREATE_EVENT_TOPIC,
+            topics::TASK_START_EVENT_TOPIC,
+            topics::TASK_EXIT_EVENT_TOPIC
+        ]
+    );
+    for (_, env) in &ev {
+        assert_eq!(env.namespace, NS);
+    }
+    let created: TaskCreate = decode(&ev[0].1);
+    assert_eq!(ev[0].1.event.type_url, "containerd.events.TaskCreate");
+    assert_eq!(
+        (created.container_id.as_str(), created.pid),
+        ("c1", pid as u32)
+    );
+    assert_eq!(created.bundle, params("c1").bundle.to_string_lossy());
+    let started: TaskStart = decode(&ev[1].1);
+    assert_eq!(
+        (started.container_id.as_str(), started.pid),
+        ("c1", pid as u32)
+    );
+    assert_eq!(ev[2].1.event.type_url, "containerd.events.TaskExit");
+    let exited: TaskExit = decode(&ev[2].1);
+    assert_eq!(exited.container_id, "c1");
+    assert_eq!(exited.id, "c1");
+    assert_eq!(exited.pid, pid as u32);
+    assert_eq!(exited.exit_status, 3);
+    assert_eq!(exited.exited_at.as_ref(), Some(&timestamp(exit.at)));
+
+    let (dpid, dexit) = h.pod.delete("c1").await.unwrap();
+    assert_eq!((dpid, dexit), (pid, exit));
+
+    let ev = h.events_exactly(4).await;
+    assert_eq!(ev[3].0, topics::TASK_DELETE_EVENT_TOPIC);
+    let deleted: TaskDelete = decode(&ev[3].1);
+    assert_eq!(deleted.container_id, "c1");
+    assert_eq!(deleted.pid, pid as u32);
+    assert_eq!(deleted.exit_status, 3);
+    assert_eq!(deleted.exited_at.as_ref(), Some(&timestamp(exit.at)));
+
+    assert_eq!(h.calls(), ["create c1", "start c1", "delete c1"]);
+    assert!(h.pod.is_empty());
+}
+
+#[tokio::test]
+async fn wait_blocks_until_exit_then_answers_at_once() {
+    let h = harness();
+    h.pod.create(params("c1")).await.unwrap();
+    h.pod.start("c1").await.unwrap();
+
+    // Still running: Wait must not answer.
+    assert!(
+        timeout(Duration::from_millis(100), h.pod.wait("c1"))
+            .await
+            .is_err(),
+        "wait answered for a running container"
+    );
+
+    h.rt.exit("c1", 5);
+    let first = h.wait_exit("c1").await;
+    assert_eq!(first.status, 5);
+    assert_eq!(h.pod.state("c1").await.unwrap().status, Status::Stopped);
+
+    // Already exited: answers immediately, with the very same exit (status and time).
+    let again = timeout(Duration::from_secs(1), h.pod.wait("c1"))
+        .await
+        .expect("wait on an exited container answers at once")
+        .unwrap();
+    assert_eq!(again, first);
+
+    // Wait on an unknown container is NOT_FOUND, not a hang.
+    let r = timeout(Duration::from_secs(1), h.pod.wait("nope"))
+        .await
+        .expect("no hang");
+    assert_code(r, Code::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn delete_running_is_refused_until_killed() {
+    let h = harness();
+    let pid = h.pod.create(params("web")).await.unwrap();
+    h.pod.start("web").await.unwrap();
+
+    let e = assert_code(h.pod.delete("web").await, Code::FAILED_PRECONDITION);
+    assert!(
+        e.to_string().contains("web"),
+        "message should name the container: {e}"
+    );
+    assert!(
+        !h.calls().iter().any(|c| c.starts_with("delete")),
+        "a refused delete must not reach the runtime: {:?}",
+        h.calls()
+    );
+    assert_eq!(h.pod.state("web").await.unwrap().status, Status::Running);
+
+    h.pod
+        .kill("web", libc::SIGKILL as u32, false)
+        .await
+        .unwrap();
+    assert!(
+        h.calls()
+            .contains(&format!("kill web {} false", libc::SIGKILL))
+    );
+    let exit = h.wait_exit("web").await;
+    assert_eq!(exit.status, 137);
+
+    let (dpid, dexit) = h.pod.delete("web").await.unwrap();
+    assert_eq!(dpid, pid);
+    assert_eq!(dexit.status, 137);
+    assert_eq!(dexit, exit);
+
+    assert_code(h.pod.state("web").await, Code::NOT_FOUND);
+    assert_code(h.pod.delete("web").await, Code::NOT_FOUND);
+    assert!(h.pod.is_empty());
+
+    let ev = h.events_exactly(4).await;
+    assert_eq!(
+        topics_of(&ev),
+        [
+            topics::TASK_CREATE_EVENT_TOPIC,
+            topics::TASK_START_EVENT_TOPIC,
+            topics::TASK_EXIT_EVENT_TOPIC,
+            topics::TASK_DELETE_EVENT_TOPIC
+        ]
+    );
+    let deleted: TaskDelete = decode(&ev[3].1);
+    assert_eq!((deleted.pid, deleted.exit_status), (pid as u32, 137));
+}
+
+#[tokio::test]
+async fn kill_and_start_respect_the_state() {
+    let h = harness();
+    h.pod.create(params("c1")).await.unwrap();
+    h.pod.start("c1").await.unwrap();
+
+    // Start twice.
+    let e = assert_code(h.pod.start("c1").await, Code::FAILED_PRECONDITION);
+    assert!(e.to_string().contains("c1"), "{e}");
+    assert_eq!(
+        h.calls().iter().filter(|c| *c == "start c1").count(),
+        1,
+        "{:?}",
+        h.calls()
+    );
+    assert_eq!(h.pod.state("c1").await.unwrap().status, Status::Running);
+
+    h.rt.exit("c1", 0);
+    assert_eq!(h.wait_exit("c1").await.status, 0);
+
+    // Kill of a finished process.
+    let kills_before = h.calls().iter().filter(|c| c.starts_with("kill")).count();
+    assert_code(
+        h.pod.kill("c1", libc::SIGKILL as u32, false).await,
+        Code::NOT_FOUND,
+    );
+    assert_code(
+        h.pod.kill("c1", libc::SIGTERM as u32, true).await,
+        Code::NOT_FOUND,
+    );
+    let kills_after = h.calls().iter().filter(|c| c.starts_with("kill")).count();
+    assert_eq!(
+        kills_before, kills_after,
+        "kill of a finished process reached the runtime"
+    );
+
+    // Start after exit.
+    assert_code(h.pod.start("c1").await, Code::FAILED_PRECONDITION);
+    // The exit is unchanged by the refused calls.
+    assert_eq!(
+        h.pod.state("c1").await.unwrap().exit.map(|e| e.status),
+        Some(0)
+    );
+
+    // Start/kill of a container that never existed.
+    assert_code(h.pod.start("ghost").await, Code::NOT_FOUND);
+    assert_code(h.pod.kill("ghost", 9, false).await, Code::NOT_FOUND);
+
+    // A created (never started) container that exits cannot be started either.
+    h.pod.create(params("c2")).await.unwrap();
+    h.pod.kill("c2", libc::SIGKILL as u32, false).await.unwrap();
+    assert_eq!(h.wait_exit("c2").await.status, 137);
+    assert_code(h.pod.start("c2").await, Code::FAILED_PRECONDITION);
+    assert!(!h.calls().contains(&"start c2".to_string()));
+}
+
+#[tokio::test]
+async fn duplicate_and_invalid_ids_are_refused() {
+    let h = harness();
+    let pid = h.pod.create(params("dup")).await.unwrap();
+
+    let e = assert_code(h.pod.create(params("dup")).await, Code::ALREADY_EXISTS);
+    assert!(e.to_string().contains("dup"), "{e}");
+    assert_eq!(
+        h.calls(),
+        ["create dup"],
+        "the duplicate must not reach the runtime"
+    );
+
+    // The first container is unaffected: same pid, same state, still usable.
+    let st = h.pod.state("dup").await.unwrap();
+    assert_eq!((st.pid, st.status, st.exit), (pid, Status::Created, None));
+    assert_eq!(h.pod.start("dup").await.unwrap(), pid);
+    assert_eq!(h.pod.state("dup").await.unwrap().status, Status::Running);
+
+    // Invalid IDs: refused before anything happens.
+    let h2 = harness();
+    for bad in ["../x", "a/b", "", ".", "-x"] {
+        assert_code(h2.pod.create(params(bad)).await, Code::INVALID_ARGUMENT);
+        assert_code(h2.pod.state(bad).await, Code::NOT_FOUND);
+    }
+    assert!(
+        h2.calls().is_empty(),
+        "invalid IDs reached the runtime: {:?}",
+        h2.calls()
+    );
+    assert!(h2.pod.is_empty());
+    h2.events_exactly(0).await;
+
+    // Only the first create and the start of `dup` were published.
+    let ev = h.events_exactly(2).await;
+    assert_eq!(
+        topics_of(&ev),
+        [
+            topics::TASK_CREATE_EVENT_TOPIC,
+            topics::TASK_START_EVENT_TOPIC
+        ]
+    );
+}
+
+#[tokio::test]
+async fn failed_create_leaves_nothing_behind() {
+    let h = harness_with(|rt| rt.fail_create = Some("c1".into()));
+
+    let e = assert_code(h.pod.create(params("c1")).await, Code::UNKNOWN);
+    assert!(matches!(e, Error::Runtime(_)), "{e:?}");
+    assert!(h.pod.is_empty());
+    assert_code(h.pod.state("c1").await, Code::NOT_FOUND);
+    assert_code(h.pod.wait("c1").await, Code::NOT_FOUND);
+    assert_code(h.pod.delete("c1").await, Code::NOT_FOUND);
+
+    // The ID is free again: a retry reaches the runtime (and fails there, as this fake is
+    // set up to), instead of being refused as a duplicate.
+    let e = assert_code(h.pod.create(params("c1")).await, Code::UNKNOWN);
+    assert!(matches!(e, Error::Runtime(_)), "{e:?}");
+    assert_eq!(h.calls(), ["create c1", "create c1"]);
+    assert!(h.pod.is_empty());
+
+    // Other containers of the same pod are fine.
+    h.pod.create(params("c2")).await.unwrap();
+    assert_eq!(h.pod.state("c2").await.unwrap().status, Status::Created);
+
+    // Nothing was published for the failures.
+    let ev = h.events_exactly(1).await;
+    let created: TaskCreate = decode(&ev[0].1);
+    assert_eq!(created.container_id, "c2");
+
+    // With a runtime that works, the same ID is created.
+    let ok = harness();
+    ok.pod.create(params("c1")).await.unwrap();
+    assert_eq!(ok.pod.state("c1").await.unwrap().status, Status::Created);
+
+    // A failure before the runtime (stdio, checkpoint) leaves nothing either.
+    let mut bad_stdio = params("c3");
+    bad_stdio.stdio.stdout = "relative/path".into();
+    assert_code(h.pod.create(bad_stdio).await, Code::INVALID_ARGUMENT);
+    let mut ckpt = params("c3");
+    ckpt.checkpoint = "/some/checkpoint".into();
+    assert_code(h.pod.create(ckpt).await, Code::UNIMPLEMENTED);
+    assert_code(h.pod.state("c3").await, Code::NOT_FOUND);
+    assert!(!h.calls().contains(&"create c3".to_string()));
+    h.pod.create(params("c3")).await.unwrap();
+}
+
+#[tokio::test]
+async fn delete_of_created_container_uses_the_reaped_exit() {
+    let h = harness();
+    let pid = h.pod.create(params("c1")).await.unwrap();
+
+    let t0 = Instant::now();
+    let (dpid, exit) = h.pod.delete("c1").await.unwrap();
+    let took = t0.elapsed();
+    assert_eq!((dpid, exit.status), (pid, 137));
+    // The exit came from the reaper, not from the DELETE_REAP_WAIT fallback (also 137).
+    assert!(
+        took < DELETE_REAP_WAIT / 2,
+        "delete waited {took:?}: the reaped exit was not used"
+    );
+
+    assert_eq!(h.calls(), ["create c1", "delete c1"]);
+    assert_code(h.pod.state("c1").await, Code::NOT_FOUND);
+    assert!(h.pod.is_empty());
+
+    let ev = h.events_at_least(2).await;
+    assert_eq!(ev[0].0, topics::TASK_CREATE_EVENT_TOPIC);
+    let del = ev
+        .iter()
+        .find(|(t, _)| t == topics::TASK_DELETE_EVENT_TOPIC)
+        .unwrap_or_else(|| panic!("no /tasks/delete in {:?}", topics_of(&ev)));
+    let deleted: TaskDelete = decode(&del.1);
+    assert_eq!(deleted.container_id, "c1");
+    assert_eq!((deleted.pid, deleted.exit_status), (pid as u32, 137));
+    assert_eq!(deleted.exited_at.as_ref(), Some(&timestamp(exit.at)));
+}
+
+#[tokio::test]
+async fn exit_reaped_before_registration_is_applied_on_create() {
+    let h = harness();
+    // The fake hands out 1000 next; its init "dies" while Create is still running.
+    *h.rt.exit_during_create.lock().unwrap() = Some(7);
+    assert!(h.pod.is_empty());
+
+    let pid = h.pod.create(params("early")).await.unwrap();
+    assert_eq!(pid, 1000);
+    assert!(
+        !lock(&h.pod.exits).orphans.contains_key(&1000),
+        "orphan exit not consumed"
+    );
+
+    let st = h.pod.state("early").await.unwrap();
+    assert_eq!(st.status, Status::Stopped);
+    assert_eq!(st.exit.map(|e| e.status), Some(7));
+
+    let exit = timeout(Duration::from_secs(1), h.pod.wait("early"))
+        .await
+        .expect("wait answers at once")
+        .unwrap();
+    assert_eq!(exit.status, 7);
+
+    assert_code(h.pod.start("early").await, Code::FAILED_PRECONDITION);
+
+    let ev = h.events_exactly(2).await;
+    assert_eq!(
+        topics_of(&ev),
+        [
+            topics::TASK_CREATE_EVENT_TOPIC,
+            topics::TASK_EXIT_EVENT_TOPIC
+        ]
+    );
+    let exited: TaskExit = decode(&ev[1].1);
+    assert_eq!(
+        (exited.container_id.as_str(), exited.pid, exited.exit_status),
+        ("early", 1000, 7)
+    );
+
+    // A stale orphan (an earlier process that had the next PID) does not touch the
+    // next container.
+    h.exits.send((1001, 1)).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while !lock(&h.pod.exits).orphans.contains_key(&1001) {
+        assert!(
+            Instant::now() < deadline,
+            "the orphan exit was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid2 = h.pod.create(params("late")).await.unwrap();
+    assert_eq!(pid2, 1001);
+    assert_eq!(h.pod.state("late").await.unwrap().status, Status::Created);
+}
+
+#[tokio::test]
+async fn concurrent_creates_all_succeed_with_distinct_pids() {
+    let h = harness();
+    let ids: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+    let results = join_all(ids.iter().map(|id| h.pod.create(params(id))).collect()).await;
+
+    let mut pids = HashSet::new();
+    for (id, r) in ids.iter().zip(results) {
+        let pid = r.unwrap_or_else(|e| panic!("create {id}: {e}"));
+        assert!(pids.insert(pid), "pid {pid} handed out twice");
+        let st = h.pod.state(id).await.unwrap();
+        assert_eq!((st.pid, st.status), (pid, Status::Created));
+    }
+    assert_eq!(pids.len(), 10);
+    assert_eq!(lock(&h.pod.containers).len(), 10);
+
+    let ev = h.events_exactly(10).await;
+    assert!(ev.iter().all(|(t, _)| t == topics::TASK_CREATE_EVENT_TOPIC));
+    let published: HashSet<u32> = ev
+        .iter()
+        .map(|(_, e)| decode::<TaskCreate>(e).pid)
+        .collect();
+    assert_eq!(published, pids.iter().map(|p| *p as u32).collect());
+}
+
+#[tokio::test]
+async fn invalid_signals_are_refused() {
+    let h = harness();
+    h.pod.create(params("c1")).await.unwrap();
+    h.pod.start("c1").await.unwrap();
+
+    for sig in [0u32, 65, 1000, u32::MAX] {
+        let e = assert_code(h.pod.kill("c1", sig, false).await, Code::INVALID_ARGUMENT);
+        assert!(e.to_string().contains(&sig.to_string()), "{e}");
+    }
+    assert!(
+        !h.calls().iter().any(|c| c.starts_with("kill")),
+        "an invalid signal reached the runtime: {:?}",
+        h.calls()
+    );
+    assert_eq!(h.pod.state("c1").await.unwrap().status, Status::Running);
+
+    // The boundaries are valid.
+    h.pod.kill("c1", 1, false).await.unwrap();
+    h.pod.kill("c1", 64, true).await.unwrap();
+    assert_eq!(h.calls()[2..], ["kill c1 1 false", "kill c1 64 true"]);
+}
+
+#[tokio::test]
+async fn wait_on_created_container_returns_when_delete_gives_up_on_the_reaper() {
+    // The killed init's exit never reaches the pod, so Delete falls back to 137 after
+    // DELETE_REAP_WAIT. A Wait that was already pending (containerd waits before it
+    // starts a task) must then answer too, not hang forever.
+    let h = harness_opts(|_| {}, false);
+    let pid = h.pod.create(params("c1")).await.unwrap();
+    let pod = h.pod.clone();
+    let waiter = tokio::spawn(async move { pod.wait("c1").await });
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "wait answered before any exit");
+
+    let (dpid, exit) = h.pod.delete("c1").await.unwrap();
+    assert_eq!((dpid, exit.status), (pid, 137));
+    assert!(h.pod.is_empty());
+
+    let waited = timeout(PATIENCE, waiter)
+        .await
+        .expect("a pending Wait hangs after its container was deleted")
+        .unwrap()
+        .unwrap();
+    assert_eq!(waited, exit);
+}

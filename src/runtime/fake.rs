@@ -18,6 +18,8 @@ pub struct FakeRuntime {
     live: Mutex<HashMap<String, i32>>,
     /// Create fails for this ID (to test cleanup after a runtime error).
     pub fail_create: Option<String>,
+    /// The next created init "dies" with this status before Create returns.
+    pub exit_during_create: Mutex<Option<u32>>,
 }
 
 impl FakeRuntime {
@@ -28,6 +30,7 @@ impl FakeRuntime {
             calls: Mutex::new(Vec::new()),
             live: Mutex::new(HashMap::new()),
             fail_create: None,
+            exit_during_create: Mutex::new(None),
         }
     }
 
@@ -51,7 +54,14 @@ impl Runtime for FakeRuntime {
             return Err(Error::Runtime(format!("fake create of {} failed", spec.id)));
         }
         let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
-        self.live.lock().unwrap().insert(spec.id, pid);
+        let early = self.exit_during_create.lock().unwrap().take();
+        if let Some(status) = early {
+            let _ = self.exits.send((pid, status));
+            // Let the reaper's consumer record it as an orphan before we return the PID.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        } else {
+            self.live.lock().unwrap().insert(spec.id, pid);
+        }
         Ok(pid)
     }
 
