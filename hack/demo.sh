@@ -13,10 +13,11 @@ SHIM_DIR="$top/target/release" bash hack/containerd.sh start
 sock=/run/youki-test/containerd.sock
 id=demo-$$
 echo
-echo "\$ ctr run --rm --runtime io.containerd.youki.v2 localhost/youki/busybox:latest $id sh -c '…'"
-ctr --address "$sock" run --rm --runtime io.containerd.youki.v2 localhost/youki/busybox:latest "$id" \
+echo "\$ ctr run --rm --seccomp --runtime io.containerd.youki.v2 localhost/youki/busybox:latest $id sh -c '…'"
+ctr --address "$sock" run --rm --seccomp --runtime io.containerd.youki.v2 localhost/youki/busybox:latest "$id" \
   sh -c 'echo "hello from a youki container"; echo "pid in container: $$"; echo "hostname: $(hostname)"; echo "cgroup: $(grep memory /proc/self/cgroup)"; echo "seccomp: $(grep ^Seccomp: /proc/self/status)"; exit 3' \
   && rc=0 || rc=$?
 echo "exit status seen by ctr: $rc (the container ran 'exit 3')"
 echo
-echo "shims left after the container was removed: $(pgrep -fc containerd-shim-youki-v2 || true)"
+sleep 0.2
+echo "shim processes left for $id after removal: $(pgrep -fc -- "containerd-shim-youki-v2 .*-id $id( |\$)" || true)"
