@@ -90,7 +90,7 @@ impl Pod {
         lock(&self.containers)
             .get(id)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))
+            .ok_or_else(|| not_found(id))
     }
 
     pub async fn create(&self, p: CreateParams) -> Result<i32> {
@@ -177,9 +177,7 @@ impl Pod {
     pub async fn start(&self, id: &str) -> Result<i32> {
         let slot = self.slot(id)?;
         let mut g = slot.lock().await;
-        let c = g
-            .as_mut()
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = g.as_mut().ok_or_else(|| not_found(id))?;
         match c.status() {
             Status::Created => {}
             Status::Running => {
@@ -207,9 +205,7 @@ impl Pod {
     pub async fn state(&self, id: &str) -> Result<StateInfo> {
         let slot = self.slot(id)?;
         let g = slot.lock().await;
-        let c = g
-            .as_ref()
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = g.as_ref().ok_or_else(|| not_found(id))?;
         Ok(StateInfo {
             id: c.id.clone(),
             bundle: c.bundle.clone(),
@@ -224,9 +220,7 @@ impl Pod {
         let cell = {
             let slot = self.slot(id)?;
             let g = slot.lock().await;
-            let c = g
-                .as_ref()
-                .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+            let c = g.as_ref().ok_or_else(|| not_found(id))?;
             c.exit.clone()
         };
         Ok(cell.wait().await)
@@ -235,9 +229,7 @@ impl Pod {
     pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
         let slot = self.slot(id)?;
         let g = slot.lock().await;
-        let c = g
-            .as_ref()
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = g.as_ref().ok_or_else(|| not_found(id))?;
         if c.exited().is_some() {
             return Err(Error::NotFound(format!(
                 "container {id:?}: process already finished"
@@ -253,9 +245,7 @@ impl Pod {
     pub async fn delete(&self, id: &str) -> Result<(i32, Exit)> {
         let slot = self.slot(id)?;
         let mut g = slot.lock().await;
-        let c = g
-            .as_ref()
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = g.as_ref().ok_or_else(|| not_found(id))?;
         if c.status() == Status::Running {
             return Err(Error::FailedPrecondition(format!(
                 "container {id:?} is running: kill it before delete"
@@ -291,9 +281,7 @@ impl Pod {
     pub async fn pids(&self, id: &str) -> Result<Vec<u32>> {
         let slot = self.slot(id)?;
         let g = slot.lock().await;
-        let c = g
-            .as_ref()
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = g.as_ref().ok_or_else(|| not_found(id))?;
         if c.exited().is_some() {
             return Ok(Vec::new());
         }
@@ -303,9 +291,7 @@ impl Pod {
     pub async fn close_stdin(&self, id: &str) -> Result<()> {
         let slot = self.slot(id)?;
         let mut g = slot.lock().await;
-        let c = g
-            .as_mut()
-            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        let c = g.as_mut().ok_or_else(|| not_found(id))?;
         c.io.close_stdin();
         Ok(())
     }
@@ -349,6 +335,10 @@ impl Pod {
         ev.exited_at = Some(timestamp(exit.at)).into();
         self.events.publish(topics::TASK_EXIT_EVENT_TOPIC, &ev);
     }
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("container {id:?} not found"))
 }
 
 fn to_proto_mount(m: &Mount) -> ProtoMount {
