@@ -127,6 +127,9 @@ fn lc_error(what: &str, id: &str, e: LibcontainerError) -> Error {
     }
 }
 
+/// Longest error message a worker sends back.
+const MAX_MESSAGE: usize = 16 << 10;
+
 /// Encodes a failure for the helper to send when a worker died without answering.
 pub fn worker_failed(message: String) -> Vec<u8> {
     serde_json::to_vec(&Response::Failed(Kind::Runtime, message)).unwrap_or_default()
@@ -134,10 +137,22 @@ pub fn worker_failed(message: String) -> Vec<u8> {
 
 /// Runs one request inside a fork-helper worker.
 pub fn worker(req: &[u8], fds: Vec<OwnedFd>) -> Vec<u8> {
-    let resp = match serde_json::from_slice::<Request>(req) {
+    let mut resp = match serde_json::from_slice::<Request>(req) {
         Ok(r) => handle(r, fds).unwrap_or_else(Response::from),
         Err(e) => Response::Failed(Kind::Runtime, format!("bad fork helper request: {e}")),
     };
+    // The reply travels through a pipe the helper drains only after the worker exits:
+    // keep it well under the pipe's 64 KiB so the worker can never block on it.
+    if let Response::Failed(_, m) = &mut resp
+        && m.len() > MAX_MESSAGE
+    {
+        let mut end = MAX_MESSAGE;
+        while !m.is_char_boundary(end) {
+            end -= 1;
+        }
+        m.truncate(end);
+        m.push_str(" …(truncated)");
+    }
     serde_json::to_vec(&resp).unwrap_or_else(|e| worker_failed(format!("encode response: {e}")))
 }
 
@@ -338,5 +353,36 @@ impl Runtime for YoukiRuntime {
             .into_iter()
             .map(|p| p as u32)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_failures_are_cut_to_fit_the_reply_pipe() {
+        let req = serde_json::to_vec(&Request::Start {
+            id: "é".repeat(40 << 10),
+            root: "/nonexistent".into(),
+        })
+        .unwrap();
+        let reply = worker(&req, Vec::new());
+        assert!(reply.len() < 32 << 10, "{} bytes", reply.len());
+        match serde_json::from_slice::<Response>(&reply).unwrap() {
+            Response::Failed(_, m) => assert!(m.ends_with("(truncated)"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_request_is_a_clear_failure() {
+        let reply = worker(b"not json", Vec::new());
+        match serde_json::from_slice::<Response>(&reply).unwrap() {
+            Response::Failed(Kind::Runtime, m) => {
+                assert!(m.contains("bad fork helper request"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
