@@ -5,9 +5,7 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-bash hack/install-deps.sh
-cargo build --release --locked
-bash hack/build-images.sh >/dev/null
+bash hack/prepare.sh
 SHIM_DIR="$top/target/release" bash hack/containerd.sh start
 [ "${KEEP:-0}" = 1 ] || trap 'bash hack/containerd.sh stop' EXIT
 sock=/run/youki-test/containerd.sock

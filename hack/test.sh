@@ -5,9 +5,7 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-bash hack/install-deps.sh
-cargo build --release --locked
-bash hack/build-images.sh >/dev/null
+bash hack/prepare.sh
 bash hack/containerd.sh stop
 SHIM_DIR="$top/target/release" bash hack/containerd.sh start
 trap 'bash hack/containerd.sh stop' EXIT

@@ -41,27 +41,26 @@ fn stderr_reaches_the_client() {
     assert_nothing_left(&id);
 }
 
+/// `ctr run --rm` in the background (stdout piped), returned once the task is running.
+fn spawn_running(id: &str, cmd: &[&str], stdin: Stdio) -> std::process::Child {
+    let mut args = vec!["run", "--rm", "--runtime", RUNTIME, BUSYBOX, id];
+    args.extend_from_slice(cmd);
+    let child = ctr_cmd(&args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn ctr run");
+    assert!(
+        wait_until(Duration::from_secs(20), || task_status(id) == "RUNNING"),
+        "{id} never ran"
+    );
+    child
+}
+
 #[test]
 fn sigkill_exits_137() {
     let id = unique("kill");
-    let mut child = ctr_cmd(&[
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        BUSYBOX,
-        &id,
-        "sleep",
-        "1000",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .spawn()
-    .expect("spawn ctr run");
-    assert!(
-        wait_until(Duration::from_secs(20), || task_status(&id) == "RUNNING"),
-        "never ran"
-    );
+    let mut child = spawn_running(&id, &["sleep", "1000"], Stdio::null());
     ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
     let status = child.wait().expect("wait ctr");
     assert_eq!(status.code(), Some(137));
@@ -71,27 +70,13 @@ fn sigkill_exits_137() {
 #[test]
 fn stdin_reaches_the_container() {
     let id = unique("stdin");
-    let mut child = ctr_cmd(&[
-        "run",
-        "--rm",
-        "--runtime",
-        RUNTIME,
-        BUSYBOX,
-        &id,
-        "sh",
-        "-c",
-        "read l; echo got:$l; cat",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("spawn ctr run");
-    let mut stdin = child.stdin.take().expect("stdin");
     // ctr 1.6 loses an EOF that comes before the task runs: write once it is running.
-    assert!(
-        wait_until(Duration::from_secs(20), || task_status(&id) == "RUNNING"),
-        "never ran"
+    let mut child = spawn_running(
+        &id,
+        &["sh", "-c", "read l; echo got:$l; cat"],
+        Stdio::piped(),
     );
+    let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(b"x\nrest\n").expect("write");
     std::thread::sleep(Duration::from_millis(300));
     drop(stdin);

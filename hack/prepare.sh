@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# What both README commands need first: Debian packages, the release shim, the test images.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+bash hack/install-deps.sh
+cargo build --release --locked
+bash hack/build-images.sh >/dev/null
