@@ -40,6 +40,11 @@ fn redirect_log() {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.socket.is_empty() {
+        return Err(Error::InvalidArgument(
+            "no action given: containerd runs this binary with `start` or `delete` (try -v)".into(),
+        ));
+    }
     redirect_log();
     logger::init(&args.id, args.debug);
     // SAFETY: fd 3 is the listener `start` passed us; nothing else owns it.

@@ -246,3 +246,17 @@ fn version_flag() {
         "{text}"
     );
 }
+
+#[test]
+fn no_action_without_start_is_a_clear_error() {
+    let out = Command::new(SHIM).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("start"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(SHIM).arg("-bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-bogus"));
+}
