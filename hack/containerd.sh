@@ -63,7 +63,13 @@ oom_score = 0
 TOML
 }
 
-running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+# Alive and not a zombie (a killed containerd may wait a while for its reaper).
+running() {
+  [ -f "$pidfile" ] || return 1
+  local state
+  state=$(awk '{print $3}' "/proc/$(cat "$pidfile")/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
 
 start() {
   if running; then echo "containerd already running (pid $(cat "$pidfile"), $sock)"; return; fi
@@ -90,7 +96,7 @@ stop() {
   if running; then
     pid=$(cat "$pidfile")
     kill "$pid"
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 50); do running || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$pidfile"
