@@ -168,3 +168,23 @@ fn killed_shim_leaves_nothing_after_containerds_cleanup() {
     let _ = ctr(&["container", "rm", &id]);
     assert_nothing_left(&id);
 }
+
+#[test]
+fn real_time_signals_reach_the_container() {
+    let id = unique("rtsig");
+    // SIGRTMIN+3 (37) is how systemd in a container is asked to stop.
+    run_detached(
+        &id,
+        &["sh", "-c", "trap 'exit 5' 37; while :; do sleep 0.2; done"],
+    );
+    let c = client(&id);
+    let mut kill = KillRequest::new();
+    kill.id = id.clone();
+    kill.signal = 37;
+    c.kill(ctx(), &kill).expect("kill with SIGRTMIN+3");
+    let mut wait = WaitRequest::new();
+    wait.id = id.clone();
+    assert_eq!(c.wait(ctx(), &wait).expect("wait").exit_status, 5);
+    remove(&id);
+    assert_nothing_left(&id);
+}

@@ -13,8 +13,6 @@ use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::{CreateSpec, Runtime};
@@ -322,17 +320,23 @@ impl Runtime for YoukiRuntime {
     }
 
     async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()> {
-        let sig = Signal::try_from(signal)
-            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
         let targets = if all {
             self.cgroup_pids(id)?
         } else {
             vec![pid]
         };
-        for p in targets.into_iter().map(Pid::from_raw) {
-            match kill(p, sig) {
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(e) => return Err(Error::io(format!("kill {p} in {id} with {sig}"), e)),
+        for p in targets {
+            // Raw kill(2): nix's Signal has no real-time signals (SIGRTMIN+3 stops systemd
+            // in a container); the pod already checked the number is 1..=64.
+            // SAFETY: kill takes plain integers.
+            if unsafe { libc::kill(p, signal) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    return Err(Error::io(
+                        format!("kill {p} in {id} with signal {signal}"),
+                        e,
+                    ));
+                }
             }
         }
         Ok(())
