@@ -221,3 +221,13 @@ pub fn assert_nothing_left(id: &str) {
     let left = leftovers(id);
     assert!(left.is_empty(), "left behind by {id}: {left:#?}");
 }
+
+/// Removes the container when dropped, so a failed assertion does not leave a running
+/// shim and container behind (they outlive containerd by design).
+pub struct RemoveOnDrop(pub String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        remove(&self.0);
+    }
+}
