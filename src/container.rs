@@ -1,7 +1,8 @@
-//! One container of the pod: its init process, its stdio, and where it is in its life.
-//! The status is derived (never stored twice): exited → Stopped, started → Running,
-//! otherwise Created.
+//! One container of the pod: its init process, its exec processes, their stdio, and where
+//! each is in its life. Statuses are derived (never stored twice): exited → Stopped,
+//! started → Running, otherwise Created.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub struct Container {
     pub started: bool,
     pub exit: Arc<ExitCell>,
     pub io: Keepalive,
+    pub execs: HashMap<String, Exec>,
 }
 
 impl Container {
@@ -38,5 +40,29 @@ impl Container {
 
     pub fn exited(&self) -> Option<Exit> {
         self.exit.get()
+    }
+}
+
+/// A process added by Exec: Created until Start runs it, then Running until it exits.
+pub struct Exec {
+    pub id: String,
+    /// The OCI `Process` JSON containerd sent.
+    pub process: Vec<u8>,
+    pub stdio: StdioPaths,
+    /// Set by Start.
+    pub pid: Option<i32>,
+    pub exit: Arc<ExitCell>,
+    pub io: Keepalive,
+}
+
+impl Exec {
+    pub fn status(&self) -> Status {
+        if self.exit.get().is_some() {
+            Status::Stopped
+        } else if self.pid.is_some() {
+            Status::Running
+        } else {
+            Status::Created
+        }
     }
 }

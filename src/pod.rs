@@ -7,25 +7,29 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart,
+};
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::topics;
 use containerd_shim_protos::types::mount::Mount as ProtoMount;
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::container::{Container, Status};
+use crate::container::{Container, Exec, Status};
 use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::ids::validate_id;
 use crate::io::{StdioPaths, open_stdio};
 use crate::mount::Mount;
 use crate::process::{Exit, ExitCell};
-use crate::runtime::{CreateSpec, Runtime};
+use crate::runtime::{CreateSpec, ExecSpec, Runtime};
 
 /// Exits of PIDs nobody has claimed yet are kept this many at most.
 const MAX_ORPHAN_EXITS: usize = 1024;
 /// How long Delete of a never-started container waits for its killed init to be reaped.
 const DELETE_REAP_WAIT: Duration = Duration::from_secs(2);
+/// How long a container's TaskExit waits for its killed exec processes to be reaped.
+const EXEC_DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 pub struct CreateParams {
     pub id: String,
@@ -36,6 +40,15 @@ pub struct CreateParams {
     pub checkpoint: String,
 }
 
+pub struct ExecParams {
+    pub id: String,
+    pub exec_id: String,
+    pub stdio: StdioPaths,
+    /// The OCI `Process` JSON.
+    pub process: Vec<u8>,
+}
+
+/// State of the container's init (`id` = container ID) or of one exec (`id` = exec ID).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateInfo {
     pub id: String,
@@ -48,10 +61,18 @@ pub struct StateInfo {
 
 type Slot = Arc<AsyncMutex<Option<Container>>>;
 
+/// Who a PID is: a container's init (`exec: None`) or one of its exec processes.
+#[derive(Clone)]
+struct Owner {
+    container: String,
+    exec: Option<String>,
+    exit: Arc<ExitCell>,
+}
+
 #[derive(Default)]
 struct Exits {
-    /// Live PIDs → (container ID, its exit cell).
-    by_pid: HashMap<i32, (String, Arc<ExitCell>)>,
+    /// Live PIDs → their owner.
+    by_pid: HashMap<i32, Owner>,
     /// Exits reaped before their PID was registered (an init killed during Create).
     orphans: HashMap<i32, Exit>,
 }
@@ -135,7 +156,7 @@ impl Pod {
         self.events.publish(topics::TASK_CREATE_EVENT_TOPIC, &ev);
         if let Some(exit) = early_exit {
             container.exit.set(exit);
-            self.publish_exit(&container.id, pid, exit);
+            self.publish_exit(&container.id, &container.id, pid, exit);
         }
         *guard = Some(container);
         Ok(pid)
@@ -157,11 +178,15 @@ impl Pod {
             })
             .await?;
         let exit = Arc::new(ExitCell::default());
-        let early = {
-            let mut ex = lock(&self.exits);
-            ex.by_pid.insert(pid, (p.id.clone(), exit.clone()));
-            ex.orphans.remove(&pid).filter(|e| e.at >= began)
-        };
+        let early = self.register(
+            pid,
+            Owner {
+                container: p.id.clone(),
+                exec: None,
+                exit: exit.clone(),
+            },
+            began,
+        );
         let c = Container {
             id: p.id.clone(),
             bundle: p.bundle.clone(),
@@ -170,11 +195,124 @@ impl Pod {
             started: false,
             exit,
             io: keep,
+            execs: HashMap::new(),
         };
         Ok((c, early))
     }
 
-    pub async fn start(&self, id: &str) -> Result<i32> {
+    /// Claims `pid`; returns its exit if the reaper already saw it (after `began`, so not
+    /// an earlier process that had the same PID).
+    fn register(&self, pid: i32, owner: Owner, began: std::time::SystemTime) -> Option<Exit> {
+        let mut ex = lock(&self.exits);
+        ex.by_pid.insert(pid, owner);
+        ex.orphans.remove(&pid).filter(|e| e.at >= began)
+    }
+
+    /// Exec: records a process to run in the running container `id`; Start runs it.
+    pub async fn exec(&self, p: ExecParams) -> Result<()> {
+        validate_id(&p.exec_id)?;
+        if p.stdio.terminal {
+            return Err(Error::Unimplemented(format!(
+                "exec {:?}: terminal (-t) is not supported yet: run without a tty",
+                p.exec_id
+            )));
+        }
+        let slot = self.slot(&p.id)?;
+        let mut g = slot.lock().await;
+        let c = g.as_mut().ok_or_else(|| not_found(&p.id))?;
+        if c.status() != Status::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "exec {:?}: container {:?} is not running",
+                p.exec_id, p.id
+            )));
+        }
+        if c.execs.contains_key(&p.exec_id) {
+            return Err(Error::AlreadyExists(format!(
+                "exec {:?} already exists in container {:?}",
+                p.exec_id, p.id
+            )));
+        }
+        c.execs.insert(
+            p.exec_id.clone(),
+            Exec {
+                id: p.exec_id.clone(),
+                process: p.process,
+                stdio: p.stdio,
+                pid: None,
+                exit: Arc::new(ExitCell::default()),
+                io: Default::default(),
+            },
+        );
+        let mut ev = TaskExecAdded::new();
+        ev.container_id = p.id.clone();
+        ev.exec_id = p.exec_id;
+        self.events
+            .publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, &ev);
+        Ok(())
+    }
+
+    async fn start_exec(&self, id: &str, exec_id: &str) -> Result<i32> {
+        let slot = self.slot(id)?;
+        let mut g = slot.lock().await;
+        let c = g.as_mut().ok_or_else(|| not_found(id))?;
+        if c.status() != Status::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "exec {exec_id:?}: container {id:?} is not running"
+            )));
+        }
+        let bundle = c.bundle.clone();
+        let e = c
+            .execs
+            .get_mut(exec_id)
+            .ok_or_else(|| exec_not_found(id, exec_id))?;
+        if e.status() != Status::Created {
+            return Err(Error::FailedPrecondition(format!(
+                "exec {exec_id:?} in {id:?} was already started"
+            )));
+        }
+        let (child, keep) = open_stdio(&e.stdio)?;
+        let began = std::time::SystemTime::now();
+        let pid = self
+            .runtime
+            .exec(ExecSpec {
+                id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                bundle,
+                process: e.process.clone(),
+                stdio: child,
+            })
+            .await?;
+        e.pid = Some(pid);
+        e.io = keep;
+        let early = self.register(
+            pid,
+            Owner {
+                container: id.to_string(),
+                exec: Some(exec_id.to_string()),
+                exit: e.exit.clone(),
+            },
+            began,
+        );
+        let mut ev = TaskExecStarted::new();
+        ev.container_id = id.to_string();
+        ev.exec_id = exec_id.to_string();
+        ev.pid = pid as u32;
+        self.events
+            .publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &ev);
+        if let Some(exit) = early
+            && e.exit.set(exit)
+        {
+            e.io = Default::default();
+            self.publish_exit(id, exec_id, pid, exit);
+        }
+        Ok(pid)
+    }
+
+    /// Start of the container's init (`exec_id` empty) or of one of its execs.
+    pub async fn start(&self, id: &str, exec_id: &str) -> Result<i32> {
+        if !exec_id.is_empty() {
+            return self.start_exec(id, exec_id).await;
+        }
         let slot = self.slot(id)?;
         let mut g = slot.lock().await;
         let c = g.as_mut().ok_or_else(|| not_found(id))?;
@@ -202,10 +340,24 @@ impl Pod {
         Ok(c.pid)
     }
 
-    pub async fn state(&self, id: &str) -> Result<StateInfo> {
+    pub async fn state(&self, id: &str, exec_id: &str) -> Result<StateInfo> {
         let slot = self.slot(id)?;
         let g = slot.lock().await;
         let c = g.as_ref().ok_or_else(|| not_found(id))?;
+        if !exec_id.is_empty() {
+            let e = c
+                .execs
+                .get(exec_id)
+                .ok_or_else(|| exec_not_found(id, exec_id))?;
+            return Ok(StateInfo {
+                id: e.id.clone(),
+                bundle: c.bundle.clone(),
+                pid: e.pid.unwrap_or(0),
+                status: e.status(),
+                stdio: e.stdio.clone(),
+                exit: e.exit.get(),
+            });
+        }
         Ok(StateInfo {
             id: c.id.clone(),
             bundle: c.bundle.clone(),
@@ -216,33 +368,83 @@ impl Pod {
         })
     }
 
-    pub async fn wait(&self, id: &str) -> Result<Exit> {
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
         let cell = {
             let slot = self.slot(id)?;
             let g = slot.lock().await;
             let c = g.as_ref().ok_or_else(|| not_found(id))?;
-            c.exit.clone()
+            if exec_id.is_empty() {
+                c.exit.clone()
+            } else {
+                c.execs
+                    .get(exec_id)
+                    .ok_or_else(|| exec_not_found(id, exec_id))?
+                    .exit
+                    .clone()
+            }
         };
         Ok(cell.wait().await)
     }
 
-    pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
+    pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         let slot = self.slot(id)?;
         let g = slot.lock().await;
         let c = g.as_ref().ok_or_else(|| not_found(id))?;
+        let sig = i32::try_from(signal)
+            .ok()
+            .filter(|s| (1..=64).contains(s))
+            .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        if !exec_id.is_empty() {
+            let e = c
+                .execs
+                .get(exec_id)
+                .ok_or_else(|| exec_not_found(id, exec_id))?;
+            return match (e.status(), e.pid) {
+                (Status::Running, Some(pid)) => self.runtime.kill(id, pid, sig, false).await,
+                (Status::Created, _) => Err(Error::FailedPrecondition(format!(
+                    "exec {exec_id:?} in {id:?} has not been started"
+                ))),
+                _ => Err(Error::NotFound(format!(
+                    "exec {exec_id:?} in {id:?}: process already finished"
+                ))),
+            };
+        }
         if c.exited().is_some() {
             return Err(Error::NotFound(format!(
                 "container {id:?}: process already finished"
             )));
         }
-        let sig = i32::try_from(signal)
-            .ok()
-            .filter(|s| (1..=64).contains(s))
-            .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
         self.runtime.kill(id, c.pid, sig, all).await
     }
 
-    pub async fn delete(&self, id: &str) -> Result<(i32, Exit)> {
+    /// Delete of an exec: forgets a finished (or never started) exec process.
+    async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<(i32, Exit)> {
+        let slot = self.slot(id)?;
+        let mut g = slot.lock().await;
+        let c = g.as_mut().ok_or_else(|| not_found(id))?;
+        let e = c
+            .execs
+            .get(exec_id)
+            .ok_or_else(|| exec_not_found(id, exec_id))?;
+        if e.status() == Status::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "exec {exec_id:?} in {id:?} is running: kill it before delete"
+            )));
+        }
+        let pid = e.pid.unwrap_or(0);
+        let exit = e.exit.get().unwrap_or_else(|| Exit::now(0));
+        c.execs.remove(exec_id);
+        if pid != 0 {
+            lock(&self.exits).by_pid.remove(&pid);
+        }
+        Ok((pid, exit))
+    }
+
+    /// Delete of the container (`exec_id` empty: the TaskDelete event goes out) or of an exec.
+    pub async fn delete(&self, id: &str, exec_id: &str) -> Result<(i32, Exit)> {
+        if !exec_id.is_empty() {
+            return self.delete_exec(id, exec_id).await;
+        }
         let slot = self.slot(id)?;
         let mut g = slot.lock().await;
         let c = g.as_ref().ok_or_else(|| not_found(id))?;
@@ -265,7 +467,7 @@ impl Pod {
             }
         };
         let pid = c.pid;
-        lock(&self.exits).by_pid.remove(&pid);
+        lock(&self.exits).by_pid.retain(|_, o| o.container != id);
         *g = None;
         lock(&self.containers).remove(id);
         let mut ev = TaskDelete::new();
@@ -288,11 +490,19 @@ impl Pod {
         self.runtime.pids(id, c.pid).await
     }
 
-    pub async fn close_stdin(&self, id: &str) -> Result<()> {
+    pub async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
         let slot = self.slot(id)?;
         let mut g = slot.lock().await;
         let c = g.as_mut().ok_or_else(|| not_found(id))?;
-        c.io.close_stdin();
+        if exec_id.is_empty() {
+            c.io.close_stdin();
+        } else {
+            c.execs
+                .get_mut(exec_id)
+                .ok_or_else(|| exec_not_found(id, exec_id))?
+                .io
+                .close_stdin();
+        }
         Ok(())
     }
 
@@ -313,23 +523,63 @@ impl Pod {
                 }
             }
         };
-        let Some((id, cell)) = owner else { return };
-        if !cell.set(exit) {
+        let Some(owner) = owner else { return };
+        let id = owner.container;
+        if owner.exec.is_none() {
+            self.drain_execs(&id, pid).await;
+        }
+        if !owner.exit.set(exit) {
             return;
         }
         let Ok(slot) = self.slot(&id) else { return };
         let mut g = slot.lock().await;
-        if let Some(c) = g.as_mut() {
-            // The client's ends stay theirs; ours only kept the fifos alive for the process.
-            c.io = Default::default();
-            self.publish_exit(&id, pid, exit);
+        let Some(c) = g.as_mut() else { return };
+        // The client's ends stay theirs; ours only kept the fifos alive for the process.
+        match &owner.exec {
+            None => {
+                c.io = Default::default();
+                self.publish_exit(&id, &id, pid, exit);
+            }
+            Some(exec_id) => {
+                if let Some(e) = c.execs.get_mut(exec_id) {
+                    e.io = Default::default();
+                }
+                self.publish_exit(&id, exec_id, pid, exit);
+            }
         }
     }
 
-    fn publish_exit(&self, id: &str, pid: i32, exit: Exit) {
+    /// The init of `id` exited: its exec processes go with it (in a shared or the host's
+    /// PID namespace the kernel would leave them running), and, as with runc-v2, the
+    /// container's TaskExit comes only after theirs.
+    async fn drain_execs(&self, id: &str, init_pid: i32) {
+        let running: Vec<Arc<ExitCell>> = lock(&self.exits)
+            .by_pid
+            .values()
+            .filter(|o| o.container == id && o.exec.is_some() && o.exit.get().is_none())
+            .map(|o| o.exit.clone())
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        if let Err(e) = self.runtime.kill(id, init_pid, libc::SIGKILL, true).await {
+            log::warn!("kill exec processes of {id} after its init exited: {e}");
+        }
+        for cell in running {
+            if tokio::time::timeout(EXEC_DRAIN_WAIT, cell.wait())
+                .await
+                .is_err()
+            {
+                log::warn!("an exec process of {id} outlived its init by {EXEC_DRAIN_WAIT:?}");
+            }
+        }
+    }
+
+    /// TaskExit of the init (`process_id` = container ID) or of an exec (the exec ID).
+    fn publish_exit(&self, id: &str, process_id: &str, pid: i32, exit: Exit) {
         let mut ev = TaskExit::new();
         ev.container_id = id.to_string();
-        ev.id = id.to_string();
+        ev.id = process_id.to_string();
         ev.pid = pid as u32;
         ev.exit_status = exit.status;
         ev.exited_at = Some(timestamp(exit.at)).into();
@@ -339,6 +589,10 @@ impl Pod {
 
 fn not_found(id: &str) -> Error {
     Error::NotFound(format!("container {id:?} not found"))
+}
+
+fn exec_not_found(id: &str, exec_id: &str) -> Error {
+    Error::NotFound(format!("exec {exec_id:?} not found in container {id:?}"))
 }
 
 fn to_proto_mount(m: &Mount) -> ProtoMount {

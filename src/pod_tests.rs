@@ -64,7 +64,10 @@ fn harness_opts(setup: impl FnOnce(&mut FakeRuntime), pump: bool) -> Harness {
     tokio::spawn(async move {
         while let Some((pid, status)) = rx.recv().await {
             if pump {
-                p.on_exit(pid, status).await;
+                // As in the daemon: an init's exit may wait for its execs' exits, which
+                // come through this same channel.
+                let p = p.clone();
+                tokio::spawn(async move { p.on_exit(pid, status).await });
             }
         }
     });
@@ -129,7 +132,7 @@ impl Harness {
     }
 
     async fn wait_exit(&self, id: &str) -> Exit {
-        timeout(PATIENCE, self.pod.wait(id))
+        timeout(PATIENCE, self.pod.wait(id, ""))
             .await
             .unwrap_or_else(|_| panic!("wait({id}) did not answer within {PATIENCE:?}"))
             .unwrap_or_else(|e| panic!("wait({id}) failed: {e}"))
@@ -186,19 +189,19 @@ async fn create_start_exit_wait_delete_publishes_in_order() {
     let pid = h.pod.create(params("c1")).await.unwrap();
     assert_eq!(pid, 1000, "the fake hands out pids from 1000");
 
-    let st = h.pod.state("c1").await.unwrap();
+    let st = h.pod.state("c1", "").await.unwrap();
     assert_eq!((st.status, st.pid, st.exit), (Status::Created, pid, None));
     assert_eq!(st.id, "c1");
     assert_eq!(st.bundle, params("c1").bundle);
 
-    assert_eq!(h.pod.start("c1").await.unwrap(), pid);
-    assert_eq!(h.pod.state("c1").await.unwrap().status, Status::Running);
+    assert_eq!(h.pod.start("c1", "").await.unwrap(), pid);
+    assert_eq!(h.pod.state("c1", "").await.unwrap().status, Status::Running);
 
     h.rt.exit("c1", 3);
     let exit = h.wait_exit("c1").await;
     assert_eq!(exit.status, 3);
 
-    let st = h.pod.state("c1").await.unwrap();
+    let st = h.pod.state("c1", "").await.unwrap();
     assert_eq!(st.status, Status::Stopped);
     assert_eq!(st.exit, Some(exit));
 
@@ -234,7 +237,7 @@ async fn create_start_exit_wait_delete_publishes_in_order() {
     assert_eq!(exited.exit_status, 3);
     assert_eq!(exited.exited_at.as_ref(), Some(&timestamp(exit.at)));
 
-    let (dpid, dexit) = h.pod.delete("c1").await.unwrap();
+    let (dpid, dexit) = h.pod.delete("c1", "").await.unwrap();
     assert_eq!((dpid, dexit), (pid, exit));
 
     let ev = h.events_exactly(4).await;
@@ -253,11 +256,11 @@ async fn create_start_exit_wait_delete_publishes_in_order() {
 async fn wait_blocks_until_exit_then_answers_at_once() {
     let h = harness();
     h.pod.create(params("c1")).await.unwrap();
-    h.pod.start("c1").await.unwrap();
+    h.pod.start("c1", "").await.unwrap();
 
     // Still running: Wait must not answer.
     assert!(
-        timeout(Duration::from_millis(100), h.pod.wait("c1"))
+        timeout(Duration::from_millis(100), h.pod.wait("c1", ""))
             .await
             .is_err(),
         "wait answered for a running container"
@@ -266,17 +269,17 @@ async fn wait_blocks_until_exit_then_answers_at_once() {
     h.rt.exit("c1", 5);
     let first = h.wait_exit("c1").await;
     assert_eq!(first.status, 5);
-    assert_eq!(h.pod.state("c1").await.unwrap().status, Status::Stopped);
+    assert_eq!(h.pod.state("c1", "").await.unwrap().status, Status::Stopped);
 
     // Already exited: answers immediately, with the very same exit (status and time).
-    let again = timeout(Duration::from_secs(1), h.pod.wait("c1"))
+    let again = timeout(Duration::from_secs(1), h.pod.wait("c1", ""))
         .await
         .expect("wait on an exited container answers at once")
         .unwrap();
     assert_eq!(again, first);
 
     // Wait on an unknown container is NOT_FOUND, not a hang.
-    let r = timeout(Duration::from_secs(1), h.pod.wait("nope"))
+    let r = timeout(Duration::from_secs(1), h.pod.wait("nope", ""))
         .await
         .expect("no hang");
     assert_code(r, Code::NOT_FOUND);
@@ -286,9 +289,9 @@ async fn wait_blocks_until_exit_then_answers_at_once() {
 async fn delete_running_is_refused_until_killed() {
     let h = harness();
     let pid = h.pod.create(params("web")).await.unwrap();
-    h.pod.start("web").await.unwrap();
+    h.pod.start("web", "").await.unwrap();
 
-    let e = assert_code(h.pod.delete("web").await, Code::FAILED_PRECONDITION);
+    let e = assert_code(h.pod.delete("web", "").await, Code::FAILED_PRECONDITION);
     assert!(
         e.to_string().contains("web"),
         "message should name the container: {e}"
@@ -298,10 +301,13 @@ async fn delete_running_is_refused_until_killed() {
         "a refused delete must not reach the runtime: {:?}",
         h.calls()
     );
-    assert_eq!(h.pod.state("web").await.unwrap().status, Status::Running);
+    assert_eq!(
+        h.pod.state("web", "").await.unwrap().status,
+        Status::Running
+    );
 
     h.pod
-        .kill("web", libc::SIGKILL as u32, false)
+        .kill("web", "", libc::SIGKILL as u32, false)
         .await
         .unwrap();
     assert!(
@@ -311,13 +317,13 @@ async fn delete_running_is_refused_until_killed() {
     let exit = h.wait_exit("web").await;
     assert_eq!(exit.status, 137);
 
-    let (dpid, dexit) = h.pod.delete("web").await.unwrap();
+    let (dpid, dexit) = h.pod.delete("web", "").await.unwrap();
     assert_eq!(dpid, pid);
     assert_eq!(dexit.status, 137);
     assert_eq!(dexit, exit);
 
-    assert_code(h.pod.state("web").await, Code::NOT_FOUND);
-    assert_code(h.pod.delete("web").await, Code::NOT_FOUND);
+    assert_code(h.pod.state("web", "").await, Code::NOT_FOUND);
+    assert_code(h.pod.delete("web", "").await, Code::NOT_FOUND);
     assert!(h.pod.is_empty());
 
     let ev = h.events_exactly(4).await;
@@ -338,10 +344,10 @@ async fn delete_running_is_refused_until_killed() {
 async fn kill_and_start_respect_the_state() {
     let h = harness();
     h.pod.create(params("c1")).await.unwrap();
-    h.pod.start("c1").await.unwrap();
+    h.pod.start("c1", "").await.unwrap();
 
     // Start twice.
-    let e = assert_code(h.pod.start("c1").await, Code::FAILED_PRECONDITION);
+    let e = assert_code(h.pod.start("c1", "").await, Code::FAILED_PRECONDITION);
     assert!(e.to_string().contains("c1"), "{e}");
     assert_eq!(
         h.calls().iter().filter(|c| *c == "start c1").count(),
@@ -349,7 +355,7 @@ async fn kill_and_start_respect_the_state() {
         "{:?}",
         h.calls()
     );
-    assert_eq!(h.pod.state("c1").await.unwrap().status, Status::Running);
+    assert_eq!(h.pod.state("c1", "").await.unwrap().status, Status::Running);
 
     h.rt.exit("c1", 0);
     assert_eq!(h.wait_exit("c1").await.status, 0);
@@ -357,11 +363,11 @@ async fn kill_and_start_respect_the_state() {
     // Kill of a finished process.
     let kills_before = h.calls().iter().filter(|c| c.starts_with("kill")).count();
     assert_code(
-        h.pod.kill("c1", libc::SIGKILL as u32, false).await,
+        h.pod.kill("c1", "", libc::SIGKILL as u32, false).await,
         Code::NOT_FOUND,
     );
     assert_code(
-        h.pod.kill("c1", libc::SIGTERM as u32, true).await,
+        h.pod.kill("c1", "", libc::SIGTERM as u32, true).await,
         Code::NOT_FOUND,
     );
     let kills_after = h.calls().iter().filter(|c| c.starts_with("kill")).count();
@@ -371,22 +377,25 @@ async fn kill_and_start_respect_the_state() {
     );
 
     // Start after exit.
-    assert_code(h.pod.start("c1").await, Code::FAILED_PRECONDITION);
+    assert_code(h.pod.start("c1", "").await, Code::FAILED_PRECONDITION);
     // The exit is unchanged by the refused calls.
     assert_eq!(
-        h.pod.state("c1").await.unwrap().exit.map(|e| e.status),
+        h.pod.state("c1", "").await.unwrap().exit.map(|e| e.status),
         Some(0)
     );
 
     // Start/kill of a container that never existed.
-    assert_code(h.pod.start("ghost").await, Code::NOT_FOUND);
-    assert_code(h.pod.kill("ghost", 9, false).await, Code::NOT_FOUND);
+    assert_code(h.pod.start("ghost", "").await, Code::NOT_FOUND);
+    assert_code(h.pod.kill("ghost", "", 9, false).await, Code::NOT_FOUND);
 
     // A created (never started) container that exits cannot be started either.
     h.pod.create(params("c2")).await.unwrap();
-    h.pod.kill("c2", libc::SIGKILL as u32, false).await.unwrap();
+    h.pod
+        .kill("c2", "", libc::SIGKILL as u32, false)
+        .await
+        .unwrap();
     assert_eq!(h.wait_exit("c2").await.status, 137);
-    assert_code(h.pod.start("c2").await, Code::FAILED_PRECONDITION);
+    assert_code(h.pod.start("c2", "").await, Code::FAILED_PRECONDITION);
     assert!(!h.calls().contains(&"start c2".to_string()));
 }
 
@@ -404,16 +413,19 @@ async fn duplicate_and_invalid_ids_are_refused() {
     );
 
     // The first container is unaffected: same pid, same state, still usable.
-    let st = h.pod.state("dup").await.unwrap();
+    let st = h.pod.state("dup", "").await.unwrap();
     assert_eq!((st.pid, st.status, st.exit), (pid, Status::Created, None));
-    assert_eq!(h.pod.start("dup").await.unwrap(), pid);
-    assert_eq!(h.pod.state("dup").await.unwrap().status, Status::Running);
+    assert_eq!(h.pod.start("dup", "").await.unwrap(), pid);
+    assert_eq!(
+        h.pod.state("dup", "").await.unwrap().status,
+        Status::Running
+    );
 
     // Invalid IDs: refused before anything happens.
     let h2 = harness();
     for bad in ["../x", "a/b", "", ".", "-x"] {
         assert_code(h2.pod.create(params(bad)).await, Code::INVALID_ARGUMENT);
-        assert_code(h2.pod.state(bad).await, Code::NOT_FOUND);
+        assert_code(h2.pod.state(bad, "").await, Code::NOT_FOUND);
     }
     assert!(
         h2.calls().is_empty(),
@@ -441,9 +453,9 @@ async fn failed_create_leaves_nothing_behind() {
     let e = assert_code(h.pod.create(params("c1")).await, Code::UNKNOWN);
     assert!(matches!(e, Error::Runtime(_)), "{e:?}");
     assert!(h.pod.is_empty());
-    assert_code(h.pod.state("c1").await, Code::NOT_FOUND);
-    assert_code(h.pod.wait("c1").await, Code::NOT_FOUND);
-    assert_code(h.pod.delete("c1").await, Code::NOT_FOUND);
+    assert_code(h.pod.state("c1", "").await, Code::NOT_FOUND);
+    assert_code(h.pod.wait("c1", "").await, Code::NOT_FOUND);
+    assert_code(h.pod.delete("c1", "").await, Code::NOT_FOUND);
 
     // The ID is free again: a retry reaches the runtime (and fails there, as this fake is
     // set up to), instead of being refused as a duplicate.
@@ -454,7 +466,7 @@ async fn failed_create_leaves_nothing_behind() {
 
     // Other containers of the same pod are fine.
     h.pod.create(params("c2")).await.unwrap();
-    assert_eq!(h.pod.state("c2").await.unwrap().status, Status::Created);
+    assert_eq!(h.pod.state("c2", "").await.unwrap().status, Status::Created);
 
     // Nothing was published for the failures.
     let ev = h.events_exactly(1).await;
@@ -464,7 +476,10 @@ async fn failed_create_leaves_nothing_behind() {
     // With a runtime that works, the same ID is created.
     let ok = harness();
     ok.pod.create(params("c1")).await.unwrap();
-    assert_eq!(ok.pod.state("c1").await.unwrap().status, Status::Created);
+    assert_eq!(
+        ok.pod.state("c1", "").await.unwrap().status,
+        Status::Created
+    );
 
     // A failure before the runtime (stdio, checkpoint) leaves nothing either.
     let mut bad_stdio = params("c3");
@@ -473,7 +488,7 @@ async fn failed_create_leaves_nothing_behind() {
     let mut ckpt = params("c3");
     ckpt.checkpoint = "/some/checkpoint".into();
     assert_code(h.pod.create(ckpt).await, Code::UNIMPLEMENTED);
-    assert_code(h.pod.state("c3").await, Code::NOT_FOUND);
+    assert_code(h.pod.state("c3", "").await, Code::NOT_FOUND);
     assert!(!h.calls().contains(&"create c3".to_string()));
     h.pod.create(params("c3")).await.unwrap();
 }
@@ -484,7 +499,7 @@ async fn delete_of_created_container_uses_the_reaped_exit() {
     let pid = h.pod.create(params("c1")).await.unwrap();
 
     let t0 = Instant::now();
-    let (dpid, exit) = h.pod.delete("c1").await.unwrap();
+    let (dpid, exit) = h.pod.delete("c1", "").await.unwrap();
     let took = t0.elapsed();
     assert_eq!((dpid, exit.status), (pid, 137));
     // The exit came from the reaper, not from the DELETE_REAP_WAIT fallback (also 137).
@@ -494,7 +509,7 @@ async fn delete_of_created_container_uses_the_reaped_exit() {
     );
 
     assert_eq!(h.calls(), ["create c1", "delete c1"]);
-    assert_code(h.pod.state("c1").await, Code::NOT_FOUND);
+    assert_code(h.pod.state("c1", "").await, Code::NOT_FOUND);
     assert!(h.pod.is_empty());
 
     let ev = h.events_at_least(2).await;
@@ -523,17 +538,17 @@ async fn exit_reaped_before_registration_is_applied_on_create() {
         "orphan exit not consumed"
     );
 
-    let st = h.pod.state("early").await.unwrap();
+    let st = h.pod.state("early", "").await.unwrap();
     assert_eq!(st.status, Status::Stopped);
     assert_eq!(st.exit.map(|e| e.status), Some(7));
 
-    let exit = timeout(Duration::from_secs(1), h.pod.wait("early"))
+    let exit = timeout(Duration::from_secs(1), h.pod.wait("early", ""))
         .await
         .expect("wait answers at once")
         .unwrap();
     assert_eq!(exit.status, 7);
 
-    assert_code(h.pod.start("early").await, Code::FAILED_PRECONDITION);
+    assert_code(h.pod.start("early", "").await, Code::FAILED_PRECONDITION);
 
     let ev = h.events_exactly(2).await;
     assert_eq!(
@@ -562,7 +577,10 @@ async fn exit_reaped_before_registration_is_applied_on_create() {
     }
     let pid2 = h.pod.create(params("late")).await.unwrap();
     assert_eq!(pid2, 1001);
-    assert_eq!(h.pod.state("late").await.unwrap().status, Status::Created);
+    assert_eq!(
+        h.pod.state("late", "").await.unwrap().status,
+        Status::Created
+    );
 }
 
 #[tokio::test]
@@ -575,7 +593,7 @@ async fn concurrent_creates_all_succeed_with_distinct_pids() {
     for (id, r) in ids.iter().zip(results) {
         let pid = r.unwrap_or_else(|e| panic!("create {id}: {e}"));
         assert!(pids.insert(pid), "pid {pid} handed out twice");
-        let st = h.pod.state(id).await.unwrap();
+        let st = h.pod.state(id, "").await.unwrap();
         assert_eq!((st.pid, st.status), (pid, Status::Created));
     }
     assert_eq!(pids.len(), 10);
@@ -594,10 +612,13 @@ async fn concurrent_creates_all_succeed_with_distinct_pids() {
 async fn invalid_signals_are_refused() {
     let h = harness();
     h.pod.create(params("c1")).await.unwrap();
-    h.pod.start("c1").await.unwrap();
+    h.pod.start("c1", "").await.unwrap();
 
     for sig in [0u32, 65, 1000, u32::MAX] {
-        let e = assert_code(h.pod.kill("c1", sig, false).await, Code::INVALID_ARGUMENT);
+        let e = assert_code(
+            h.pod.kill("c1", "", sig, false).await,
+            Code::INVALID_ARGUMENT,
+        );
         assert!(e.to_string().contains(&sig.to_string()), "{e}");
     }
     assert!(
@@ -605,11 +626,11 @@ async fn invalid_signals_are_refused() {
         "an invalid signal reached the runtime: {:?}",
         h.calls()
     );
-    assert_eq!(h.pod.state("c1").await.unwrap().status, Status::Running);
+    assert_eq!(h.pod.state("c1", "").await.unwrap().status, Status::Running);
 
     // The boundaries are valid.
-    h.pod.kill("c1", 1, false).await.unwrap();
-    h.pod.kill("c1", 64, true).await.unwrap();
+    h.pod.kill("c1", "", 1, false).await.unwrap();
+    h.pod.kill("c1", "", 64, true).await.unwrap();
     assert_eq!(h.calls()[2..], ["kill c1 1 false", "kill c1 64 true"]);
 }
 
@@ -621,11 +642,11 @@ async fn wait_on_created_container_returns_when_delete_gives_up_on_the_reaper() 
     let h = harness_opts(|_| {}, false);
     let pid = h.pod.create(params("c1")).await.unwrap();
     let pod = h.pod.clone();
-    let waiter = tokio::spawn(async move { pod.wait("c1").await });
+    let waiter = tokio::spawn(async move { pod.wait("c1", "").await });
     tokio::task::yield_now().await;
     assert!(!waiter.is_finished(), "wait answered before any exit");
 
-    let (dpid, exit) = h.pod.delete("c1").await.unwrap();
+    let (dpid, exit) = h.pod.delete("c1", "").await.unwrap();
     assert_eq!((dpid, exit.status), (pid, 137));
     assert!(h.pod.is_empty());
 
@@ -635,4 +656,173 @@ async fn wait_on_created_container_returns_when_delete_gives_up_on_the_reaper() 
         .unwrap()
         .unwrap();
     assert_eq!(waited, exit);
+}
+
+fn exec_params(id: &str, exec_id: &str) -> ExecParams {
+    ExecParams {
+        id: id.to_string(),
+        exec_id: exec_id.to_string(),
+        stdio: StdioPaths::default(),
+        process: br#"{"args":["true"],"cwd":"/"}"#.to_vec(),
+    }
+}
+
+async fn running(h: &Harness, id: &str) -> i32 {
+    h.pod.create(params(id)).await.unwrap();
+    h.pod.start(id, "").await.unwrap()
+}
+
+#[tokio::test]
+async fn exec_lifecycle_follows_runc_v2() {
+    let h = harness();
+    let init = running(&h, "c1").await;
+
+    h.pod.exec(exec_params("c1", "e1")).await.unwrap();
+    let e = assert_code(
+        h.pod.exec(exec_params("c1", "e1")).await,
+        Code::ALREADY_EXISTS,
+    );
+    assert!(e.to_string().contains("e1"), "{e}");
+    assert_code(
+        h.pod.exec(exec_params("c1", "../e")).await,
+        Code::INVALID_ARGUMENT,
+    );
+    let st = h.pod.state("c1", "e1").await.unwrap();
+    assert_eq!(
+        (st.id.as_str(), st.status, st.pid),
+        ("e1", Status::Created, 0)
+    );
+    assert_code(
+        h.pod.kill("c1", "e1", 9, false).await,
+        Code::FAILED_PRECONDITION,
+    );
+
+    let pid = h.pod.start("c1", "e1").await.unwrap();
+    assert_ne!(pid, init);
+    assert_eq!(
+        h.pod.state("c1", "e1").await.unwrap().status,
+        Status::Running
+    );
+    assert_code(h.pod.start("c1", "e1").await, Code::FAILED_PRECONDITION);
+    assert_code(h.pod.delete("c1", "e1").await, Code::FAILED_PRECONDITION);
+    assert_code(h.pod.state("c1", "e2").await, Code::NOT_FOUND);
+    assert_code(h.pod.wait("c1", "e2").await, Code::NOT_FOUND);
+
+    h.rt.exit("c1/e1", 7);
+    let exit = timeout(PATIENCE, h.pod.wait("c1", "e1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.status, 7);
+    assert_code(h.pod.kill("c1", "e1", 9, false).await, Code::NOT_FOUND);
+    // The exec's end leaves the container running.
+    assert_eq!(h.pod.state("c1", "").await.unwrap().status, Status::Running);
+
+    let (dpid, dexit) = h.pod.delete("c1", "e1").await.unwrap();
+    assert_eq!((dpid, dexit), (pid, exit));
+    assert_code(h.pod.state("c1", "e1").await, Code::NOT_FOUND);
+
+    let ev = h.events_exactly(5).await;
+    assert_eq!(
+        topics_of(&ev),
+        [
+            topics::TASK_CREATE_EVENT_TOPIC,
+            topics::TASK_START_EVENT_TOPIC,
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            topics::TASK_EXIT_EVENT_TOPIC,
+        ],
+        "an exec's Delete publishes no TaskDelete"
+    );
+    let added: TaskExecAdded = decode(&ev[2].1);
+    assert_eq!(
+        (added.container_id.as_str(), added.exec_id.as_str()),
+        ("c1", "e1")
+    );
+    let started: TaskExecStarted = decode(&ev[3].1);
+    assert_eq!(
+        (
+            started.container_id.as_str(),
+            started.exec_id.as_str(),
+            started.pid
+        ),
+        ("c1", "e1", pid as u32)
+    );
+    let exited: TaskExit = decode(&ev[4].1);
+    assert_eq!(
+        (
+            exited.container_id.as_str(),
+            exited.id.as_str(),
+            exited.pid,
+            exited.exit_status
+        ),
+        ("c1", "e1", pid as u32, 7)
+    );
+    assert_eq!(h.calls(), ["create c1", "start c1", "exec c1 e1"]);
+}
+
+#[tokio::test]
+async fn exec_needs_a_running_container() {
+    let h = harness();
+    h.pod.create(params("c1")).await.unwrap();
+    let e = assert_code(
+        h.pod.exec(exec_params("c1", "e1")).await,
+        Code::FAILED_PRECONDITION,
+    );
+    assert!(e.to_string().contains("not running"), "{e}");
+    assert_code(h.pod.exec(exec_params("nope", "e1")).await, Code::NOT_FOUND);
+
+    h.pod.start("c1", "").await.unwrap();
+    h.pod.exec(exec_params("c1", "late")).await.unwrap();
+    h.rt.exit("c1", 0);
+    h.wait_exit("c1").await;
+    assert_code(
+        h.pod.exec(exec_params("c1", "e2")).await,
+        Code::FAILED_PRECONDITION,
+    );
+    // Added before the container stopped, started after: refused, nothing run.
+    assert_code(h.pod.start("c1", "late").await, Code::FAILED_PRECONDITION);
+    let mut tty = exec_params("c1", "tty");
+    tty.stdio.terminal = true;
+    assert_code(h.pod.exec(tty).await, Code::UNIMPLEMENTED);
+    assert!(
+        !h.calls().iter().any(|c| c.starts_with("exec")),
+        "{:?}",
+        h.calls()
+    );
+}
+
+#[tokio::test]
+async fn init_exit_kills_execs_and_is_published_after_theirs() {
+    let h = harness();
+    let init = running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "e1")).await.unwrap();
+    let epid = h.pod.start("c1", "e1").await.unwrap();
+
+    h.rt.exit("c1", 0);
+    let exit = h.wait_exit("c1").await;
+    assert_eq!(exit.status, 0);
+    let e = h.pod.state("c1", "e1").await.unwrap();
+    assert_eq!(
+        (e.status, e.exit.map(|x| x.status)),
+        (Status::Stopped, Some(137))
+    );
+    assert!(
+        h.calls().contains(&"kill c1 9 true".to_string()),
+        "the init's exit kills what is left: {:?}",
+        h.calls()
+    );
+
+    let ev = h.events_exactly(6).await;
+    let exits: Vec<TaskExit> = ev
+        .iter()
+        .filter(|(t, _)| t == topics::TASK_EXIT_EVENT_TOPIC)
+        .map(|(_, env)| decode(env))
+        .collect();
+    let order: Vec<(&str, u32)> = exits.iter().map(|x| (x.id.as_str(), x.pid)).collect();
+    assert_eq!(order, [("e1", epid as u32), ("c1", init as u32)]);
+
+    // Delete of the container forgets its execs too.
+    h.pod.delete("c1", "").await.unwrap();
+    assert_code(h.pod.state("c1", "e1").await, Code::NOT_FOUND);
 }

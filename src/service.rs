@@ -21,7 +21,7 @@ use crate::container::Status;
 use crate::error::Error;
 use crate::io::StdioPaths;
 use crate::options;
-use crate::pod::{CreateParams, Pod, from_proto_mount, timestamp};
+use crate::pod::{CreateParams, ExecParams, Pod, from_proto_mount, timestamp};
 
 pub const TASK_V2: &str = "containerd.task.v2.Task";
 pub const TASK_V3: &str = "containerd.task.v3.Task";
@@ -39,18 +39,6 @@ pub fn services(task: Arc<TaskService>) -> HashMap<String, Service> {
         all.insert(TASK_V2.to_string(), v3);
     }
     all
-}
-
-/// Exec processes belong to the Task-API work that is not built yet; say so clearly
-/// instead of acting on the container's init by mistake.
-fn no_exec(exec_id: &str) -> Result<(), Error> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Unimplemented(format!(
-            "exec processes (exec id {exec_id:?}) are not supported yet"
-        )))
-    }
 }
 
 fn proto_status(s: Status) -> ProtoStatus {
@@ -103,16 +91,14 @@ impl Task for TaskService {
     }
 
     async fn start(&self, _: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
-        no_exec(&req.exec_id)?;
-        let pid = self.pod.start(&req.id).await?;
+        let pid = self.pod.start(&req.id, &req.exec_id).await?;
         let mut resp = StartResponse::new();
         resp.pid = pid as u32;
         Ok(resp)
     }
 
     async fn state(&self, _: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
-        no_exec(&req.exec_id)?;
-        let s = self.pod.state(&req.id).await?;
+        let s = self.pod.state(&req.id, &req.exec_id).await?;
         let mut resp = StateResponse::new();
         resp.id = s.id;
         resp.bundle = s.bundle.to_string_lossy().into_owned();
@@ -130,8 +116,7 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        no_exec(&req.exec_id)?;
-        let e = self.pod.wait(&req.id).await?;
+        let e = self.pod.wait(&req.id, &req.exec_id).await?;
         let mut resp = WaitResponse::new();
         resp.exit_status = e.status;
         resp.exited_at = Some(timestamp(e.at)).into();
@@ -139,14 +124,14 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
-        no_exec(&req.exec_id)?;
-        self.pod.kill(&req.id, req.signal, req.all).await?;
+        self.pod
+            .kill(&req.id, &req.exec_id, req.signal, req.all)
+            .await?;
         Ok(Empty::new())
     }
 
     async fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
-        no_exec(&req.exec_id)?;
-        let (pid, e) = self.pod.delete(&req.id).await?;
+        let (pid, e) = self.pod.delete(&req.id, &req.exec_id).await?;
         let mut resp = DeleteResponse::new();
         resp.pid = pid as u32;
         resp.exit_status = e.status;
@@ -169,9 +154,8 @@ impl Task for TaskService {
     }
 
     async fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
-        no_exec(&req.exec_id)?;
         if req.stdin {
-            self.pod.close_stdin(&req.id).await?;
+            self.pod.close_stdin(&req.id, &req.exec_id).await?;
         }
         Ok(Empty::new())
     }
@@ -184,7 +168,7 @@ impl Task for TaskService {
         let mut resp = ConnectResponse::new();
         resp.shim_pid = std::process::id();
         resp.version = env!("CARGO_PKG_VERSION").to_string();
-        if let Ok(s) = self.pod.state(&req.id).await {
+        if let Ok(s) = self.pod.state(&req.id, "").await {
             resp.task_pid = s.pid as u32;
         }
         Ok(resp)
@@ -226,9 +210,25 @@ impl Task for TaskService {
     async fn exec(
         &self,
         _: &TtrpcContext,
-        _: containerd_shim_protos::api::ExecProcessRequest,
+        req: containerd_shim_protos::api::ExecProcessRequest,
     ) -> ttrpc::Result<Empty> {
-        unimplemented("Exec")
+        let process = req.spec.as_ref().map(|a| a.value.clone()).ok_or_else(|| {
+            Error::InvalidArgument(format!("exec {:?}: no process spec", req.exec_id))
+        })?;
+        self.pod
+            .exec(ExecParams {
+                id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                stdio: StdioPaths {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                },
+                process,
+            })
+            .await?;
+        Ok(Empty::new())
     }
 
     async fn resize_pty(

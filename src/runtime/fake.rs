@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{CreateSpec, Runtime};
+use super::{CreateSpec, ExecSpec, Runtime};
 use crate::error::{Error, Result};
 
 pub struct FakeRuntime {
@@ -34,7 +34,8 @@ impl FakeRuntime {
         }
     }
 
-    /// Makes the container's init exit with `status`, as if it ended by itself.
+    /// Makes the container's init (`id`) or an exec (`id/exec_id`) exit with `status`, as if
+    /// it ended by itself.
     pub fn exit(&self, id: &str, status: u32) {
         if let Some(pid) = self.live.lock().unwrap().remove(id) {
             let _ = self.exits.send((pid, status));
@@ -70,10 +71,33 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn kill(&self, id: &str, _pid: i32, signal: i32, all: bool) -> Result<()> {
+    async fn exec(&self, spec: ExecSpec) -> Result<i32> {
+        self.record(format!("exec {} {}", spec.id, spec.exec_id));
+        let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
+        self.live
+            .lock()
+            .unwrap()
+            .insert(format!("{}/{}", spec.id, spec.exec_id), pid);
+        Ok(pid)
+    }
+
+    async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()> {
         self.record(format!("kill {id} {signal} {all}"));
         if signal == libc::SIGKILL || signal == libc::SIGTERM {
-            self.exit(id, 128 + signal as u32);
+            // The process signalled (an init or an exec), or with `all` every one left.
+            let mut live = self.live.lock().unwrap();
+            let hit: Vec<String> = live
+                .iter()
+                .filter(|(k, p)| {
+                    **p == pid || (all && (k.as_str() == id || k.starts_with(&format!("{id}/"))))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in hit {
+                if let Some(p) = live.remove(&k) {
+                    let _ = self.exits.send((p, 128 + signal as u32));
+                }
+            }
         }
         Ok(())
     }

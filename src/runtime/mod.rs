@@ -20,6 +20,16 @@ pub struct CreateSpec {
     pub systemd_cgroup: bool,
 }
 
+/// A process to run inside a running container (Task API Exec + Start).
+pub struct ExecSpec {
+    pub id: String,
+    pub exec_id: String,
+    pub bundle: PathBuf,
+    /// The OCI runtime-spec `Process` as JSON, exactly as containerd sent it.
+    pub process: Vec<u8>,
+    pub stdio: ChildStdio,
+}
+
 /// Every call names the container by ID. Exits are not returned here: the runtime's
 /// processes are reaped by the daemon and reported to the pod as (pid, status).
 #[async_trait::async_trait]
@@ -28,6 +38,9 @@ pub trait Runtime: Send + Sync + 'static {
     async fn create(&self, spec: CreateSpec) -> Result<i32>;
     /// Lets the created init run the user process.
     async fn start(&self, id: &str) -> Result<()>;
+    /// Runs a process inside the running container, in its namespaces, cgroup and seccomp
+    /// profile. Returns its PID once it has exec'd.
+    async fn exec(&self, spec: ExecSpec) -> Result<i32>;
     /// Sends `signal` to the init (`pid`), or with `all` to every process of the container.
     async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()>;
     /// Removes everything of the container: processes, cgroup, state, rootfs mounts.

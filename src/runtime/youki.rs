@@ -9,13 +9,13 @@ use std::sync::Arc;
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::error::LibcontainerError;
-use libcontainer::oci_spec::runtime::Spec;
-use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::oci_spec::runtime::{Capability, LinuxCapabilities, LinuxSeccomp, Process, Spec};
+use libcontainer::syscall::syscall::{SyscallType, create_syscall};
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use serde::{Deserialize, Serialize};
 
-use super::{CreateSpec, Runtime};
+use super::{CreateSpec, ExecSpec, Runtime};
 use crate::error::{Error, Result};
 use crate::mount::{Mount, mount_all, rootfs_path, unmount_all};
 use crate::zygote::Zygote;
@@ -38,6 +38,14 @@ pub enum Request {
     Start {
         id: String,
         root: PathBuf,
+    },
+    /// Carries the exec's stdin, stdout and stderr as fds.
+    Exec {
+        id: String,
+        exec_id: String,
+        root: PathBuf,
+        bundle: PathBuf,
+        process: String,
     },
     Delete {
         id: String,
@@ -95,12 +103,31 @@ impl Response {
 /// SIGPIPE: Rust ignores it in the shim, an ignored signal survives exec, and the user's
 /// process must get the default (as under runc). The shim's own workers keep ignoring it,
 /// so a hook that does not read its state on stdin cannot kill them.
-#[derive(Clone)]
-struct ShimExecutor;
+///
+/// For an exec process it also applies the container's seccomp profile, which libcontainer's
+/// tenant builder leaves out (it rebuilds the spec's `linux` section without it) but runc
+/// applies to every exec. Loading a filter without no_new_privs needs CAP_SYS_ADMIN, which
+/// the process may not have once libcontainer has dropped to its capabilities; so the exec
+/// is given CAP_SYS_ADMIN and CAP_SETPCAP on top of its own (see `exec`), and here, after
+/// the filter is loaded, drops to exactly the capabilities containerd asked for: the same
+/// order runc uses (seccomp, then capset).
+#[derive(Clone, Default)]
+struct ShimExecutor {
+    seccomp: Option<LinuxSeccomp>,
+    capabilities: Option<LinuxCapabilities>,
+}
 
 impl Executor for ShimExecutor {
     fn exec(&self, spec: &Spec) -> std::result::Result<(), ExecutorError> {
-        // SAFETY: resetting a disposition to its default in the about-to-exec init.
+        if let Some(seccomp) = &self.seccomp {
+            libcontainer::seccomp::initialize_seccomp(seccomp)
+                .map_err(|e| ExecutorError::Other(format!("exec: load seccomp profile: {e}")))?;
+        }
+        if let Some(caps) = &self.capabilities {
+            libcontainer::capabilities::drop_privileges(caps, &*create_syscall())
+                .map_err(|e| ExecutorError::Other(format!("exec: drop capabilities: {e}")))?;
+        }
+        // SAFETY: resetting a disposition to its default in the about-to-exec process.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
         DefaultExecutor {}.exec(spec)
     }
@@ -181,6 +208,18 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
             c.start().map_err(|e| lc_error("start", &id, e))?;
             Ok(Response::Done)
         }
+        Request::Exec {
+            id,
+            exec_id,
+            root,
+            bundle,
+            process,
+        } => {
+            let stdio: [OwnedFd; 3] = fds
+                .try_into()
+                .map_err(|_| Error::Internal("exec needs exactly three stdio fds".into()))?;
+            exec(&id, &exec_id, &root, &bundle, &process, stdio).map(Response::Pid)
+        }
         Request::Delete { id, root, bundle } => {
             delete(&id, &root, &bundle)?;
             Ok(Response::Done)
@@ -205,7 +244,7 @@ fn create(
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
         .map(|b| {
-            b.with_executor(ShimExecutor)
+            b.with_executor(ShimExecutor::default())
                 .with_stdin(stdin)
                 .with_stdout(stdout)
                 .with_stderr(stderr)
@@ -231,6 +270,77 @@ fn create(
             Err(err)
         }
     }
+}
+
+/// Capabilities an exec needs until its seccomp filter is loaded (see `ShimExecutor`).
+const SECCOMP_LOADING_CAPS: [Capability; 2] = [Capability::SysAdmin, Capability::Setpcap];
+
+fn with_seccomp_loading_caps(caps: &LinuxCapabilities) -> LinuxCapabilities {
+    let add = |set: &Option<std::collections::HashSet<Capability>>| {
+        let mut set = set.clone().unwrap_or_default();
+        set.extend(SECCOMP_LOADING_CAPS);
+        Some(set)
+    };
+    let mut out = caps.clone();
+    out.set_bounding(add(caps.bounding()));
+    out.set_effective(add(caps.effective()));
+    out.set_permitted(add(caps.permitted()));
+    out
+}
+
+/// Runs `process` (containerd's OCI Process JSON) inside the running container `id`.
+fn exec(
+    id: &str,
+    exec_id: &str,
+    root: &Path,
+    bundle: &Path,
+    process: &str,
+    [stdin, stdout, stderr]: [OwnedFd; 3],
+) -> Result<i32> {
+    let mut proc: Process = serde_json::from_str(process).map_err(|e| {
+        Error::InvalidArgument(format!("exec {exec_id} in {id}: bad process spec: {e}"))
+    })?;
+    let config = bundle.join("config.json");
+    let spec = Spec::load(&config).map_err(|e| {
+        Error::Runtime(format!("exec {exec_id} in {id}: {}: {e}", config.display()))
+    })?;
+    let mut executor = ShimExecutor::default();
+    if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
+        if libcontainer::seccomp::is_notify(&seccomp) {
+            return Err(Error::FailedPrecondition(format!(
+                "exec {exec_id} in {id}: the container's seccomp profile uses a notify listener, which exec does not support"
+            )));
+        }
+        if let Some(caps) = proc.capabilities().clone() {
+            proc.set_capabilities(Some(with_seccomp_loading_caps(&caps)));
+            executor.capabilities = Some(caps);
+        }
+        executor.seccomp = Some(seccomp);
+    }
+    // libcontainer reads the process from a file. The worker is the only reader, the name
+    // is unique per exec (IDs are validated before they get here) and it goes right after.
+    let file = root.join(format!(".exec-{id}-{exec_id}.json"));
+    let json = serde_json::to_vec(&proc)
+        .map_err(|e| Error::Internal(format!("encode process of exec {exec_id}: {e}")))?;
+    std::fs::write(&file, json).map_err(|e| Error::io(format!("write {}", file.display()), e))?;
+    let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_root_path(root)
+        .map(|b| {
+            b.with_executor(executor)
+                .with_stdin(stdin)
+                .with_stdout(stdout)
+                .with_stderr(stderr)
+        })
+        .and_then(|b| {
+            b.as_tenant()
+                .with_process(Some(&file))
+                .with_detach(true)
+                .build()
+        });
+    let _ = std::fs::remove_file(&file);
+    built
+        .map(|p| p.as_raw())
+        .map_err(|e| lc_error(&format!("exec {exec_id} in"), id, e))
 }
 
 /// Removes the container's processes, cgroup and state (running poststop hooks) and
@@ -317,6 +427,26 @@ impl Runtime for YoukiRuntime {
         )
         .await
         .map(|_| ())
+    }
+
+    async fn exec(&self, spec: ExecSpec) -> Result<i32> {
+        let process = String::from_utf8(spec.process).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "exec {}: process spec is not UTF-8: {e}",
+                spec.exec_id
+            ))
+        })?;
+        let req = Request::Exec {
+            id: spec.id.clone(),
+            exec_id: spec.exec_id.clone(),
+            root: self.root.clone(),
+            bundle: spec.bundle,
+            process,
+        };
+        let fds = [spec.stdio.stdin, spec.stdio.stdout, spec.stdio.stderr];
+        self.call(&req, &fds)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("exec {}: no pid in reply", spec.exec_id)))
     }
 
     async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()> {
