@@ -13,6 +13,7 @@ use crate::process::{Exit, ExitCell};
 pub enum Status {
     Created,
     Running,
+    Paused,
     Stopped,
 }
 
@@ -22,6 +23,7 @@ pub struct Container {
     pub stdio: StdioPaths,
     pub pid: i32,
     pub started: bool,
+    pub paused: bool,
     pub exit: Arc<ExitCell>,
     pub io: Keepalive,
     pub execs: HashMap<String, Exec>,
@@ -31,6 +33,8 @@ impl Container {
     pub fn status(&self) -> Status {
         if self.exit.get().is_some() {
             Status::Stopped
+        } else if self.paused {
+            Status::Paused
         } else if self.started {
             Status::Running
         } else {

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::topics;
@@ -193,6 +194,7 @@ impl Pod {
             stdio: p.stdio.clone(),
             pid,
             started: false,
+            paused: false,
             exit,
             io: keep,
             execs: HashMap::new(),
@@ -318,7 +320,7 @@ impl Pod {
         let c = g.as_mut().ok_or_else(|| not_found(id))?;
         match c.status() {
             Status::Created => {}
-            Status::Running => {
+            Status::Running | Status::Paused => {
                 return Err(Error::FailedPrecondition(format!(
                     "container {id:?} is already started"
                 )));
@@ -388,8 +390,8 @@ impl Pod {
 
     pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         let slot = self.slot(id)?;
-        let g = slot.lock().await;
-        let c = g.as_ref().ok_or_else(|| not_found(id))?;
+        let mut g = slot.lock().await;
+        let c = g.as_mut().ok_or_else(|| not_found(id))?;
         let sig = i32::try_from(signal)
             .ok()
             .filter(|s| (1..=64).contains(s))
@@ -414,7 +416,64 @@ impl Pod {
                 "container {id:?}: process already finished"
             )));
         }
-        self.runtime.kill(id, c.pid, sig, all).await
+        self.runtime.kill(id, c.pid, sig, all).await?;
+        if sig == libc::SIGKILL && c.paused {
+            // A frozen process cannot die; thaw it so the kill takes effect (as runc does).
+            self.runtime.resume(id).await?;
+            c.paused = false;
+        }
+        Ok(())
+    }
+
+    /// Pause: freezes a running container.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        let slot = self.slot(id)?;
+        let mut g = slot.lock().await;
+        let c = g.as_mut().ok_or_else(|| not_found(id))?;
+        if c.status() != Status::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot pause container {id:?}: it is {:?}, not running",
+                c.status()
+            )));
+        }
+        self.runtime.pause(id).await?;
+        c.paused = true;
+        let mut ev = TaskPaused::new();
+        ev.container_id = id.to_string();
+        self.events.publish(topics::TASK_PAUSED_EVENT_TOPIC, &ev);
+        Ok(())
+    }
+
+    /// Resume: thaws a paused container.
+    pub async fn resume(&self, id: &str) -> Result<()> {
+        let slot = self.slot(id)?;
+        let mut g = slot.lock().await;
+        let c = g.as_mut().ok_or_else(|| not_found(id))?;
+        if c.status() != Status::Paused {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot resume container {id:?}: it is {:?}, not paused",
+                c.status()
+            )));
+        }
+        self.runtime.resume(id).await?;
+        c.paused = false;
+        let mut ev = TaskResumed::new();
+        ev.container_id = id.to_string();
+        self.events.publish(topics::TASK_RESUMED_EVENT_TOPIC, &ev);
+        Ok(())
+    }
+
+    /// Update: new resource limits for the container's live cgroup.
+    pub async fn update(&self, id: &str, resources: &[u8]) -> Result<()> {
+        let slot = self.slot(id)?;
+        let g = slot.lock().await;
+        let c = g.as_ref().ok_or_else(|| not_found(id))?;
+        if c.status() == Status::Stopped {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot update container {id:?}: it has exited"
+            )));
+        }
+        self.runtime.update(id, resources).await
     }
 
     /// Delete of an exec: forgets a finished (or never started) exec process.
@@ -448,7 +507,7 @@ impl Pod {
         let slot = self.slot(id)?;
         let mut g = slot.lock().await;
         let c = g.as_ref().ok_or_else(|| not_found(id))?;
-        if c.status() == Status::Running {
+        if matches!(c.status(), Status::Running | Status::Paused) {
             return Err(Error::FailedPrecondition(format!(
                 "container {id:?} is running: kill it before delete"
             )));

@@ -826,3 +826,86 @@ async fn init_exit_kills_execs_and_is_published_after_theirs() {
     h.pod.delete("c1", "").await.unwrap();
     assert_code(h.pod.state("c1", "e1").await, Code::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn pause_and_resume_follow_the_state() {
+    let h = harness();
+    h.pod.create(params("c1")).await.unwrap();
+    let e = assert_code(h.pod.pause("c1").await, Code::FAILED_PRECONDITION);
+    assert!(e.to_string().contains("Created"), "{e}");
+    assert_code(h.pod.resume("c1").await, Code::FAILED_PRECONDITION);
+    h.pod.start("c1", "").await.unwrap();
+    assert_code(h.pod.resume("c1").await, Code::FAILED_PRECONDITION);
+
+    h.pod.pause("c1").await.unwrap();
+    assert_eq!(h.pod.state("c1", "").await.unwrap().status, Status::Paused);
+    assert_code(h.pod.pause("c1").await, Code::FAILED_PRECONDITION);
+    assert_code(h.pod.start("c1", "").await, Code::FAILED_PRECONDITION);
+    assert_code(h.pod.delete("c1", "").await, Code::FAILED_PRECONDITION);
+    assert_code(
+        h.pod.exec(exec_params("c1", "e1")).await,
+        Code::FAILED_PRECONDITION,
+    );
+    h.pod.resume("c1").await.unwrap();
+    assert_eq!(h.pod.state("c1", "").await.unwrap().status, Status::Running);
+
+    // SIGKILL to a paused container thaws it, or the kill could never take effect.
+    h.pod.pause("c1").await.unwrap();
+    h.pod
+        .kill("c1", "", libc::SIGKILL as u32, false)
+        .await
+        .unwrap();
+    assert_eq!(h.wait_exit("c1").await.status, 137);
+    assert_eq!(h.pod.state("c1", "").await.unwrap().status, Status::Stopped);
+    assert_code(h.pod.pause("c1").await, Code::FAILED_PRECONDITION);
+    assert_code(h.pod.update("c1", b"{}").await, Code::FAILED_PRECONDITION);
+
+    let ev = h.events_exactly(6).await;
+    assert_eq!(
+        topics_of(&ev)[2..],
+        [
+            topics::TASK_PAUSED_EVENT_TOPIC,
+            topics::TASK_RESUMED_EVENT_TOPIC,
+            topics::TASK_PAUSED_EVENT_TOPIC,
+            topics::TASK_EXIT_EVENT_TOPIC,
+        ]
+    );
+    let paused: TaskPaused = decode(&ev[2].1);
+    assert_eq!(paused.container_id, "c1");
+    assert_eq!(
+        h.calls(),
+        [
+            "create c1",
+            "start c1",
+            "pause c1",
+            "resume c1",
+            "pause c1",
+            "kill c1 9 false",
+            "resume c1"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn update_reaches_the_runtime_while_the_container_lives() {
+    let h = harness();
+    h.pod.create(params("c1")).await.unwrap();
+    h.pod
+        .update("c1", br#"{"pids":{"limit":5}}"#)
+        .await
+        .unwrap();
+    h.pod.start("c1", "").await.unwrap();
+    h.pod
+        .update("c1", br#"{"pids":{"limit":7}}"#)
+        .await
+        .unwrap();
+    assert_code(h.pod.update("nope", b"{}").await, Code::NOT_FOUND);
+    assert_eq!(
+        h.calls()[1..],
+        [
+            r#"update c1 {"pids":{"limit":5}}"#,
+            "start c1",
+            r#"update c1 {"pids":{"limit":7}}"#
+        ]
+    );
+}

@@ -45,6 +45,7 @@ fn proto_status(s: Status) -> ProtoStatus {
     match s {
         Status::Created => ProtoStatus::CREATED,
         Status::Running => ProtoStatus::RUNNING,
+        Status::Paused => ProtoStatus::PAUSED,
         Status::Stopped => ProtoStatus::STOPPED,
     }
 }
@@ -186,17 +187,19 @@ impl Task for TaskService {
     async fn pause(
         &self,
         _: &TtrpcContext,
-        _: containerd_shim_protos::api::PauseRequest,
+        req: containerd_shim_protos::api::PauseRequest,
     ) -> ttrpc::Result<Empty> {
-        unimplemented("Pause")
+        self.pod.pause(&req.id).await?;
+        Ok(Empty::new())
     }
 
     async fn resume(
         &self,
         _: &TtrpcContext,
-        _: containerd_shim_protos::api::ResumeRequest,
+        req: containerd_shim_protos::api::ResumeRequest,
     ) -> ttrpc::Result<Empty> {
-        unimplemented("Resume")
+        self.pod.resume(&req.id).await?;
+        Ok(Empty::new())
     }
 
     async fn checkpoint(
@@ -242,9 +245,18 @@ impl Task for TaskService {
     async fn update(
         &self,
         _: &TtrpcContext,
-        _: containerd_shim_protos::api::UpdateTaskRequest,
+        req: containerd_shim_protos::api::UpdateTaskRequest,
     ) -> ttrpc::Result<Empty> {
-        unimplemented("Update")
+        // Annotations are accepted and need nothing from us (runc-v2 ignores them too).
+        let resources = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.as_slice())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("update of {:?}: no resources", req.id))
+            })?;
+        self.pod.update(&req.id, resources).await?;
+        Ok(Empty::new())
     }
 
     async fn stats(

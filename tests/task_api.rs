@@ -201,3 +201,94 @@ fn real_time_signals_reach_the_container() {
     drop(guard);
     assert_nothing_left(&id);
 }
+
+/// A file of the container's cgroup in controller `ctrl` (cgroup v1 hierarchy).
+fn cgroup_file(id: &str, ctrl: &str, file: &str) -> String {
+    let path = std::path::Path::new("/sys/fs/cgroup")
+        .join(ctrl)
+        .join(NS)
+        .join(id)
+        .join(file);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+fn status_of(c: &TaskClient, id: &str) -> Status {
+    let mut state = StateRequest::new();
+    state.id = id.to_string();
+    c.state(ctx(), &state)
+        .expect("state")
+        .status
+        .enum_value()
+        .expect("known status")
+}
+
+#[test]
+fn pause_resume_and_update_reach_the_cgroup() {
+    use containerd_shim_protos::api::{PauseRequest, ResumeRequest, UpdateTaskRequest};
+    use containerd_shim_protos::protobuf::well_known_types::any::Any;
+
+    let id = unique("freeze");
+    run_detached(&id, &["sleep", "1000"]);
+    let _guard = RemoveOnDrop(id.clone());
+    let c = client(&id);
+
+    let mut pause = PauseRequest::new();
+    pause.id = id.clone();
+    c.pause(ctx(), &pause).expect("pause");
+    assert_eq!(status_of(&c, &id), Status::PAUSED);
+    assert_eq!(cgroup_file(&id, "freezer", "freezer.state"), "FROZEN");
+    assert_eq!(
+        code(c.pause(ctx(), &pause)).0,
+        ttrpc::Code::FAILED_PRECONDITION
+    );
+    let o = ctr(&["task", "exec", "--exec-id", "x", &id, "true"]);
+    assert!(!o.status.success(), "exec ran in a paused container");
+
+    let mut resume = ResumeRequest::new();
+    resume.id = id.clone();
+    c.resume(ctx(), &resume).expect("resume");
+    assert_eq!(status_of(&c, &id), Status::RUNNING);
+    assert_eq!(cgroup_file(&id, "freezer", "freezer.state"), "THAWED");
+    assert_eq!(
+        code(c.resume(ctx(), &resume)).0,
+        ttrpc::Code::FAILED_PRECONDITION
+    );
+
+    // What CRI's UpdateContainerResources sends: an OCI LinuxResources as JSON.
+    let mut update = UpdateTaskRequest::new();
+    update.id = id.clone();
+    let mut res = Any::new();
+    res.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+    res.value = br#"{"memory":{"limit":33554432},"cpu":{"quota":20000,"period":100000},"pids":{"limit":42}}"#.to_vec();
+    update.resources = Some(res).into();
+    update
+        .annotations
+        .insert("io.example/note".into(), "accepted".into());
+    c.update(ctx(), &update).expect("update");
+    assert_eq!(
+        cgroup_file(&id, "memory", "memory.limit_in_bytes"),
+        "33554432"
+    );
+    assert_eq!(cgroup_file(&id, "cpu", "cpu.cfs_quota_us"), "20000");
+    assert_eq!(cgroup_file(&id, "pids", "pids.max"), "42");
+
+    let mut bad = update.clone();
+    let mut junk = Any::new();
+    junk.value = b"not json".to_vec();
+    bad.resources = Some(junk).into();
+    let (k, msg) = code(c.update(ctx(), &bad));
+    assert_eq!(k, ttrpc::Code::INVALID_ARGUMENT);
+    assert!(msg.contains("not json"), "{msg}");
+
+    // A stopped container cannot be paused.
+    ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
+    assert!(wait_until(Duration::from_secs(10), || status_of(&c, &id)
+        == Status::STOPPED));
+    assert_eq!(
+        code(c.pause(ctx(), &pause)).0,
+        ttrpc::Code::FAILED_PRECONDITION
+    );
+}

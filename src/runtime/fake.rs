@@ -102,6 +102,24 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn pause(&self, id: &str) -> Result<()> {
+        self.record(format!("pause {id}"));
+        Ok(())
+    }
+
+    async fn resume(&self, id: &str) -> Result<()> {
+        self.record(format!("resume {id}"));
+        Ok(())
+    }
+
+    async fn update(&self, id: &str, resources: &[u8]) -> Result<()> {
+        self.record(format!(
+            "update {id} {}",
+            String::from_utf8_lossy(resources)
+        ));
+        Ok(())
+    }
+
     async fn delete(&self, id: &str, _bundle: &Path) -> Result<()> {
         self.record(format!("delete {id}"));
         self.exit(id, 137);

@@ -43,6 +43,12 @@ pub trait Runtime: Send + Sync + 'static {
     async fn exec(&self, spec: ExecSpec) -> Result<i32>;
     /// Sends `signal` to the init (`pid`), or with `all` to every process of the container.
     async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()>;
+    /// Freezes every process of the container (cgroup freezer).
+    async fn pause(&self, id: &str) -> Result<()>;
+    /// Thaws a paused container.
+    async fn resume(&self, id: &str) -> Result<()>;
+    /// Applies new resource limits (an OCI `LinuxResources` as JSON) to the live cgroup.
+    async fn update(&self, id: &str, resources: &[u8]) -> Result<()>;
     /// Removes everything of the container: processes, cgroup, state, rootfs mounts.
     async fn delete(&self, id: &str, bundle: &std::path::Path) -> Result<()>;
     /// PIDs of every process in the container.

@@ -6,10 +6,13 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use libcgroups::common::{AnyCgroupManager, CgroupManager, ControllerOpt};
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::error::LibcontainerError;
-use libcontainer::oci_spec::runtime::{Capability, LinuxCapabilities, LinuxSeccomp, Process, Spec};
+use libcontainer::oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxResources, LinuxSeccomp, Process, Spec,
+};
 use libcontainer::syscall::syscall::{SyscallType, create_syscall};
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
@@ -384,18 +387,25 @@ impl YoukiRuntime {
         resp.into_result()
     }
 
-    fn cgroup_pids(&self, id: &str) -> Result<Vec<i32>> {
-        let dir = self.root.join(id);
-        let c = Container::load(dir).map_err(|e| lc_error("pids", id, e))?;
-        let cfg = c.spec().map_err(|e| lc_error("pids", id, e))?;
-        let cm = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+    fn load(&self, what: &str, id: &str) -> Result<Container> {
+        Container::load(self.root.join(id)).map_err(|e| lc_error(what, id, e))
+    }
+
+    /// The container's cgroup, as libcontainer recorded it at create.
+    fn cgroup(&self, what: &str, id: &str) -> Result<AnyCgroupManager> {
+        let c = self.load(what, id)?;
+        let cfg = c.spec().map_err(|e| lc_error(what, id, e))?;
+        libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
             cgroup_path: cfg.cgroup_path.clone(),
             systemd_cgroup: c.systemd(),
             container_name: id.to_string(),
         })
-        .map_err(|e| Error::Runtime(format!("cgroup of {id}: {e}")))?;
-        use libcgroups::common::CgroupManager;
-        cm.get_all_pids()
+        .map_err(|e| Error::Runtime(format!("{what} {id}: cgroup: {e}")))
+    }
+
+    fn cgroup_pids(&self, id: &str) -> Result<Vec<i32>> {
+        self.cgroup("pids", id)?
+            .get_all_pids()
             .map(|v| v.into_iter().map(|p| p.as_raw()).collect())
             .map_err(|e| Error::Runtime(format!("pids of {id}: {e}")))
     }
@@ -470,6 +480,37 @@ impl Runtime for YoukiRuntime {
             }
         }
         Ok(())
+    }
+
+    // Freezer, update and stats are cgroup file writes and reads: no fork, so they run
+    // here in the daemon rather than in a fork-helper worker.
+    async fn pause(&self, id: &str) -> Result<()> {
+        self.load("pause", id)?
+            .pause()
+            .map_err(|e| lc_error("pause", id, e))
+    }
+
+    async fn resume(&self, id: &str) -> Result<()> {
+        self.load("resume", id)?
+            .resume()
+            .map_err(|e| lc_error("resume", id, e))
+    }
+
+    async fn update(&self, id: &str, resources: &[u8]) -> Result<()> {
+        let resources: LinuxResources = serde_json::from_slice(resources).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "update {id}: resources are not an OCI LinuxResources: {e}: {}",
+                String::from_utf8_lossy(resources)
+            ))
+        })?;
+        self.cgroup("update", id)?
+            .apply(&ControllerOpt {
+                resources: &resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| Error::Runtime(format!("update {id}: {e}")))
     }
 
     async fn delete(&self, id: &str, bundle: &Path) -> Result<()> {
