@@ -27,6 +27,8 @@ pub struct Container {
     pub exit: Arc<ExitCell>,
     pub io: Keepalive,
     pub execs: HashMap<String, Exec>,
+    /// The OOM watch on the container's memory cgroup, stopped at Delete.
+    pub oom_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Container {

@@ -12,6 +12,7 @@ mod ids;
 mod io;
 mod logger;
 mod mount;
+mod oom;
 mod options;
 mod pod;
 mod process;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -22,6 +22,7 @@ use crate::events::Publisher;
 use crate::ids::validate_id;
 use crate::io::{StdioPaths, open_stdio};
 use crate::mount::Mount;
+use crate::oom;
 use crate::process::{Exit, ExitCell};
 use crate::runtime::{CreateSpec, ExecSpec, Runtime};
 
@@ -198,8 +199,32 @@ impl Pod {
             exit,
             io: keep,
             execs: HashMap::new(),
+            oom_watch: self.watch_oom(&p.id, pid).await,
         };
         Ok((c, early))
+    }
+
+    /// Publishes TaskOOM for every OOM kill in the container's memory cgroup. A container
+    /// whose cgroup cannot be watched still runs; it just gets no OOM events (logged).
+    async fn watch_oom(&self, id: &str, pid: i32) -> Option<tokio::task::JoinHandle<()>> {
+        let cgroup = match self.runtime.memory_cgroup(id, pid).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return None,
+            Err(e) => {
+                log::warn!("no OOM events for {id}: {e}");
+                return None;
+            }
+        };
+        let events = self.events.clone();
+        let owner = id.to_string();
+        let publish = move || {
+            let mut ev = TaskOOM::new();
+            ev.container_id = owner.clone();
+            events.publish(topics::TASK_OOM_EVENT_TOPIC, &ev);
+        };
+        oom::watch(cgroup.clone(), publish)
+            .map_err(|e| log::warn!("no OOM events for {id} ({cgroup:?}): {e}"))
+            .ok()
     }
 
     /// Claims `pid`; returns its exit if the reaper already saw it (after `began`, so not
@@ -526,6 +551,9 @@ impl Pod {
             }
         };
         let pid = c.pid;
+        if let Some(w) = &c.oom_watch {
+            w.abort();
+        }
         lock(&self.exits).by_pid.retain(|_, o| o.container != id);
         *g = None;
         lock(&self.containers).remove(id);

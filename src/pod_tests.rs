@@ -909,3 +909,26 @@ async fn update_reaches_the_runtime_while_the_container_lives() {
         ]
     );
 }
+
+#[tokio::test]
+async fn oom_kills_in_the_memory_cgroup_become_task_oom_events() {
+    let root = std::env::temp_dir().join(format!("pod-oom-{}", std::process::id()));
+    std::fs::create_dir_all(root.join("c1")).unwrap();
+    let events_file = root.join("c1/memory.events");
+    std::fs::write(&events_file, "oom 0\noom_kill 0\n").unwrap();
+    let r = root.clone();
+    let h = harness_with(move |rt| rt.memory_cgroups = Some(r));
+    running(&h, "c1").await;
+    std::fs::write(&events_file, "oom 1\noom_kill 1\n").unwrap();
+    let ev = h.events_exactly(3).await;
+    assert_eq!(ev[2].0, topics::TASK_OOM_EVENT_TOPIC);
+    let oom: TaskOOM = decode(&ev[2].1);
+    assert_eq!(oom.container_id, "c1");
+    h.rt.exit("c1", 137);
+    h.wait_exit("c1").await;
+    h.pod.delete("c1", "").await.unwrap();
+    // The watch stopped with Delete: a later change publishes nothing.
+    std::fs::write(&events_file, "oom 2\noom_kill 2\n").unwrap();
+    h.events_exactly(5).await;
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -10,6 +10,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::{CreateSpec, ExecSpec, Runtime};
 use crate::error::{Error, Result};
+use crate::oom::MemoryCgroup;
 
 pub struct FakeRuntime {
     next_pid: AtomicI32,
@@ -20,6 +21,8 @@ pub struct FakeRuntime {
     pub fail_create: Option<String>,
     /// The next created init "dies" with this status before Create returns.
     pub exit_during_create: Mutex<Option<u32>>,
+    /// Memory cgroups (v2 layout) are `<this>/<id>`, for OOM tests; none by default.
+    pub memory_cgroups: Option<std::path::PathBuf>,
 }
 
 impl FakeRuntime {
@@ -31,6 +34,7 @@ impl FakeRuntime {
             live: Mutex::new(HashMap::new()),
             fail_create: None,
             exit_during_create: Mutex::new(None),
+            memory_cgroups: None,
         }
     }
 
@@ -118,6 +122,13 @@ impl Runtime for FakeRuntime {
             String::from_utf8_lossy(resources)
         ));
         Ok(())
+    }
+
+    async fn memory_cgroup(&self, id: &str, _pid: i32) -> Result<Option<MemoryCgroup>> {
+        Ok(self
+            .memory_cgroups
+            .as_ref()
+            .map(|root| MemoryCgroup::V2(root.join(id))))
     }
 
     async fn delete(&self, id: &str, _bundle: &Path) -> Result<()> {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::error::Result;
 use crate::io::ChildStdio;
 use crate::mount::Mount;
+use crate::oom::MemoryCgroup;
 
 pub mod youki;
 
@@ -49,6 +50,8 @@ pub trait Runtime: Send + Sync + 'static {
     async fn resume(&self, id: &str) -> Result<()>;
     /// Applies new resource limits (an OCI `LinuxResources` as JSON) to the live cgroup.
     async fn update(&self, id: &str, resources: &[u8]) -> Result<()>;
+    /// The container's memory cgroup, to watch for OOM kills (`None`: nothing to watch).
+    async fn memory_cgroup(&self, id: &str, pid: i32) -> Result<Option<MemoryCgroup>>;
     /// Removes everything of the container: processes, cgroup, state, rootfs mounts.
     async fn delete(&self, id: &str, bundle: &std::path::Path) -> Result<()>;
     /// PIDs of every process in the container.

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::{CreateSpec, ExecSpec, Runtime};
 use crate::error::{Error, Result};
 use crate::mount::{Mount, mount_all, rootfs_path, unmount_all};
+use crate::oom::MemoryCgroup;
 use crate::zygote::Zygote;
 
 /// Where libcontainer keeps its state for a namespace: one directory per container.
@@ -511,6 +512,11 @@ impl Runtime for YoukiRuntime {
                 freezer_state: None,
             })
             .map_err(|e| Error::Runtime(format!("update {id}: {e}")))
+    }
+
+    async fn memory_cgroup(&self, _id: &str, pid: i32) -> Result<Option<MemoryCgroup>> {
+        // From the init's /proc entry: right for cgroupfs and systemd drivers, v1 and v2.
+        crate::oom::of_pid(pid)
     }
 
     async fn delete(&self, id: &str, bundle: &Path) -> Result<()> {
