@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::io::{Keepalive, StdioPaths};
 use crate::process::{Exit, ExitCell};
+use crate::tty::Console;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -27,6 +28,8 @@ pub struct Container {
     pub exit: Arc<ExitCell>,
     pub io: Keepalive,
     pub execs: HashMap<String, Exec>,
+    /// The terminal, for `-t` containers.
+    pub tty: Option<Console>,
     /// The OOM watch on the container's memory cgroup, stopped at Delete.
     pub oom_watch: Option<tokio::task::JoinHandle<()>>,
 }
@@ -59,6 +62,7 @@ pub struct Exec {
     pub pid: Option<i32>,
     pub exit: Arc<ExitCell>,
     pub io: Keepalive,
+    pub tty: Option<Console>,
 }
 
 impl Exec {

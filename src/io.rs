@@ -29,6 +29,13 @@ pub struct ChildStdio {
     pub stderr: OwnedFd,
 }
 
+/// How the process gets its stdio: fds the daemon opened, or a terminal whose master the
+/// init sends back over the console socket at this path.
+pub enum ChildIo {
+    Fds(ChildStdio),
+    Console(std::path::PathBuf),
+}
+
 /// What the daemon keeps open for the container's lifetime (see the module comment).
 #[derive(Default)]
 pub struct Keepalive {
@@ -89,7 +96,7 @@ fn clear_nonblock(fd: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-fn open_output(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
+pub fn open_output(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
     match target(uri)? {
         Target::Null => null(true),
         Target::File(path) => {
@@ -115,7 +122,7 @@ fn open_output(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
     }
 }
 
-fn open_input(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
+pub fn open_input(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
     match target(uri)? {
         Target::Null => null(false),
         Target::File(path) => open(path, true, false, 0),

@@ -19,6 +19,7 @@ mod process;
 mod reaper;
 mod runtime;
 mod service;
+mod tty;
 mod zygote;
 
 use args::{Action, Args};

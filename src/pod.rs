@@ -20,11 +20,12 @@ use crate::container::{Container, Exec, Status};
 use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::ids::validate_id;
-use crate::io::{StdioPaths, open_stdio};
+use crate::io::{ChildIo, Keepalive, StdioPaths, open_stdio};
 use crate::mount::Mount;
 use crate::oom;
 use crate::process::{Exit, ExitCell};
 use crate::runtime::{CreateSpec, ExecSpec, Runtime};
+use crate::tty::{Console, ConsoleSocket};
 
 /// Exits of PIDs nobody has claimed yet are kept this many at most.
 const MAX_ORPHAN_EXITS: usize = 1024;
@@ -164,21 +165,66 @@ impl Pod {
         Ok(pid)
     }
 
+    /// Runs `launch` (a create or an exec) with the process's stdio: fds opened here, or
+    /// for a terminal a console socket on which the init sends its pty master. The
+    /// process exists once this returns Ok, even when attaching its terminal failed (the
+    /// inner Err): the caller removes it then.
+    async fn launch<F>(
+        &self,
+        stdio: &StdioPaths,
+        launch: impl FnOnce(ChildIo) -> F,
+    ) -> Result<(i32, Keepalive, Result<Option<Console>>)>
+    where
+        F: std::future::Future<Output = Result<i32>>,
+    {
+        if !stdio.terminal {
+            let (child, keep) = open_stdio(stdio)?;
+            let pid = launch(ChildIo::Fds(child)).await?;
+            return Ok((pid, keep, Ok(None)));
+        }
+        let sock = ConsoleSocket::bind(&self.runtime.console_dir())?;
+        let path = sock.path().to_path_buf();
+        let receiving = tokio::spawn(sock.receive());
+        let pid = match launch(ChildIo::Console(path)).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                receiving.abort();
+                return Err(e);
+            }
+        };
+        let console = match receiving.await {
+            Ok(Ok(master)) => Console::attach(master, &stdio.stdin, &stdio.stdout).map(Some),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(Error::Internal(format!("terminal receive task: {e}"))),
+        };
+        Ok((pid, Keepalive::default(), console))
+    }
+
     async fn build(&self, p: &CreateParams) -> Result<(Container, Option<Exit>)> {
-        let (child, keep) = open_stdio(&p.stdio)?;
         // An orphan exit older than this create belongs to an earlier process that had
         // the same PID, not to ours.
         let began = std::time::SystemTime::now();
-        let pid = self
-            .runtime
-            .create(CreateSpec {
-                id: p.id.clone(),
-                bundle: p.bundle.clone(),
-                rootfs: p.rootfs.clone(),
-                stdio: child,
-                systemd_cgroup: p.systemd_cgroup,
+        let (pid, keep, tty) = self
+            .launch(&p.stdio, |stdio| {
+                self.runtime.create(CreateSpec {
+                    id: p.id.clone(),
+                    bundle: p.bundle.clone(),
+                    rootfs: p.rootfs.clone(),
+                    stdio,
+                    systemd_cgroup: p.systemd_cgroup,
+                })
             })
             .await?;
+        let tty = match tty {
+            Ok(t) => t,
+            Err(e) => {
+                // Leave nothing behind: the container exists but its terminal does not.
+                if let Err(d) = self.runtime.delete(&p.id, &p.bundle).await {
+                    log::warn!("remove {} after its terminal failed: {d}", p.id);
+                }
+                return Err(e);
+            }
+        };
         let exit = Arc::new(ExitCell::default());
         let early = self.register(
             pid,
@@ -198,6 +244,7 @@ impl Pod {
             paused: false,
             exit,
             io: keep,
+            tty,
             execs: HashMap::new(),
             oom_watch: self.watch_oom(&p.id, pid).await,
         };
@@ -238,12 +285,6 @@ impl Pod {
     /// Exec: records a process to run in the running container `id`; Start runs it.
     pub async fn exec(&self, p: ExecParams) -> Result<()> {
         validate_id(&p.exec_id)?;
-        if p.stdio.terminal {
-            return Err(Error::Unimplemented(format!(
-                "exec {:?}: terminal (-t) is not supported yet: run without a tty",
-                p.exec_id
-            )));
-        }
         let slot = self.slot(&p.id)?;
         let mut g = slot.lock().await;
         let c = g.as_mut().ok_or_else(|| not_found(&p.id))?;
@@ -268,6 +309,7 @@ impl Pod {
                 pid: None,
                 exit: Arc::new(ExitCell::default()),
                 io: Default::default(),
+                tty: None,
             },
         );
         let mut ev = TaskExecAdded::new();
@@ -297,20 +339,37 @@ impl Pod {
                 "exec {exec_id:?} in {id:?} was already started"
             )));
         }
-        let (child, keep) = open_stdio(&e.stdio)?;
         let began = std::time::SystemTime::now();
-        let pid = self
-            .runtime
-            .exec(ExecSpec {
-                id: id.to_string(),
-                exec_id: exec_id.to_string(),
-                bundle,
-                process: e.process.clone(),
-                stdio: child,
+        let (pid, keep, tty) = self
+            .launch(&e.stdio, |stdio| {
+                self.runtime.exec(ExecSpec {
+                    id: id.to_string(),
+                    exec_id: exec_id.to_string(),
+                    bundle,
+                    process: e.process.clone(),
+                    stdio,
+                })
             })
             .await?;
         e.pid = Some(pid);
         e.io = keep;
+        match tty {
+            Ok(t) => e.tty = t,
+            Err(err) => {
+                // The exec runs but cannot be reached: end it; its exit is reaped as usual.
+                let _ = self.runtime.kill(id, pid, libc::SIGKILL, false).await;
+                self.register(
+                    pid,
+                    Owner {
+                        container: id.to_string(),
+                        exec: Some(exec_id.to_string()),
+                        exit: e.exit.clone(),
+                    },
+                    began,
+                );
+                return Err(err);
+            }
+        }
         let early = self.register(
             pid,
             Owner {
@@ -581,16 +640,40 @@ impl Pod {
         let slot = self.slot(id)?;
         let mut g = slot.lock().await;
         let c = g.as_mut().ok_or_else(|| not_found(id))?;
-        if exec_id.is_empty() {
-            c.io.close_stdin();
+        let (io, tty) = if exec_id.is_empty() {
+            (&mut c.io, &mut c.tty)
         } else {
-            c.execs
+            let e = c
+                .execs
                 .get_mut(exec_id)
-                .ok_or_else(|| exec_not_found(id, exec_id))?
-                .io
-                .close_stdin();
+                .ok_or_else(|| exec_not_found(id, exec_id))?;
+            (&mut e.io, &mut e.tty)
+        };
+        io.close_stdin();
+        if let Some(t) = tty {
+            t.close_stdin();
         }
         Ok(())
+    }
+
+    /// ResizePty: the terminal's new window size. A process without a terminal has
+    /// nothing to resize (as with runc-v2, that is not an error).
+    pub async fn resize(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
+        let slot = self.slot(id)?;
+        let g = slot.lock().await;
+        let c = g.as_ref().ok_or_else(|| not_found(id))?;
+        let tty = if exec_id.is_empty() {
+            &c.tty
+        } else {
+            &c.execs
+                .get(exec_id)
+                .ok_or_else(|| exec_not_found(id, exec_id))?
+                .tty
+        };
+        match tty {
+            Some(t) => t.resize(width, height),
+            None => Ok(()),
+        }
     }
 
     /// A child was reaped. Records the exit at once (so Wait and Delete see it) and then

@@ -237,9 +237,12 @@ impl Task for TaskService {
     async fn resize_pty(
         &self,
         _: &TtrpcContext,
-        _: containerd_shim_protos::api::ResizePtyRequest,
+        req: containerd_shim_protos::api::ResizePtyRequest,
     ) -> ttrpc::Result<Empty> {
-        unimplemented("ResizePty")
+        self.pod
+            .resize(&req.id, &req.exec_id, req.width, req.height)
+            .await?;
+        Ok(Empty::new())
     }
 
     async fn update(

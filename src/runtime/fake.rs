@@ -53,6 +53,10 @@ impl FakeRuntime {
 
 #[async_trait::async_trait]
 impl Runtime for FakeRuntime {
+    fn console_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("fake-consoles-{}", std::process::id()))
+    }
+
     async fn create(&self, spec: CreateSpec) -> Result<i32> {
         self.record(format!("create {}", spec.id));
         if self.fail_create.as_deref() == Some(spec.id.as_str()) {

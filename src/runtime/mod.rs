@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::Result;
-use crate::io::ChildStdio;
+use crate::io::ChildIo;
 use crate::mount::Mount;
 use crate::oom::MemoryCgroup;
 
@@ -17,7 +17,7 @@ pub struct CreateSpec {
     pub id: String,
     pub bundle: PathBuf,
     pub rootfs: Vec<Mount>,
-    pub stdio: ChildStdio,
+    pub stdio: ChildIo,
     pub systemd_cgroup: bool,
 }
 
@@ -28,13 +28,15 @@ pub struct ExecSpec {
     pub bundle: PathBuf,
     /// The OCI runtime-spec `Process` as JSON, exactly as containerd sent it.
     pub process: Vec<u8>,
-    pub stdio: ChildStdio,
+    pub stdio: ChildIo,
 }
 
 /// Every call names the container by ID. Exits are not returned here: the runtime's
 /// processes are reaped by the daemon and reported to the pod as (pid, status).
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync + 'static {
+    /// Where console sockets for terminals are bound (a directory only the daemon uses).
+    fn console_dir(&self) -> PathBuf;
     /// Creates the container, stopped before the user process runs. Returns the init's PID.
     async fn create(&self, spec: CreateSpec) -> Result<i32>;
     /// Lets the created init run the user process.

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CreateSpec, ExecSpec, Runtime};
 use crate::error::{Error, Result};
+use crate::io::ChildIo;
 use crate::mount::{Mount, mount_all, rootfs_path, unmount_all};
 use crate::oom::MemoryCgroup;
 use crate::zygote::Zygote;
@@ -38,6 +39,7 @@ pub enum Request {
         root: PathBuf,
         rootfs: Vec<Mount>,
         systemd_cgroup: bool,
+        console_socket: Option<PathBuf>,
     },
     Start {
         id: String,
@@ -50,6 +52,7 @@ pub enum Request {
         root: PathBuf,
         bundle: PathBuf,
         process: String,
+        console_socket: Option<PathBuf>,
     },
     Delete {
         id: String,
@@ -131,6 +134,21 @@ impl Executor for ShimExecutor {
             libcontainer::capabilities::drop_privileges(caps, &*create_syscall())
                 .map_err(|e| ExecutorError::Other(format!("exec: drop capabilities: {e}")))?;
         }
+        // The size the client asked for from the first byte: an exec runs before the
+        // client's first ResizePty can arrive.
+        if let Some(p) = spec.process()
+            && p.terminal() == Some(true)
+            && let Some(size) = p.console_size()
+        {
+            let ws = libc::winsize {
+                ws_row: size.height().try_into().unwrap_or(u16::MAX),
+                ws_col: size.width().try_into().unwrap_or(u16::MAX),
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads a winsize; fd 0 is the pty slave here.
+            unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &ws) };
+        }
         // SAFETY: resetting a disposition to its default in the about-to-exec process.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
         DefaultExecutor {}.exec(spec)
@@ -193,19 +211,10 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
             root,
             rootfs,
             systemd_cgroup,
+            console_socket,
         } => {
-            let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
-                .try_into()
-                .map_err(|_| Error::Internal("create needs exactly three stdio fds".into()))?;
-            create(
-                &id,
-                &bundle,
-                &root,
-                &rootfs,
-                systemd_cgroup,
-                [stdin, stdout, stderr],
-            )
-            .map(Response::Pid)
+            let stdio = WorkerIo::new(fds, console_socket)?;
+            create(&id, &bundle, &root, &rootfs, systemd_cgroup, stdio).map(Response::Pid)
         }
         Request::Start { id, root } => {
             let mut c = Container::load(root.join(&id)).map_err(|e| lc_error("start", &id, e))?;
@@ -218,15 +227,42 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
             root,
             bundle,
             process,
+            console_socket,
         } => {
-            let stdio: [OwnedFd; 3] = fds
-                .try_into()
-                .map_err(|_| Error::Internal("exec needs exactly three stdio fds".into()))?;
+            let stdio = WorkerIo::new(fds, console_socket)?;
             exec(&id, &exec_id, &root, &bundle, &process, stdio).map(Response::Pid)
         }
         Request::Delete { id, root, bundle } => {
             delete(&id, &root, &bundle)?;
             Ok(Response::Done)
+        }
+    }
+}
+
+/// A worker's side of the process's stdio.
+enum WorkerIo {
+    Fds([OwnedFd; 3]),
+    Console(PathBuf),
+}
+
+impl WorkerIo {
+    fn new(fds: Vec<OwnedFd>, console_socket: Option<PathBuf>) -> Result<WorkerIo> {
+        match console_socket {
+            Some(p) if fds.is_empty() => Ok(WorkerIo::Console(p)),
+            Some(_) => Err(Error::Internal("a terminal takes no stdio fds".into())),
+            None => fds
+                .try_into()
+                .map(WorkerIo::Fds)
+                .map_err(|_| Error::Internal("expected exactly three stdio fds".into())),
+        }
+    }
+
+    fn apply(self, b: ContainerBuilder) -> ContainerBuilder {
+        match self {
+            WorkerIo::Fds([stdin, stdout, stderr]) => {
+                b.with_stdin(stdin).with_stdout(stdout).with_stderr(stderr)
+            }
+            WorkerIo::Console(path) => b.with_console_socket(Some(path)),
         }
     }
 }
@@ -237,7 +273,7 @@ fn create(
     root: &Path,
     rootfs: &[Mount],
     systemd_cgroup: bool,
-    [stdin, stdout, stderr]: [OwnedFd; 3],
+    stdio: WorkerIo,
 ) -> Result<i32> {
     std::fs::create_dir_all(root)
         .map_err(|e| Error::io(format!("create state root {}", root.display()), e))?;
@@ -247,12 +283,7 @@ fn create(
     }
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
-        .map(|b| {
-            b.with_executor(ShimExecutor::default())
-                .with_stdin(stdin)
-                .with_stdout(stdout)
-                .with_stderr(stderr)
-        })
+        .map(|b| stdio.apply(b.with_executor(ShimExecutor::default())))
         .and_then(|b| b.validate_id())
         .and_then(|b| {
             b.as_init(bundle)
@@ -299,7 +330,7 @@ fn exec(
     root: &Path,
     bundle: &Path,
     process: &str,
-    [stdin, stdout, stderr]: [OwnedFd; 3],
+    stdio: WorkerIo,
 ) -> Result<i32> {
     let mut proc: Process = serde_json::from_str(process).map_err(|e| {
         Error::InvalidArgument(format!("exec {exec_id} in {id}: bad process spec: {e}"))
@@ -329,12 +360,7 @@ fn exec(
     std::fs::write(&file, json).map_err(|e| Error::io(format!("write {}", file.display()), e))?;
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
-        .map(|b| {
-            b.with_executor(executor)
-                .with_stdin(stdin)
-                .with_stdout(stdout)
-                .with_stderr(stderr)
-        })
+        .map(|b| stdio.apply(b.with_executor(executor)))
         .and_then(|b| {
             b.as_tenant()
                 .with_process(Some(&file))
@@ -412,17 +438,30 @@ impl YoukiRuntime {
     }
 }
 
+/// Splits the process's stdio into what travels as fds and the console socket path.
+fn split_io(io: ChildIo) -> (Vec<OwnedFd>, Option<PathBuf>) {
+    match io {
+        ChildIo::Fds(s) => (vec![s.stdin, s.stdout, s.stderr], None),
+        ChildIo::Console(p) => (Vec::new(), Some(p)),
+    }
+}
+
 #[async_trait::async_trait]
 impl Runtime for YoukiRuntime {
+    fn console_dir(&self) -> PathBuf {
+        self.root.join(".consoles")
+    }
+
     async fn create(&self, spec: CreateSpec) -> Result<i32> {
+        let (fds, console_socket) = split_io(spec.stdio);
         let req = Request::Create {
             id: spec.id.clone(),
             bundle: spec.bundle,
             root: self.root.clone(),
             rootfs: spec.rootfs,
             systemd_cgroup: spec.systemd_cgroup,
+            console_socket,
         };
-        let fds = [spec.stdio.stdin, spec.stdio.stdout, spec.stdio.stderr];
         self.call(&req, &fds)
             .await?
             .ok_or_else(|| Error::Internal(format!("create {}: no pid in reply", spec.id)))
@@ -441,6 +480,7 @@ impl Runtime for YoukiRuntime {
     }
 
     async fn exec(&self, spec: ExecSpec) -> Result<i32> {
+        let (fds, console_socket) = split_io(spec.stdio);
         let process = String::from_utf8(spec.process).map_err(|e| {
             Error::InvalidArgument(format!(
                 "exec {}: process spec is not UTF-8: {e}",
@@ -453,8 +493,8 @@ impl Runtime for YoukiRuntime {
             root: self.root.clone(),
             bundle: spec.bundle,
             process,
+            console_socket,
         };
-        let fds = [spec.stdio.stdin, spec.stdio.stdout, spec.stdio.stderr];
         self.call(&req, &fds)
             .await?
             .ok_or_else(|| Error::Internal(format!("exec {}: no pid in reply", spec.exec_id)))

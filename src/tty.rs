@@ -1,0 +1,312 @@
+//! Terminals (`ctr run -t`, `ctr task exec -t`, CRI `tty: true`). libcontainer's init opens
+//! the pty inside the container and sends the master over a console socket; the daemon
+//! receives it and copies between it and containerd's fifos: stdin fifo → master,
+//! master → stdout fifo (a terminal has no separate stderr). Two small tasks per terminal,
+//! no thread. ResizePty sets the master's window size.
+
+use std::fs::File;
+use std::io::{IoSliceMut, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use tokio::io::unix::AsyncFd;
+use tokio::net::UnixListener;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::io::{Keepalive, open_input, open_output};
+
+/// How long to wait for the container's init to send its pty master.
+const RECEIVE_WAIT: Duration = Duration::from_secs(10);
+/// The byte a terminal in canonical mode reads as end-of-file (^D): what stdin's end
+/// becomes for the process on the other side of the pty.
+const VEOF: u8 = 0x04;
+
+/// A listening filesystem socket (0600 in a 0700 directory) for one pty master.
+pub struct ConsoleSocket {
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl ConsoleSocket {
+    /// The name is short and unique in this daemon (never an ID: a socket path must fit
+    /// in 108 bytes, and container and exec IDs can be 64 characters each).
+    pub fn bind(dir: &Path) -> Result<ConsoleSocket> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let path = dir.join(format!("c-{}.sock", unique()));
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| Error::io(format!("bind console socket {}", path.display()), e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+        Ok(ConsoleSocket { path, listener })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts the init's connection and takes the pty master it sends.
+    pub async fn receive(self) -> Result<OwnedFd> {
+        tokio::time::timeout(RECEIVE_WAIT, self.accept_master())
+            .await
+            .map_err(|_| {
+                Error::Runtime(format!(
+                    "no pty master arrived on {} within {RECEIVE_WAIT:?}",
+                    self.path.display()
+                ))
+            })?
+    }
+
+    async fn accept_master(&self) -> Result<OwnedFd> {
+        let (stream, _) = self
+            .listener
+            .accept()
+            .await
+            .map_err(|e| Error::io("accept on console socket", e))?;
+        loop {
+            stream
+                .readable()
+                .await
+                .map_err(|e| Error::io("console socket", e))?;
+            match stream.try_io(tokio::io::Interest::READABLE, || {
+                recv_fd(stream.as_raw_fd())
+            }) {
+                Ok(Some(fd)) => return Ok(fd),
+                Ok(None) => {
+                    return Err(Error::Runtime(
+                        "the console socket message carried no pty master".into(),
+                    ));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(Error::io("receive pty master", e)),
+            }
+        }
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One message from the console socket; the first fd it carries.
+fn recv_fd(sock: RawFd) -> std::io::Result<Option<OwnedFd>> {
+    let mut buf = [0u8; 64];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut first = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel just installed these fds for us; nobody else owns them.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                if first.is_none() {
+                    first = Some(owned);
+                }
+            }
+        }
+    }
+    Ok(first)
+}
+
+/// A pty master owned by the daemon, with its copy tasks.
+pub struct Console {
+    master: Arc<AsyncFd<OwnedFd>>,
+    keep: Keepalive,
+    copies: Vec<JoinHandle<()>>,
+}
+
+impl Console {
+    /// Starts copying between `master` and the client's stdin/stdout URIs.
+    pub fn attach(master: OwnedFd, stdin: &str, stdout: &str) -> Result<Console> {
+        set_nonblocking(&master)?;
+        let master =
+            Arc::new(pollable(master).map_err(|(_, e)| Error::io("register pty master", e))?);
+        let mut keep = Keepalive::default();
+        let mut copies = Vec::new();
+        let out = open_output(stdout, &mut keep)?;
+        copies.push(tokio::spawn(copy_out(master.clone(), Sink::new(out))));
+        if !stdin.is_empty() {
+            let input = open_input(stdin, &mut keep)?;
+            set_nonblocking(&input)?;
+            let input =
+                pollable(input).map_err(|(_, e)| Error::io("register terminal stdin", e))?;
+            copies.push(tokio::spawn(copy_in(input, master.clone())));
+        }
+        Ok(Console {
+            master,
+            keep,
+            copies,
+        })
+    }
+
+    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+        let ws = libc::winsize {
+            ws_row: u16::try_from(height)
+                .map_err(|_| Error::InvalidArgument(format!("terminal height {height}")))?,
+            ws_col: u16::try_from(width)
+                .map_err(|_| Error::InvalidArgument(format!("terminal width {width}")))?,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer; the fd is our pty master.
+        let rc = unsafe { libc::ioctl(self.master.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        if rc != 0 {
+            return Err(Error::io("resize pty", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// CloseIO: once the client has closed its end too, the process reads end-of-file.
+    pub fn close_stdin(&mut self) {
+        self.keep.close_stdin();
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        for c in &self.copies {
+            c.abort();
+        }
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Where terminal output goes: a fifo (async), a regular file (`file://`, written
+/// directly: a local file write does not wait on anyone) or /dev/null.
+enum Sink {
+    Fifo(AsyncFd<OwnedFd>),
+    File(File),
+}
+
+impl Sink {
+    fn new(fd: OwnedFd) -> Sink {
+        // A fifo registers with epoll; a regular file or /dev/null does not (EPERM).
+        if let Err(e) = set_nonblocking(&fd) {
+            log::debug!("terminal output: {e}");
+        }
+        match pollable(fd) {
+            Ok(a) => Sink::Fifo(a),
+            Err((fd, _)) => {
+                let f = File::from(fd);
+                // Direct writes must not fail with EAGAIN.
+                let _ = clear_nonblocking(f.as_fd());
+                Sink::File(f)
+            }
+        }
+    }
+
+    async fn write_all(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.write_all(data),
+            Sink::Fifo(a) => {
+                while !data.is_empty() {
+                    let mut ready = a.writable().await?;
+                    match ready.try_io(|fd| {
+                        nix::unistd::write(fd.get_ref(), data).map_err(std::io::Error::from)
+                    }) {
+                        Ok(Ok(n)) => data = &data[n..],
+                        Ok(Err(e)) => return Err(e),
+                        Err(_would_block) => continue,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Registers `fd` with tokio's reactor, or gives it back with the reason it cannot be.
+fn pollable(fd: OwnedFd) -> std::result::Result<AsyncFd<OwnedFd>, (OwnedFd, std::io::Error)> {
+    // SAFETY: AsyncFd owns `fd` from here; it stays open and the same until dropped.
+    unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts())
+}
+
+fn clear_nonblocking(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+async fn copy_out(master: Arc<AsyncFd<OwnedFd>>, mut sink: Sink) {
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        let n = match read_async(&master, &mut buf).await {
+            Ok(0) => return,
+            Ok(n) => n,
+            // EIO: every slave fd is closed, the process is gone.
+            Err(_) => return,
+        };
+        if let Err(e) = sink.write_all(&buf[..n]).await {
+            log::debug!("terminal output: {e}");
+            return;
+        }
+    }
+}
+
+async fn copy_in(input: AsyncFd<OwnedFd>, master: Arc<AsyncFd<OwnedFd>>) {
+    let mut buf = vec![0u8; 8 << 10];
+    loop {
+        let n = match read_async(&input, &mut buf).await {
+            Ok(0) => {
+                // Every writer is gone (the client's, and ours after CloseIO).
+                let _ = write_async(&master, &[VEOF]).await;
+                return;
+            }
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        if write_async(&master, &buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_async(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        let mut ready = fd.readable().await?;
+        match ready.try_io(|f| nix::unistd::read(f.get_ref(), buf).map_err(std::io::Error::from)) {
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn write_async(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let mut ready = fd.writable().await?;
+        match ready.try_io(|f| nix::unistd::write(f.get_ref(), data).map_err(std::io::Error::from))
+        {
+            Ok(Ok(n)) => data = &data[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+    Ok(())
+}
