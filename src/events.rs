@@ -42,6 +42,10 @@ impl Publisher {
         Publisher { tx, namespace }
     }
 
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// Queues an event; never waits. `type_name` is the Go type URL containerd registers,
     /// e.g. `containerd.events.TaskExit`.
     pub fn publish<M: MessageFull>(&self, topic: &str, event: &M) {

@@ -13,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use crate::error::{Error, Result};
+use crate::log_binary::{self, Logger};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StdioPaths {
@@ -41,6 +42,8 @@ pub enum ChildIo {
 pub struct Keepalive {
     stdin_writer: Option<OwnedFd>,
     _readers: Vec<OwnedFd>,
+    /// A `binary://` logger: kept until Delete, so it can drain what the process wrote.
+    logger: Option<Logger>,
 }
 
 impl Keepalive {
@@ -48,6 +51,37 @@ impl Keepalive {
     pub fn close_stdin(&mut self) {
         self.stdin_writer = None;
     }
+
+    /// The process exited: our fifo ends have done their job. A logger stays until Delete.
+    pub fn release_fifos(&mut self) {
+        self.stdin_writer = None;
+        self._readers.clear();
+    }
+}
+
+/// The process's outputs: stdout and stderr fds, plus what keeps them working.
+pub async fn open_outputs(
+    paths: &StdioPaths,
+    container_id: &str,
+    namespace: &str,
+    keep: &mut Keepalive,
+) -> Result<(OwnedFd, OwnedFd)> {
+    // containerd sends the same binary URI for both streams; one logger takes both.
+    if let Some(uri) = log_binary::parse(&paths.stdout) {
+        let (out, err, logger) = log_binary::start(&uri?, container_id, namespace).await?;
+        keep.logger = Some(logger);
+        return Ok((out, err));
+    }
+    if log_binary::parse(&paths.stderr).is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "stderr {:?} is a logger URI but stdout {:?} is not",
+            paths.stderr, paths.stdout
+        )));
+    }
+    Ok((
+        open_output(&paths.stdout, keep)?,
+        open_output(&paths.stderr, keep)?,
+    ))
 }
 
 enum Target<'a> {
@@ -64,8 +98,8 @@ fn target(uri: &str) -> Result<Target<'_>> {
         return Ok(Target::File(path));
     }
     if let Some((scheme, _)) = uri.split_once("://") {
-        return Err(Error::Unimplemented(format!(
-            "stdio URI scheme {scheme:?} in {uri:?} is not supported yet (fifo paths and file:// are)"
+        return Err(Error::InvalidArgument(format!(
+            "unknown stdio URI scheme {scheme:?} in {uri:?} (fifo paths, file://, binary:// and binary-v2:// are supported)"
         )));
     }
     if !uri.starts_with('/') {
@@ -135,17 +169,15 @@ pub fn open_input(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
     }
 }
 
-/// Opens the container's stdio. Terminals go through a console socket instead.
-pub fn open_stdio(paths: &StdioPaths) -> Result<(ChildStdio, Keepalive)> {
-    if paths.terminal {
-        return Err(Error::Unimplemented(
-            "terminal (ctr -t) is not supported yet: run without a tty".into(),
-        ));
-    }
+/// Opens the container's stdio (not a terminal's: that goes through a console socket).
+pub async fn open_stdio(
+    paths: &StdioPaths,
+    container_id: &str,
+    namespace: &str,
+) -> Result<(ChildStdio, Keepalive)> {
     let mut keep = Keepalive::default();
     let stdin = open_input(&paths.stdin, &mut keep)?;
-    let stdout = open_output(&paths.stdout, &mut keep)?;
-    let stderr = open_output(&paths.stderr, &mut keep)?;
+    let (stdout, stderr) = open_outputs(paths, container_id, namespace, &mut keep).await?;
     Ok((
         ChildStdio {
             stdin,
@@ -168,8 +200,8 @@ mod tests {
         d
     }
 
-    #[test]
-    fn stdout_fifo_reaches_a_late_reader_and_never_sigpipes() {
+    #[tokio::test]
+    async fn stdout_fifo_reaches_a_late_reader_and_never_sigpipes() {
         let d = tmpdir("out");
         let p = d.join("stdout");
         nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -177,7 +209,7 @@ mod tests {
             stdout: p.to_string_lossy().into(),
             ..Default::default()
         };
-        let (child, keep) = open_stdio(&paths).unwrap();
+        let (child, keep) = open_stdio(&paths, "c1", "ns").await.unwrap();
         // No client reader yet: the write still succeeds because the daemon holds a reader.
         let mut w = File::from(child.stdout);
         w.write_all(b"hello\n").unwrap();
@@ -195,8 +227,8 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
-    #[test]
-    fn stdin_eof_only_after_close() {
+    #[tokio::test]
+    async fn stdin_eof_only_after_close() {
         let d = tmpdir("in");
         let p = d.join("stdin");
         nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -204,7 +236,7 @@ mod tests {
             stdin: p.to_string_lossy().into(),
             ..Default::default()
         };
-        let (child, mut keep) = open_stdio(&paths).unwrap();
+        let (child, mut keep) = open_stdio(&paths, "c1", "ns").await.unwrap();
         let mut client = OpenOptions::new().write(true).open(&p).unwrap();
         client.write_all(b"x").unwrap();
         drop(client);
@@ -215,21 +247,20 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
-    #[test]
-    fn unknown_scheme_and_relative_paths_are_refused() {
+    #[tokio::test]
+    async fn unknown_scheme_and_relative_paths_are_refused() {
         let bad = StdioPaths {
-            stdout: "binary:///bin/logger".into(),
+            stdout: "syslog://host/x".into(),
             ..Default::default()
         };
-        assert_eq!(
-            open_stdio(&bad).err().unwrap().code(),
-            ttrpc::Code::UNIMPLEMENTED
-        );
+        let e = open_stdio(&bad, "c1", "ns").await.err().unwrap();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert!(e.to_string().contains("syslog://host/x"), "{e}");
         let rel = StdioPaths {
             stdout: "relative/fifo".into(),
             ..Default::default()
         };
-        let e = open_stdio(&rel).err().unwrap();
+        let e = open_stdio(&rel, "c1", "ns").await.err().unwrap();
         assert!(e.to_string().contains("relative/fifo"));
     }
 }

@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod ids;
 mod io;
+mod log_binary;
 mod logger;
 mod mount;
 mod oom;

@@ -20,7 +20,7 @@ use crate::container::{Container, Exec, Status};
 use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::ids::validate_id;
-use crate::io::{ChildIo, Keepalive, StdioPaths, open_stdio};
+use crate::io::{ChildIo, Keepalive, StdioPaths, open_outputs, open_stdio};
 use crate::mount::Mount;
 use crate::oom;
 use crate::process::{Exit, ExitCell};
@@ -171,17 +171,22 @@ impl Pod {
     /// inner Err): the caller removes it then.
     async fn launch<F>(
         &self,
+        id: &str,
         stdio: &StdioPaths,
         launch: impl FnOnce(ChildIo) -> F,
     ) -> Result<(i32, Keepalive, Result<Option<Console>>)>
     where
         F: std::future::Future<Output = Result<i32>>,
     {
+        let ns = self.events.namespace();
         if !stdio.terminal {
-            let (child, keep) = open_stdio(stdio)?;
+            let (child, keep) = open_stdio(stdio, id, ns).await?;
             let pid = launch(ChildIo::Fds(child)).await?;
             return Ok((pid, keep, Ok(None)));
         }
+        // A terminal's single output stream goes to stdout (a logger's fd 3 for binary://).
+        let mut keep = Keepalive::default();
+        let (out, _stderr) = open_outputs(stdio, id, ns, &mut keep).await?;
         let sock = ConsoleSocket::bind(&self.runtime.console_dir())?;
         let path = sock.path().to_path_buf();
         let receiving = tokio::spawn(sock.receive());
@@ -193,7 +198,7 @@ impl Pod {
             }
         };
         let console = match receiving.await {
-            Ok(Ok(master)) => Console::attach(master, &stdio.stdin, &stdio.stdout).map(Some),
+            Ok(Ok(master)) => Console::attach(master, &stdio.stdin, out, keep).map(Some),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(Error::Internal(format!("terminal receive task: {e}"))),
         };
@@ -205,7 +210,7 @@ impl Pod {
         // the same PID, not to ours.
         let began = std::time::SystemTime::now();
         let (pid, keep, tty) = self
-            .launch(&p.stdio, |stdio| {
+            .launch(&p.id, &p.stdio, |stdio| {
                 self.runtime.create(CreateSpec {
                     id: p.id.clone(),
                     bundle: p.bundle.clone(),
@@ -341,7 +346,7 @@ impl Pod {
         }
         let began = std::time::SystemTime::now();
         let (pid, keep, tty) = self
-            .launch(&e.stdio, |stdio| {
+            .launch(id, &e.stdio, |stdio| {
                 self.runtime.exec(ExecSpec {
                     id: id.to_string(),
                     exec_id: exec_id.to_string(),
@@ -388,7 +393,7 @@ impl Pod {
         if let Some(exit) = early
             && e.exit.set(exit)
         {
-            e.io = Default::default();
+            e.io.release_fifos();
             self.publish_exit(id, exec_id, pid, exit);
         }
         Ok(pid)
@@ -707,12 +712,12 @@ impl Pod {
         // The client's ends stay theirs; ours only kept the fifos alive for the process.
         match &owner.exec {
             None => {
-                c.io = Default::default();
+                c.io.release_fifos();
                 self.publish_exit(&id, &id, pid, exit);
             }
             Some(exec_id) => {
                 if let Some(e) = c.execs.get_mut(exec_id) {
-                    e.io = Default::default();
+                    e.io.release_fifos();
                 }
                 self.publish_exit(&id, exec_id, pid, exit);
             }

@@ -19,7 +19,7 @@ use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::io::{Keepalive, open_input, open_output};
+use crate::io::{Keepalive, open_input};
 
 /// How long to wait for the container's init to send its pty master.
 const RECEIVE_WAIT: Duration = Duration::from_secs(10);
@@ -138,14 +138,18 @@ pub struct Console {
 }
 
 impl Console {
-    /// Starts copying between `master` and the client's stdin/stdout URIs.
-    pub fn attach(master: OwnedFd, stdin: &str, stdout: &str) -> Result<Console> {
+    /// Starts copying between `master` and the client's stdin URI and the opened output
+    /// (`keep` holds what keeps that output working).
+    pub fn attach(
+        master: OwnedFd,
+        stdin: &str,
+        out: OwnedFd,
+        mut keep: Keepalive,
+    ) -> Result<Console> {
         set_nonblocking(&master)?;
         let master =
             Arc::new(pollable(master).map_err(|(_, e)| Error::io("register pty master", e))?);
-        let mut keep = Keepalive::default();
         let mut copies = Vec::new();
-        let out = open_output(stdout, &mut keep)?;
         copies.push(tokio::spawn(copy_out(master.clone(), Sink::new(out))));
         if !stdin.is_empty() {
             let input = open_input(stdin, &mut keep)?;

@@ -412,3 +412,77 @@ fn oom_kill_is_reported() {
     assert_eq!(topics[4], "/tasks/delete", "{text}");
     assert_nothing_left(&id);
 }
+
+#[test]
+fn binary_log_uri_starts_the_logger_with_both_streams() {
+    let id = unique("logbin");
+    let dir = std::env::temp_dir().join(&id);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let out = dir.join("out");
+    let logger = dir.join("logger.sh");
+    std::fs::write(
+        &logger,
+        format!(
+            "#!/bin/sh\nprintf r >&5; exec 5>&-\n\
+             echo \"args=$* id=$CONTAINER_ID ns=$CONTAINER_NAMESPACE\" > {o}\n\
+             cat <&3 >> {o} & cat <&4 >> {o}; wait\n\
+             echo flushed >> {o}\n",
+            o = out.display()
+        ),
+    )
+    .expect("write logger");
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let uri = format!("binary://{}?--tag=t%201", logger.display());
+    let o = ctr(&[
+        "run",
+        "--rm",
+        "--log-uri",
+        &uri,
+        "--runtime",
+        RUNTIME,
+        BUSYBOX,
+        &id,
+        "sh",
+        "-c",
+        "echo out; sleep 0.2; echo err >&2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("flushed")
+    }));
+    assert_eq!(
+        std::fs::read_to_string(&out).expect("logger output"),
+        format!("args=--tag t 1 id={id} ns={NS}\nout\nerr\nflushed\n")
+    );
+    assert_nothing_left(&id);
+
+    // binary-v2: a logger that closes fd 5 without the ready byte fails the create cleanly.
+    let bad = dir.join("bad.sh");
+    std::fs::write(&bad, "#!/bin/sh\nexec 5>&-\nsleep 1\n").expect("write");
+    std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let id2 = unique("logbin-v2");
+    let o = ctr(&[
+        "run",
+        "--rm",
+        "--log-uri",
+        &format!("binary-v2://{}", bad.display()),
+        "--runtime",
+        RUNTIME,
+        BUSYBOX,
+        &id2,
+        "true",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("readiness"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let _ = ctr(&["container", "rm", &id2]);
+    assert_nothing_left(&id2);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,279 @@
+//! `binary://` and `binary-v2://` log URIs: containerd's pluggable logging. The shim starts
+//! the logger named by the URI's path with the query's keys and values as arguments and
+//! only CONTAINER_ID and CONTAINER_NAMESPACE in its environment; fd 3 and fd 4 are the read
+//! ends of the container's stdout and stderr pipes, fd 5 the write end of a readiness pipe.
+//! The container starts once the logger is ready: it wrote a byte or closed fd 5
+//! (`binary`); it wrote a byte (`binary-v2`, where a bare close means it died).
+//! At Delete the logger gets SIGTERM to flush and exit, and SIGKILL if it has not exited
+//! after a grace period.
+//!
+//! The URI only ever comes from containerd's Create/Exec request.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::unistd::pipe2;
+
+use crate::error::{Error, Result};
+
+/// How long the logger has to signal readiness.
+const READY_WAIT: Duration = Duration::from_secs(10);
+/// How long it has to flush after SIGTERM (containerd gives 12 s).
+const TERM_GRACE: Duration = Duration::from_secs(12);
+
+/// A parsed `binary://` URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggerUri {
+    pub path: String,
+    pub args: Vec<String>,
+    /// `binary-v2`: readiness needs a byte.
+    pub strict: bool,
+}
+
+/// `Some` for a binary logger URI, `None` for anything else.
+pub fn parse(uri: &str) -> Option<Result<LoggerUri>> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let strict = match scheme {
+        "binary" => false,
+        "binary-v2" => true,
+        _ => return None,
+    };
+    Some(parse_rest(uri, rest, strict))
+}
+
+fn parse_rest(uri: &str, rest: &str, strict: bool) -> Result<LoggerUri> {
+    let (loc, query) = rest.split_once('?').unwrap_or((rest, ""));
+    // binary:///path → empty host; a host part is not a path containerd would send.
+    let path = loc
+        .strip_prefix('/')
+        .map(|p| format!("/{p}"))
+        .filter(|_| loc.starts_with('/'))
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!("log URI {uri:?}: the logger path must be absolute"))
+        })?;
+    let path = unescape(&path).ok_or_else(|| bad(uri))?;
+    let mut args = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        args.push(unescape_query(k).ok_or_else(|| bad(uri))?);
+        // Go's url.Values has a value for every key; containerd passes it even when empty.
+        args.push(unescape_query(v).ok_or_else(|| bad(uri))?);
+    }
+    Ok(LoggerUri { path, args, strict })
+}
+
+fn bad(uri: &str) -> Error {
+    Error::InvalidArgument(format!("log URI {uri:?}: bad percent-encoding"))
+}
+
+fn unescape_query(s: &str) -> Option<String> {
+    unescape(&s.replace('+', " "))
+}
+
+fn unescape(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A running logger; stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Logger {
+    pid: i32,
+}
+
+impl Drop for Logger {
+    fn drop(&mut self) {
+        let pid = self.pid;
+        // SAFETY: kill takes plain integers; the pid is our unreaped-or-just-reaped child.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let deadline = tokio::time::Instant::now() + TERM_GRACE;
+                while tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // The daemon's reaper collects it; gone means done.
+                    // SAFETY: signal 0 only checks existence.
+                    if unsafe { libc::kill(pid, 0) } != 0 {
+                        return;
+                    }
+                }
+                log::warn!("logger {pid} ignored SIGTERM for {TERM_GRACE:?}: killing it");
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            });
+        }
+    }
+}
+
+/// Starts the logger and waits until it is ready. Returns the write ends the container
+/// gets as stdout and stderr.
+pub async fn start(
+    uri: &LoggerUri,
+    container_id: &str,
+    namespace: &str,
+) -> Result<(OwnedFd, OwnedFd, Logger)> {
+    let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (ready_r, ready_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let fds = [out_r.as_raw_fd(), err_r.as_raw_fd(), ready_w.as_raw_fd()];
+    let mut cmd = Command::new(&uri.path);
+    cmd.args(&uri.args)
+        .env_clear()
+        .env("CONTAINER_ID", container_id)
+        .env("CONTAINER_NAMESPACE", namespace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl). dup2 to
+    // 3, 4, 5 clears CLOEXEC on the copies; a source already at its target gets it cleared
+    // by hand. Sources are first moved above 5 so no dup2 overwrites a later source.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut high = [0; 3];
+            for (i, fd) in fds.iter().enumerate() {
+                let h = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+                if h < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                high[i] = h;
+            }
+            for (i, h) in high.iter().enumerate() {
+                if libc::dup2(*h, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::InvalidArgument(format!("start logger {:?}: {e}", uri.path)))?;
+    // The daemon's reaper collects the logger's exit; nobody waits on `child`.
+    let logger = Logger {
+        pid: child.id() as i32,
+    };
+    drop(child);
+    drop((out_r, err_r, ready_w));
+    wait_ready(ready_r, uri).await?;
+    Ok((out_w, err_w, logger))
+}
+
+async fn wait_ready(ready_r: OwnedFd, uri: &LoggerUri) -> Result<()> {
+    let path = uri.path.clone();
+    let strict = uri.strict;
+    // A blocking one-byte read, off the async thread, bounded by READY_WAIT.
+    let read = tokio::task::spawn_blocking(move || {
+        let mut b = [0u8; 1];
+        nix::unistd::read(&ready_r, &mut b)
+    });
+    let n = tokio::time::timeout(READY_WAIT, read)
+        .await
+        .map_err(|_| {
+            Error::Runtime(format!(
+                "logger {path:?} did not signal readiness within {READY_WAIT:?}"
+            ))
+        })?
+        .map_err(|e| Error::Internal(format!("logger readiness task: {e}")))?
+        .map_err(|e| Error::io(format!("read readiness of logger {path:?}"), e))?;
+    if strict && n == 0 {
+        return Err(Error::Runtime(format!(
+            "logger {path:?} exited without signalling readiness (binary-v2 needs a byte on fd 5)"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_parse_like_containerds_url_values() {
+        assert!(parse("/run/fifo").is_none());
+        assert!(parse("file:///var/log/x").is_none());
+        let u = parse("binary:///usr/bin/my%20logger?-c=printf+x&--flag=&k=a%26b")
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.path, "/usr/bin/my logger");
+        assert_eq!(u.args, ["-c", "printf x", "--flag", "", "k", "a&b"]);
+        assert!(!u.strict);
+        assert!(parse("binary-v2:///bin/logger").unwrap().unwrap().strict);
+        let e = parse("binary://host/bin/logger").unwrap().unwrap_err();
+        assert!(e.to_string().contains("absolute"), "{e}");
+        assert!(parse("binary:///bin/x?a=%zz").unwrap().is_err());
+    }
+
+    async fn run(script: &str, scheme: &str) -> Result<(OwnedFd, OwnedFd, Logger)> {
+        let uri = parse(&format!("{scheme}:///bin/sh?-c={script}"))
+            .unwrap()
+            .unwrap();
+        start(&uri, "c1", "ns1").await
+    }
+
+    #[tokio::test]
+    async fn logger_gets_both_streams_and_its_environment() {
+        let dir = std::env::temp_dir().join(format!("log-binary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out");
+        // Signal ready, then copy fd 3 and fd 4 and record the environment.
+        let script = format!(
+            "echo+-n+r+>%265;+exec+5>%26-;+env+|+sort+>{d}/env;+cat+<%263+>{o};+cat+<%264+>>{o}",
+            d = dir.display(),
+            o = out.display()
+        );
+        let (w_out, w_err, logger) = run(&script, "binary-v2").await.unwrap();
+        nix::unistd::write(&w_out, b"to-stdout\n").unwrap();
+        nix::unistd::write(&w_err, b"to-stderr\n").unwrap();
+        drop((w_out, w_err));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            < 2
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "to-stdout\nto-stderr\n"
+        );
+        let env = std::fs::read_to_string(dir.join("env")).unwrap();
+        assert!(env.contains("CONTAINER_ID=c1\n"), "{env}");
+        assert!(env.contains("CONTAINER_NAMESPACE=ns1\n"), "{env}");
+        assert!(
+            !env.contains("HOME="),
+            "the daemon's environment leaked: {env}"
+        );
+        drop(logger);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn readiness_rules_differ_between_binary_and_binary_v2() {
+        // Closing fd 5 without a byte: ready for `binary`, a failure for `binary-v2`.
+        assert!(run("exec+5>%26-;+sleep+1", "binary").await.is_ok());
+        let e = run("exec+5>%26-;+sleep+1", "binary-v2").await.unwrap_err();
+        assert!(e.to_string().contains("readiness"), "{e}");
+        let e = parse("binary:///nonexistent/logger").unwrap().unwrap();
+        let e = start(&e, "c1", "ns1").await.unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/logger"), "{e}");
+    }
+}
