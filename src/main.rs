@@ -3,6 +3,7 @@
 
 mod args;
 mod bootstrap;
+mod checkpoint;
 mod cleanup;
 mod container;
 mod daemon;

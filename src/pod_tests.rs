@@ -487,7 +487,14 @@ async fn failed_create_leaves_nothing_behind() {
     assert_code(h.pod.create(bad_stdio).await, Code::INVALID_ARGUMENT);
     let mut ckpt = params("c3");
     ckpt.checkpoint = "/some/checkpoint".into();
-    assert_code(h.pod.create(ckpt).await, Code::UNIMPLEMENTED);
+    // FailedPrecondition where `criu check` fails (naming why), Unimplemented where CRIU
+    // works: libcontainer cannot restore.
+    let e = h.pod.create(ckpt).await.unwrap_err();
+    assert!(
+        [Code::FAILED_PRECONDITION, Code::UNIMPLEMENTED].contains(&e.code()),
+        "{e}"
+    );
+    assert!(e.to_string().contains("/some/checkpoint"), "{e}");
     assert_code(h.pod.state("c3", "").await, Code::NOT_FOUND);
     assert!(!h.calls().contains(&"create c3".to_string()));
     h.pod.create(params("c3")).await.unwrap();
@@ -928,4 +935,18 @@ async fn oom_kills_in_the_memory_cgroup_become_task_oom_events() {
     std::fs::write(&events_file, "oom 2\noom_kill 2\n").unwrap();
     h.events_exactly(5).await;
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[tokio::test]
+async fn checkpoint_needs_a_running_container() {
+    let h = harness();
+    h.pod.create(params("c1")).await.unwrap();
+    let spec = crate::checkpoint::decode("/tmp/cp", None).unwrap();
+    let e = assert_code(
+        h.pod.checkpoint("c1", &spec).await,
+        Code::FAILED_PRECONDITION,
+    );
+    assert!(e.to_string().contains("not running"), "{e}");
+    assert_code(h.pod.checkpoint("nope", &spec).await, Code::NOT_FOUND);
+    assert!(!h.calls().iter().any(|c| c.starts_with("checkpoint")));
 }

@@ -17,6 +17,7 @@ use containerd_shim_protos::types::task::{ProcessInfo, Status as ProtoStatus};
 use tokio::sync::Notify;
 use ttrpc::r#async::{Service, TtrpcContext};
 
+use crate::checkpoint;
 use crate::container::Status;
 use crate::error::Error;
 use crate::io::StdioPaths;
@@ -205,9 +206,11 @@ impl Task for TaskService {
     async fn checkpoint(
         &self,
         _: &TtrpcContext,
-        _: containerd_shim_protos::api::CheckpointTaskRequest,
+        req: containerd_shim_protos::api::CheckpointTaskRequest,
     ) -> ttrpc::Result<Empty> {
-        unimplemented("Checkpoint")
+        let spec = checkpoint::decode(&req.path, req.options.as_ref())?;
+        self.pod.checkpoint(&req.id, &spec).await?;
+        Ok(Empty::new())
     }
 
     async fn exec(

@@ -292,3 +292,71 @@ fn pause_resume_and_update_reach_the_cgroup() {
         ttrpc::Code::FAILED_PRECONDITION
     );
 }
+
+/// `criu check` on this host: `None` when CRIU works, else what it reported.
+fn criu_problem() -> Option<String> {
+    match std::process::Command::new("criu").arg("check").output() {
+        Err(e) => Some(format!("criu cannot run: {e}")),
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "criu check: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )),
+    }
+}
+
+#[test]
+fn checkpoint_dumps_with_criu_or_names_criu_s_problem() {
+    let id = unique("ckpt");
+    run_detached(&id, &["sleep", "1000"]);
+    let guard = RemoveOnDrop(id.clone());
+    let image = std::env::temp_dir().join(format!("{id}-image"));
+    let image_s = image.to_string_lossy().into_owned();
+    let o = ctr(&["task", "checkpoint", "--image-path", &image_s, &id]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    match criu_problem() {
+        Some(problem) => {
+            assert!(
+                !o.status.success(),
+                "checkpoint succeeded without a working CRIU"
+            );
+            assert!(
+                err.contains("criu") && err.contains("failed precondition"),
+                "the error must name CRIU's problem: {err}"
+            );
+            if problem.contains("vdso") {
+                assert!(err.contains("vdso"), "CRIU's own words are missing: {err}");
+            }
+            // Nothing changed for the container.
+            assert_eq!(task_status(&id), "RUNNING");
+            eprintln!("SKIPPED (real CRIU dump and restore): {}", problem.trim());
+        }
+        None => {
+            assert!(o.status.success(), "{err}");
+            assert!(
+                image.join("inventory.img").exists(),
+                "no CRIU image in {image_s}"
+            );
+        }
+    }
+
+    // Restore (Create with a checkpoint) is gated the same way and leaves nothing behind.
+    let c = client(&id);
+    let ghost = unique("restore");
+    let mut req = CreateTaskRequest::new();
+    req.id = ghost.clone();
+    req.bundle = format!("/nonexistent/{ghost}");
+    req.checkpoint = image_s.clone();
+    let (k, msg) = code(c.create(ctx(), &req));
+    if criu_problem().is_some() {
+        assert_eq!(k, ttrpc::Code::FAILED_PRECONDITION, "{msg}");
+        assert!(msg.contains("criu"), "{msg}");
+    } else {
+        assert_eq!(k, ttrpc::Code::UNIMPLEMENTED, "{msg}");
+    }
+    assert!(leftovers(&ghost).is_empty(), "{:?}", leftovers(&ghost));
+    let _ = std::fs::remove_dir_all(&image);
+    drop(guard);
+    assert_nothing_left(&id);
+}

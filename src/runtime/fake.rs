@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{CreateSpec, ExecSpec, Runtime};
+use crate::checkpoint::CheckpointSpec;
 use crate::error::{Error, Result};
 use crate::oom::MemoryCgroup;
 
@@ -133,6 +134,11 @@ impl Runtime for FakeRuntime {
             .memory_cgroups
             .as_ref()
             .map(|root| MemoryCgroup::V2(root.join(id))))
+    }
+
+    async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()> {
+        self.record(format!("checkpoint {id} {}", spec.image_path.display()));
+        Ok(())
     }
 
     async fn delete(&self, id: &str, _bundle: &Path) -> Result<()> {

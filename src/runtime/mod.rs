@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::checkpoint::CheckpointSpec;
 use crate::error::Result;
 use crate::io::ChildIo;
 use crate::mount::Mount;
@@ -54,6 +55,8 @@ pub trait Runtime: Send + Sync + 'static {
     async fn update(&self, id: &str, resources: &[u8]) -> Result<()>;
     /// The container's memory cgroup, to watch for OOM kills (`None`: nothing to watch).
     async fn memory_cgroup(&self, id: &str, pid: i32) -> Result<Option<MemoryCgroup>>;
+    /// Checkpoints the running container with CRIU into `spec.image_path`.
+    async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()>;
     /// Removes everything of the container: processes, cgroup, state, rootfs mounts.
     async fn delete(&self, id: &str, bundle: &std::path::Path) -> Result<()>;
     /// PIDs of every process in the container.

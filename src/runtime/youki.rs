@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use libcgroups::common::{AnyCgroupManager, CgroupManager, ControllerOpt};
-use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{CheckpointOptions, Container};
 use libcontainer::error::LibcontainerError;
 use libcontainer::oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxResources, LinuxSeccomp, Process, Spec,
@@ -19,6 +19,7 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use serde::{Deserialize, Serialize};
 
 use super::{CreateSpec, ExecSpec, Runtime};
+use crate::checkpoint::CheckpointSpec;
 use crate::error::{Error, Result};
 use crate::io::ChildIo;
 use crate::mount::{Mount, mount_all, rootfs_path, unmount_all};
@@ -58,6 +59,11 @@ pub enum Request {
         id: String,
         root: PathBuf,
         bundle: PathBuf,
+    },
+    Checkpoint {
+        id: String,
+        root: PathBuf,
+        spec: CheckpointSpec,
     },
 }
 
@@ -231,6 +237,29 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
         } => {
             let stdio = WorkerIo::new(fds, console_socket)?;
             exec(&id, &exec_id, &root, &bundle, &process, stdio).map(Response::Pid)
+        }
+        Request::Checkpoint { id, root, spec } => {
+            let mut c =
+                Container::load(root.join(&id)).map_err(|e| lc_error("checkpoint", &id, e))?;
+            let mode = match spec.cgroups_mode.as_str() {
+                "full" => rust_criu::CgMode::FULL,
+                "strict" => rust_criu::CgMode::STRICT,
+                "ignore" => rust_criu::CgMode::IGNORE,
+                _ => rust_criu::CgMode::SOFT,
+            };
+            c.checkpoint(&CheckpointOptions {
+                ext_unix_sk: spec.ext_unix_sk,
+                file_locks: spec.file_locks,
+                image_path: spec.image_path,
+                leave_running: spec.leave_running,
+                shell_job: spec.shell_job,
+                tcp_established: spec.tcp_established,
+                work_path: spec.work_path,
+                manage_cgroups_mode: mode,
+                link_remap: false,
+            })
+            .map_err(|e| lc_error("checkpoint", &id, e))?;
+            Ok(Response::Done)
         }
         Request::Delete { id, root, bundle } => {
             delete(&id, &root, &bundle)?;
@@ -557,6 +586,16 @@ impl Runtime for YoukiRuntime {
     async fn memory_cgroup(&self, _id: &str, pid: i32) -> Result<Option<MemoryCgroup>> {
         // From the init's /proc entry: right for cgroupfs and systemd drivers, v1 and v2.
         crate::oom::of_pid(pid)
+    }
+
+    async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()> {
+        // CRIU runs as a child of the caller (rust-criu's swrk): a worker, not the daemon.
+        let req = Request::Checkpoint {
+            id: id.to_string(),
+            root: self.root.clone(),
+            spec: spec.clone(),
+        };
+        self.call(&req, &[] as &[OwnedFd]).await.map(|_| ())
     }
 
     async fn delete(&self, id: &str, bundle: &Path) -> Result<()> {

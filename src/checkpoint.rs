@@ -1,0 +1,202 @@
+//! Checkpoint through CRIU: what containerd asks for (runc's `CheckpointOptions`), and
+//! whether this host's CRIU can do it at all. CRIU that fails its own `criu check` (as
+//! Debian 12's 3.17 does on newer kernels: "Unexpected rt vDSO area bounds") would fail deep
+//! inside a dump with a confusing message; we ask it first and pass its own words on.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::shim::oci::CheckpointOptions;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What one checkpoint should do, decoded from the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointSpec {
+    pub image_path: PathBuf,
+    pub work_path: Option<PathBuf>,
+    /// `false` when the client asked for `--exit`.
+    pub leave_running: bool,
+    pub tcp_established: bool,
+    pub ext_unix_sk: bool,
+    pub file_locks: bool,
+    pub shell_job: bool,
+    /// runc's `--manage-cgroups-mode`: soft (default), full, strict or ignore.
+    pub cgroups_mode: String,
+}
+
+const RUNC_CHECKPOINT_OPTIONS: &str = "containerd.runc.v1.CheckpointOptions";
+
+/// `path` is the request's image directory; `options` runc's CheckpointOptions, if any.
+pub fn decode(path: &str, options: Option<&Any>) -> Result<CheckpointSpec> {
+    let opts = match options {
+        Some(a) if !a.value.is_empty() || !a.type_url.is_empty() => {
+            let name = a.type_url.rsplit('/').next().unwrap_or(&a.type_url);
+            if name != RUNC_CHECKPOINT_OPTIONS {
+                return Err(Error::InvalidArgument(format!(
+                    "checkpoint options of type {:?}: only {RUNC_CHECKPOINT_OPTIONS} is understood",
+                    a.type_url
+                )));
+            }
+            CheckpointOptions::parse_from_bytes(&a.value).map_err(|e| {
+                Error::InvalidArgument(format!("checkpoint options do not decode: {e}"))
+            })?
+        }
+        _ => CheckpointOptions::new(),
+    };
+    let image = if opts.image_path.is_empty() {
+        path
+    } else {
+        opts.image_path.as_str()
+    };
+    if image.is_empty() || !image.starts_with('/') {
+        return Err(Error::InvalidArgument(format!(
+            "checkpoint image path {image:?} must be an absolute path"
+        )));
+    }
+    Ok(CheckpointSpec {
+        image_path: PathBuf::from(image),
+        work_path: (!opts.work_path.is_empty()).then(|| PathBuf::from(&opts.work_path)),
+        leave_running: !opts.exit,
+        tcp_established: opts.open_tcp,
+        ext_unix_sk: opts.external_unix_sockets,
+        file_locks: opts.file_locks,
+        shell_job: opts.terminal,
+        cgroups_mode: match opts.cgroups_mode.as_str() {
+            "" => "soft".to_string(),
+            m @ ("soft" | "full" | "strict" | "ignore") => m.to_string(),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "checkpoint cgroups mode {other:?}: use soft, full, strict or ignore"
+                )));
+            }
+        },
+    })
+}
+
+/// Runs `criu check`; an error says what CRIU itself reported.
+pub async fn criu_ready(what: &str) -> Result<()> {
+    let out = tokio::task::spawn_blocking(|| Command::new("criu").arg("check").output())
+        .await
+        .map_err(|e| Error::Internal(format!("criu check task: {e}")))?;
+    let out = match out {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::FailedPrecondition(format!(
+                "{what} needs CRIU, and no `criu` binary is on the shim's PATH"
+            )));
+        }
+        Err(e) => return Err(Error::io("run criu check", e)),
+    };
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::FailedPrecondition(format!(
+        "{what} needs CRIU, and `criu check` fails on this host ({}): {}",
+        out.status,
+        criu_problem(&out.stdout, &out.stderr)
+    )))
+}
+
+/// CRIU's own error lines, most specific first, bounded.
+fn criu_problem(stdout: &[u8], stderr: &[u8]) -> String {
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(stderr),
+        String::from_utf8_lossy(stdout)
+    );
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("Error") || l.contains("rror"))
+        .collect();
+    let chosen = if errors.is_empty() { lines } else { errors };
+    let mut s = chosen.into_iter().take(6).collect::<Vec<_>>().join("; ");
+    if s.is_empty() {
+        s = "no output".into();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn any(o: &CheckpointOptions) -> Any {
+        let mut a = Any::new();
+        a.type_url = format!("type.googleapis.com/{RUNC_CHECKPOINT_OPTIONS}");
+        a.value = o.write_to_bytes().unwrap();
+        a
+    }
+
+    #[test]
+    fn options_map_onto_criu_settings() {
+        let plain = decode("/var/lib/cp/1", None).unwrap();
+        assert_eq!(plain.image_path, PathBuf::from("/var/lib/cp/1"));
+        assert!(plain.leave_running && !plain.tcp_established && plain.work_path.is_none());
+
+        let mut o = CheckpointOptions::new();
+        o.exit = true;
+        o.open_tcp = true;
+        o.external_unix_sockets = true;
+        o.file_locks = true;
+        o.terminal = true;
+        o.work_path = "/tmp/work".into();
+        let s = decode("/var/lib/cp/2", Some(&any(&o))).unwrap();
+        assert_eq!(
+            s,
+            CheckpointSpec {
+                image_path: "/var/lib/cp/2".into(),
+                work_path: Some("/tmp/work".into()),
+                leave_running: false,
+                tcp_established: true,
+                ext_unix_sk: true,
+                file_locks: true,
+                shell_job: true,
+                cgroups_mode: "soft".into(),
+            }
+        );
+        o.image_path = "/elsewhere".into();
+        assert_eq!(
+            decode("/var/lib/cp/2", Some(&any(&o))).unwrap().image_path,
+            PathBuf::from("/elsewhere")
+        );
+    }
+
+    #[test]
+    fn bad_paths_and_option_types_are_refused() {
+        assert_eq!(
+            decode("relative", None).unwrap_err().code(),
+            ttrpc::Code::INVALID_ARGUMENT
+        );
+        assert_eq!(
+            decode("", None).unwrap_err().code(),
+            ttrpc::Code::INVALID_ARGUMENT
+        );
+        let mut a = Any::new();
+        a.type_url = "example.com/Other".into();
+        a.value = vec![1];
+        let e = decode("/cp", Some(&a)).unwrap_err();
+        assert!(e.to_string().contains("example.com/Other"), "{e}");
+    }
+
+    #[test]
+    fn criu_errors_are_picked_out() {
+        let out = b"Warn (criu/kerndat.c:1): something\n\
+                    Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds\n\
+                    Error (criu/crtools.c:260): Could not initialize kernel features detection.\n";
+        let p = criu_problem(b"", out);
+        assert!(p.starts_with("Error (criu/vdso.c:381)"), "{p}");
+        assert!(p.contains("Could not initialize"), "{p}");
+        assert!(!p.contains("Warn"), "{p}");
+        assert_eq!(criu_problem(b"", b""), "no output");
+    }
+}
