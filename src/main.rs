@@ -13,6 +13,7 @@ mod ids;
 mod io;
 mod log_binary;
 mod logger;
+mod metrics;
 mod mount;
 mod oom;
 mod options;

@@ -25,7 +25,7 @@ use crate::io::{ChildIo, Keepalive, StdioPaths, open_outputs, open_stdio};
 use crate::mount::Mount;
 use crate::oom;
 use crate::process::{Exit, ExitCell};
-use crate::runtime::{CreateSpec, ExecSpec, Runtime};
+use crate::runtime::{CgroupStats, CreateSpec, ExecSpec, Runtime};
 use crate::tty::{Console, ConsoleSocket};
 
 /// Exits of PIDs nobody has claimed yet are kept this many at most.
@@ -575,6 +575,19 @@ impl Pod {
         self.events
             .publish(topics::TASK_CHECKPOINTED_EVENT_TOPIC, &ev);
         Ok(())
+    }
+
+    /// Stats: the container's cgroup numbers (while it has a cgroup: not after it stopped).
+    pub async fn stats(&self, id: &str) -> Result<CgroupStats> {
+        let slot = self.slot(id)?;
+        let g = slot.lock().await;
+        let c = g.as_ref().ok_or_else(|| not_found(id))?;
+        if c.status() == Status::Stopped {
+            return Err(Error::FailedPrecondition(format!(
+                "no stats for container {id:?}: it has exited"
+            )));
+        }
+        self.runtime.stats(id).await
     }
 
     /// Update: new resource limits for the container's live cgroup.

@@ -21,6 +21,7 @@ use crate::checkpoint;
 use crate::container::Status;
 use crate::error::Error;
 use crate::io::StdioPaths;
+use crate::metrics;
 use crate::options;
 use crate::pod::{CreateParams, ExecParams, Pod, from_proto_mount, timestamp};
 
@@ -49,13 +50,6 @@ fn proto_status(s: Status) -> ProtoStatus {
         Status::Paused => ProtoStatus::PAUSED,
         Status::Stopped => ProtoStatus::STOPPED,
     }
-}
-
-fn unimplemented<T>(what: &str) -> ttrpc::Result<T> {
-    Err(Error::Unimplemented(format!(
-        "{what} is not supported by containerd-shim-youki yet"
-    ))
-    .into())
 }
 
 #[async_trait::async_trait]
@@ -268,8 +262,11 @@ impl Task for TaskService {
     async fn stats(
         &self,
         _: &TtrpcContext,
-        _: containerd_shim_protos::api::StatsRequest,
+        req: containerd_shim_protos::api::StatsRequest,
     ) -> ttrpc::Result<containerd_shim_protos::api::StatsResponse> {
-        unimplemented("Stats")
+        let s = self.pod.stats(&req.id).await?;
+        let mut resp = containerd_shim_protos::api::StatsResponse::new();
+        resp.stats = Some(metrics::to_any(&s.stats, s.unified)?).into();
+        Ok(resp)
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{CreateSpec, ExecSpec, Runtime};
+use super::{CgroupStats, CreateSpec, ExecSpec, Runtime};
 use crate::checkpoint::CheckpointSpec;
 use crate::error::{Error, Result};
 use crate::oom::MemoryCgroup;
@@ -134,6 +134,16 @@ impl Runtime for FakeRuntime {
             .memory_cgroups
             .as_ref()
             .map(|root| MemoryCgroup::V2(root.join(id))))
+    }
+
+    async fn stats(&self, id: &str) -> Result<CgroupStats> {
+        self.record(format!("stats {id}"));
+        let mut stats = libcgroups::stats::Stats::default();
+        stats.pids.current = 1;
+        Ok(CgroupStats {
+            stats,
+            unified: false,
+        })
     }
 
     async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()> {

@@ -22,6 +22,13 @@ pub struct CreateSpec {
     pub systemd_cgroup: bool,
 }
 
+/// What Stats reports: libcgroups' numbers and which hierarchy they come from (containerd
+/// expects its v1 `Metrics` message on a v1 or hybrid host, v2 `Metrics` on a unified one).
+pub struct CgroupStats {
+    pub stats: libcgroups::stats::Stats,
+    pub unified: bool,
+}
+
 /// A process to run inside a running container (Task API Exec + Start).
 pub struct ExecSpec {
     pub id: String,
@@ -55,6 +62,8 @@ pub trait Runtime: Send + Sync + 'static {
     async fn update(&self, id: &str, resources: &[u8]) -> Result<()>;
     /// The container's memory cgroup, to watch for OOM kills (`None`: nothing to watch).
     async fn memory_cgroup(&self, id: &str, pid: i32) -> Result<Option<MemoryCgroup>>;
+    /// The container's cgroup statistics, and whether they come from cgroup v2.
+    async fn stats(&self, id: &str) -> Result<CgroupStats>;
     /// Checkpoints the running container with CRIU into `spec.image_path`.
     async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()>;
     /// Removes everything of the container: processes, cgroup, state, rootfs mounts.

@@ -18,7 +18,7 @@ use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use serde::{Deserialize, Serialize};
 
-use super::{CreateSpec, ExecSpec, Runtime};
+use super::{CgroupStats, CreateSpec, ExecSpec, Runtime};
 use crate::checkpoint::CheckpointSpec;
 use crate::error::{Error, Result};
 use crate::io::ChildIo;
@@ -586,6 +586,15 @@ impl Runtime for YoukiRuntime {
     async fn memory_cgroup(&self, _id: &str, pid: i32) -> Result<Option<MemoryCgroup>> {
         // From the init's /proc entry: right for cgroupfs and systemd drivers, v1 and v2.
         crate::oom::of_pid(pid)
+    }
+
+    async fn stats(&self, id: &str) -> Result<CgroupStats> {
+        let cgroup = self.cgroup("stats", id)?;
+        let unified = !matches!(cgroup, AnyCgroupManager::V1(_));
+        let stats = cgroup
+            .stats()
+            .map_err(|e| Error::Runtime(format!("stats of {id}: {e}")))?;
+        Ok(CgroupStats { stats, unified })
     }
 
     async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()> {
