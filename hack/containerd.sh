@@ -27,7 +27,7 @@ write_config() {
   "cniVersion": "0.4.0",
   "name": "youki-test",
   "plugins": [
-    {"type": "static", "addresses": [{"address": "127.0.0.2/8"}]},
+    {"type": "static", "ipam": {"addresses": [{"address": "127.0.0.1/8"}]}},
     {"type": "loopback"}
   ]
 }

@@ -3,6 +3,8 @@
 //! cannot express a request, straight through the shim's ttrpc socket.
 #![allow(dead_code)]
 
+pub mod kubelet;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

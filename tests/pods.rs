@@ -1,0 +1,421 @@
+//! Pods through containerd's CRI, the way kubelet runs them (runtime handler `youki`):
+//! one shim per pod, the namespace picture of a runc node, shareProcessNamespace, host
+//! namespaces, and nothing left of a pod once it is removed.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::kubelet::*;
+use common::{proc_alive, shim_pids, wait_until};
+use k8s_cri::v1::{ContainerState, PodSandboxState};
+use sha2::{Digest, Sha256};
+
+const K8S_NS: &str = "k8s.io";
+const NS_KINDS: [&str; 7] = ["net", "ipc", "uts", "mnt", "pid", "cgroup", "user"];
+
+fn ns_of(pid: i32, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .unwrap_or_else(|e| panic!("ns {kind} of {pid}: {e}"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The node's namespaces: this test process runs in them (PID 1 of this VM is not
+/// inspectable, and is the host's anyway).
+fn host_ns(kind: &str) -> String {
+    ns_of(std::process::id() as i32, kind)
+}
+
+/// A process's identity that survives PID reuse: (pid, start time in ticks).
+fn identity(pid: i32) -> (i32, String) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let start = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(19))
+        .unwrap_or("")
+        .to_string();
+    (pid, start)
+}
+
+/// Shim daemons (not their fork helpers) serving any of `ids`.
+fn shim_daemons(ids: &[&str]) -> Vec<i32> {
+    let all: HashSet<i32> = ids.iter().flat_map(|id| shim_pids(id)).collect();
+    let mut daemons: Vec<i32> = all
+        .iter()
+        .copied()
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let ppid: i32 = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            !all.contains(&ppid)
+        })
+        .collect();
+    daemons.sort();
+    daemons
+}
+
+fn socket_of(pod_id: &str) -> PathBuf {
+    let key = format!("{}/{K8S_NS}/{pod_id}", cri_socket().display());
+    Path::new("/run/containerd/s").join(hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+/// What a running pod is made of, recorded so its absence can be checked afterwards.
+struct Recorded {
+    pod_id: String,
+    container_ids: Vec<String>,
+    processes: Vec<(i32, String)>,
+    netns: Option<String>,
+    cgroup_parent: String,
+    socket: PathBuf,
+}
+
+impl Recorded {
+    fn take(cri: &mut Cri, spec: &PodSpec, pod_id: &str, containers: &[String]) -> Recorded {
+        let pause = cri.pod_pid(pod_id).expect("pause pid");
+        let mut processes = vec![identity(pause)];
+        for c in containers {
+            processes.push(identity(cri.container_pid(c).expect("container pid")));
+        }
+        Recorded {
+            pod_id: pod_id.to_string(),
+            container_ids: containers.to_vec(),
+            processes,
+            netns: (spec.network != Share::Node).then(|| ns_of(pause, "net")),
+            cgroup_parent: spec.cgroup_parent.clone(),
+            socket: socket_of(pod_id),
+        }
+    }
+
+    fn ids(&self) -> Vec<&str> {
+        std::iter::once(self.pod_id.as_str())
+            .chain(self.container_ids.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// Everything of the pod still on the machine.
+    fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        for p in shim_daemons(&self.ids()) {
+            left.push(format!("shim {p}"));
+        }
+        for (pid, start) in &self.processes {
+            if proc_alive(*pid) && identity(*pid).1 == *start {
+                left.push(format!("process {pid}"));
+            }
+        }
+        let rel = self.cgroup_parent.trim_start_matches('/');
+        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for id in self.ids() {
+                let dir = ctrl.path().join(rel).join(id);
+                if dir.exists() {
+                    left.push(format!("cgroup {}", dir.display()));
+                }
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mounts.lines() {
+            if self.ids().iter().any(|id| line.contains(id))
+                || self
+                    .netns
+                    .as_ref()
+                    .is_some_and(|n| line.contains(n.as_str()))
+            {
+                left.push(format!("mount {line}"));
+            }
+        }
+        if self.socket.exists() {
+            left.push(format!("socket {}", self.socket.display()));
+        }
+        for id in self.ids() {
+            let state = Path::new("/run/containerd/youki").join(K8S_NS).join(id);
+            if state.exists() {
+                left.push(format!("state {}", state.display()));
+            }
+        }
+        left
+    }
+
+    fn assert_gone(&self) {
+        wait_until(Duration::from_secs(15), || self.leftovers().is_empty());
+        let left = self.leftovers();
+        assert!(
+            left.is_empty(),
+            "left behind by pod {}: {left:#?}",
+            self.pod_id
+        );
+        // kubelet removes the pod cgroup it made; do the same so the machine stays clean.
+        remove_pod_cgroups(&self.cgroup_parent);
+    }
+}
+
+fn remove_pod_cgroups(parent: &str) {
+    let rel = parent.trim_start_matches('/');
+    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::remove_dir(ctrl.path().join(rel));
+    }
+}
+
+/// Runs a pod of `containers` (name, command) and returns its ID and container IDs.
+fn run_pod(
+    cri: &mut Cri,
+    spec: &PodSpec,
+    containers: &[(&str, &[&str])],
+) -> (PodGuard, Vec<String>) {
+    let pod = cri.run_pod(spec).expect("RunPodSandbox");
+    let guard = PodGuard {
+        id: pod.clone(),
+        log_directory: spec.log_directory.clone(),
+    };
+    let ids = containers
+        .iter()
+        .map(|(name, cmd)| cri.run_container(&pod, spec, name, cmd).expect("container"))
+        .collect();
+    (guard, ids)
+}
+
+const SLEEP: &[&str] = &["sleep", "3600"];
+
+#[test]
+fn pod_lifecycle_like_kubelet() {
+    let mut cri = Cri::connect(&cri_socket());
+    let spec = PodSpec::new("lifecycle");
+    let (guard, ids) = run_pod(&mut cri, &spec, &[("app", SLEEP)]);
+    let (pod, app) = (guard.id.clone(), ids[0].clone());
+
+    let ps = cri.pod_status(&pod).expect("PodSandboxStatus");
+    let st = ps.status.expect("status");
+    assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(
+        st.network.map(|n| n.ip),
+        Some("127.0.0.1".to_string()),
+        "the static CNI address"
+    );
+    assert_eq!(
+        cri.container_state(&app).unwrap(),
+        ContainerState::ContainerRunning
+    );
+    let record = Recorded::take(&mut cri, &spec, &pod, &ids);
+
+    let (code, out, err) = cri
+        .exec_sync(
+            &app,
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            Duration::from_secs(10),
+        )
+        .expect("ExecSync");
+    assert_eq!((code, out.as_str(), err.as_str()), (3, "out\n", "err\n"));
+    // The exec runs in the container: its hostname is the pod's.
+    let (code, out, _) = cri
+        .exec_sync(&app, &["hostname"], Duration::from_secs(10))
+        .expect("ExecSync");
+    assert_eq!((code, out.trim()), (0, spec.name.as_str()));
+
+    // StopContainer: sleep ignores SIGTERM as PID 1, so the grace period ends in SIGKILL.
+    cri.stop_container(&app, Duration::from_secs(1))
+        .expect("StopContainer");
+    let cs = cri.container_status(&app).unwrap().status.unwrap();
+    assert_eq!(cs.state, ContainerState::ContainerExited as i32);
+    assert_eq!(cs.exit_code, 137);
+    cri.remove_container(&app).expect("RemoveContainer");
+    cri.stop_pod(&pod).expect("StopPodSandbox");
+    cri.remove_pod(&pod).expect("RemovePodSandbox");
+    record.assert_gone();
+    std::mem::forget(guard);
+    let _ = std::fs::remove_dir_all(&spec.log_directory);
+}
+
+/// For each container: which namespaces are the pause process's, and which the host's.
+fn sharing(cri: &mut Cri, pod: &str, containers: &[String]) -> Vec<Vec<(String, bool, bool)>> {
+    let pause = cri.pod_pid(pod).expect("pause pid");
+    containers
+        .iter()
+        .map(|c| {
+            let pid = cri.container_pid(c).expect("pid");
+            NS_KINDS
+                .iter()
+                .map(|k| {
+                    let mine = ns_of(pid, k);
+                    (k.to_string(), mine == ns_of(pause, k), mine == host_ns(k))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn three_containers_one_shim_and_the_namespaces_of_a_runc_node() {
+    let mut cri = Cri::connect(&cri_socket());
+    let spec = PodSpec::new("three");
+    let (guard, ids) = run_pod(&mut cri, &spec, &[("a", SLEEP), ("b", SLEEP)]);
+    let pod = guard.id.clone();
+    let mut all: Vec<&str> = vec![pod.as_str()];
+    all.extend(ids.iter().map(String::as_str));
+    assert_eq!(
+        shim_daemons(&all).len(),
+        1,
+        "pause and two siblings must share one shim: {:?}",
+        shim_daemons(&all)
+    );
+    let youki = sharing(&mut cri, &pod, &ids);
+    for (c, row) in ids.iter().zip(&youki) {
+        for (kind, with_pause, with_host) in row {
+            let expect_pause = matches!(kind.as_str(), "net" | "ipc" | "uts" | "cgroup" | "user");
+            assert_eq!(*with_pause, expect_pause, "{c}: {kind} shared with pause?");
+            let expect_host = matches!(kind.as_str(), "cgroup" | "user");
+            assert_eq!(*with_host, expect_host, "{c}: {kind} the host's?");
+        }
+    }
+    let record = Recorded::take(&mut cri, &spec, &pod, &ids);
+    drop(guard);
+    record.assert_gone();
+
+    // The same pod under runc shows the same picture.
+    let mut rspec = PodSpec::new("three-runc");
+    rspec.handler = RUNC_HANDLER.into();
+    let (rguard, rids) = run_pod(&mut cri, &rspec, &[("a", SLEEP), ("b", SLEEP)]);
+    let runc = sharing(&mut cri, &rguard.id, &rids);
+    drop(rguard);
+    remove_pod_cgroups(&rspec.cgroup_parent);
+    assert_eq!(youki, runc, "youki's namespace picture differs from runc's");
+}
+
+#[test]
+fn share_process_namespace_makes_pause_pid_1_and_it_reaps_zombies() {
+    let mut cri = Cri::connect(&cri_socket());
+    let mut spec = PodSpec::new("sharepid");
+    spec.pid = Share::Pod;
+    let (guard, ids) = run_pod(&mut cri, &spec, &[("app", SLEEP)]);
+    let pause = cri.pod_pid(&guard.id).unwrap();
+    let app = &ids[0];
+    let app_pid = cri.container_pid(app).unwrap();
+    assert_eq!(ns_of(app_pid, "pid"), ns_of(pause, "pid"));
+    let (code, out, _) = cri
+        .exec_sync(app, &["cat", "/proc/1/cmdline"], Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(out.starts_with("/pause"), "PID 1 is {out:?}");
+    // An orphan (its parent subshell exits at once) is re-parented to PID 1 = pause,
+    // which must reap it when it ends.
+    let (code, _, err) = cri
+        .exec_sync(
+            app,
+            &["sh", "-c", "(sleep 0.3 &) ; true"],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let pidns = ns_of(pause, "pid");
+    let zombies = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+            .filter(|p| {
+                std::fs::read_link(format!("/proc/{p}/ns/pid"))
+                    .map(|l| l.to_string_lossy() == pidns)
+                    .unwrap_or(false)
+            })
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .map(|s| {
+                        s.rsplit(')')
+                            .next()
+                            .unwrap_or("")
+                            .trim_start()
+                            .starts_with('Z')
+                    })
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(zombies(), 0, "pause left zombies");
+    let record = Recorded::take(&mut cri, &spec, &guard.id, &ids);
+    drop(guard);
+    record.assert_gone();
+}
+
+#[test]
+fn host_network_ipc_and_pid_pods() {
+    let mut cri = Cri::connect(&cri_socket());
+    let mut spec = PodSpec::new("hostns");
+    spec.network = Share::Node;
+    spec.ipc = Share::Node;
+    spec.pid = Share::Node;
+    let (guard, ids) = run_pod(&mut cri, &spec, &[("app", SLEEP)]);
+    let pid = cri.container_pid(&ids[0]).unwrap();
+    for kind in ["net", "ipc", "pid", "uts", "cgroup", "user"] {
+        assert_eq!(ns_of(pid, kind), host_ns(kind), "{kind} must be the host's");
+    }
+    assert_ne!(
+        ns_of(pid, "mnt"),
+        host_ns("mnt"),
+        "mnt stays the container's own"
+    );
+    // hostPID: the container sees the host's processes.
+    let (code, out, _) = cri
+        .exec_sync(
+            &ids[0],
+            &["sh", "-c", "ls /proc | grep -c '^[0-9]'"],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        out.trim().parse::<u32>().unwrap_or(0) > 10,
+        "only {out} processes visible"
+    );
+    let record = Recorded::take(&mut cri, &spec, &guard.id, &ids);
+    drop(guard);
+    record.assert_gone();
+}
+
+#[test]
+fn two_pods_are_two_shims() {
+    let mut cri = Cri::connect(&cri_socket());
+    let (s1, s2) = (PodSpec::new("twin-a"), PodSpec::new("twin-b"));
+    let (g1, ids1) = run_pod(&mut cri, &s1, &[("app", SLEEP)]);
+    let (g2, ids2) = run_pod(&mut cri, &s2, &[("app", SLEEP)]);
+    let d1 = shim_daemons(&[g1.id.as_str(), ids1[0].as_str()]);
+    let d2 = shim_daemons(&[g2.id.as_str(), ids2[0].as_str()]);
+    assert_eq!((d1.len(), d2.len()), (1, 1), "{d1:?} {d2:?}");
+    assert_ne!(d1, d2);
+    assert_ne!(socket_of(&g1.id), socket_of(&g2.id));
+    assert!(socket_of(&g1.id).exists() && socket_of(&g2.id).exists());
+    // Deleting one pod's container leaves the other pod (and its own pause) untouched.
+    cri.stop_container(&ids1[0], Duration::from_secs(1))
+        .unwrap();
+    cri.remove_container(&ids1[0]).unwrap();
+    assert_eq!(
+        shim_daemons(&[g1.id.as_str()]),
+        d1,
+        "the pod's shim must stay for its pause"
+    );
+    assert_eq!(
+        cri.container_state(&ids2[0]).unwrap(),
+        ContainerState::ContainerRunning
+    );
+    let r1 = Recorded::take(&mut cri, &s1, &g1.id, &[]);
+    let r2 = Recorded::take(&mut cri, &s2, &g2.id, &ids2);
+    drop(g1);
+    drop(g2);
+    r1.assert_gone();
+    r2.assert_gone();
+}
