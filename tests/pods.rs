@@ -400,6 +400,7 @@ fn two_pods_are_two_shims() {
     assert_ne!(socket_of(&g1.id), socket_of(&g2.id));
     assert!(socket_of(&g1.id).exists() && socket_of(&g2.id).exists());
     // Deleting one pod's container leaves the other pod (and its own pause) untouched.
+    let pause1 = identity(cri.pod_pid(&g1.id).unwrap());
     cri.stop_container(&ids1[0], Duration::from_secs(1))
         .unwrap();
     cri.remove_container(&ids1[0]).unwrap();
@@ -407,6 +408,15 @@ fn two_pods_are_two_shims() {
         shim_daemons(&[g1.id.as_str()]),
         d1,
         "the pod's shim must stay for its pause"
+    );
+    assert_eq!(
+        identity(pause1.0),
+        pause1,
+        "the pod's pause must keep running"
+    );
+    assert_eq!(
+        cri.pod_status(&g1.id).unwrap().status.map(|s| s.state),
+        Some(PodSandboxState::SandboxReady as i32)
     );
     assert_eq!(
         cri.container_state(&ids2[0]).unwrap(),

@@ -395,3 +395,20 @@ impl Drop for PodGuard {
         let _ = std::fs::remove_dir_all(&self.log_directory);
     }
 }
+
+impl Cri {
+    /// Exec (streaming): the URL of containerd's streaming server for this exec, which a
+    /// client then dials (kubectl exec does it with SPDY or WebSocket).
+    pub fn exec_url(&mut self, id: &str, cmd: &[&str], stdin: bool) -> Result<String, String> {
+        let req = ExecRequest {
+            container_id: id.to_string(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty: false,
+            stdin,
+            stdout: true,
+            stderr: true,
+        };
+        let r = self.rt.block_on(self.client.exec(req));
+        status("Exec", r).map(|r| r.url)
+    }
+}
