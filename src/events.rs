@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use containerd_shim_protos::protobuf::MessageFull;
+use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::shim::event::Envelope;
@@ -48,7 +48,7 @@ impl Publisher {
 
     /// Queues an event; never waits. `type_name` is the Go type URL containerd registers,
     /// e.g. `containerd.events.TaskExit`.
-    pub fn publish<M: MessageFull>(&self, topic: &str, event: &M) {
+    pub fn publish<M: Message>(&self, topic: &str, event: &M) {
         let envelope = match envelope(&self.namespace, topic, event) {
             Ok(e) => e,
             Err(e) => {
@@ -62,13 +62,18 @@ impl Publisher {
     }
 }
 
-fn envelope<M: MessageFull>(namespace: &str, topic: &str, event: &M) -> Result<Envelope> {
+/// The proto package of every Task event (containerd's api/events/task.proto).
+const EVENTS_PACKAGE: &str = "containerd.events";
+
+fn envelope<M: Message>(namespace: &str, topic: &str, event: &M) -> Result<Envelope> {
     let value = event
         .write_to_bytes()
         .map_err(|e| Error::Internal(format!("encode {topic}: {e}")))?;
     let mut any = Any::new();
-    // containerd registers its event types under their Go names without a URL prefix.
-    any.type_url = M::descriptor().full_name().to_string();
+    // containerd registers its event types under their Go names without a URL prefix. The
+    // name is spelled out rather than read from the message descriptor: building
+    // descriptors (protobuf reflection) costs every shim a few hundred KiB of heap.
+    any.type_url = format!("{EVENTS_PACKAGE}.{}", M::NAME);
     any.value = value;
     let mut env = Envelope::new();
     env.timestamp = Some(Timestamp::now()).into();
