@@ -3,8 +3,14 @@
 //! Debian 12's 3.17 does on newer kernels: "Unexpected rt vDSO area bounds") would fail deep
 //! inside a dump with a confusing message; we ask it first and pass its own words on.
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use tokio::io::unix::AsyncFd;
 
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
@@ -77,13 +83,18 @@ pub fn decode(path: &str, options: Option<&Any>) -> Result<CheckpointSpec> {
     })
 }
 
-/// Runs `criu check`; an error says what CRIU itself reported.
+/// Runs `criu check`; an error says what CRIU itself reported. CRIU's output is read on the
+/// daemon's own thread (it must stay single-threaded, see `forker`); its exit is collected
+/// by the daemon's reaper, so the verdict is CRIU's own success line.
 pub async fn criu_ready(what: &str) -> Result<()> {
-    let out = tokio::task::spawn_blocking(|| Command::new("criu").arg("check").output())
-        .await
-        .map_err(|e| Error::Internal(format!("criu check task: {e}")))?;
-    let out = match out {
-        Ok(o) => o,
+    let child = Command::new("criu")
+        .arg("check")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::FailedPrecondition(format!(
                 "{what} needs CRIU, and no `criu` binary is on the shim's PATH"
@@ -91,14 +102,58 @@ pub async fn criu_ready(what: &str) -> Result<()> {
         }
         Err(e) => return Err(Error::io("run criu check", e)),
     };
-    if out.status.success() {
+    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(Error::Internal("criu check: no output pipes".into()));
+    };
+    let read = async { tokio::try_join!(read_all(out.into()), read_all(err.into())) };
+    let (stdout, stderr) = tokio::time::timeout(CRIU_CHECK_WAIT, read)
+        .await
+        .map_err(|_| {
+            Error::FailedPrecondition(format!(
+                "{what} needs CRIU, and `criu check` did not finish within {CRIU_CHECK_WAIT:?}"
+            ))
+        })??;
+    if String::from_utf8_lossy(&stdout).contains(CRIU_OK) {
         return Ok(());
     }
     Err(Error::FailedPrecondition(format!(
-        "{what} needs CRIU, and `criu check` fails on this host ({}): {}",
-        out.status,
-        criu_problem(&out.stdout, &out.stderr)
+        "{what} needs CRIU, and `criu check` fails on this host: {}",
+        criu_problem(&stdout, &stderr)
     )))
+}
+
+/// What `criu check` prints when the host supports checkpointing.
+const CRIU_OK: &str = "Looks good";
+const CRIU_CHECK_WAIT: Duration = Duration::from_secs(30);
+
+struct Owned(OwnedFd);
+
+impl AsRawFd for Owned {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+async fn read_all(fd: OwnedFd) -> Result<Vec<u8>> {
+    let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    // SAFETY: the AsyncFd owns the fd until it is dropped.
+    let afd = unsafe { AsyncFd::register(Owned(fd)) }
+        .map_err(|e| Error::io("register criu output", e.into_parts().1))?;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut ready = afd
+            .readable()
+            .await
+            .map_err(|e| Error::io("criu output", e))?;
+        match nix::unistd::read(&afd.get_ref().0, &mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(Errno::EAGAIN) => ready.clear_ready(),
+            Err(e) => return Err(Error::io("read criu output", e)),
+        }
+    }
 }
 
 /// CRIU's own error lines, most specific first, bounded.

@@ -1,4 +1,4 @@
-//! The serving daemon that `start` spawned: subreaper, fork helper, log, ttrpc server, and
+//! The serving daemon that `start` spawned: subreaper, workers, log, ttrpc server, and
 //! exit once containerd shuts down an empty pod.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -14,10 +14,10 @@ use ttrpc::r#async::transport::Listener;
 use crate::args::Args;
 use crate::error::{Error, Result};
 use crate::events::{Publisher, TtrpcForwarder};
+use crate::forker::Forker;
 use crate::pod::Pod;
 use crate::runtime::youki::{YoukiRuntime, state_root, worker, worker_failed};
 use crate::service::{TaskService, services};
-use crate::zygote::{self, Zygote};
 use crate::{logger, reaper};
 
 /// `start` hands the listening socket over as this fd.
@@ -55,30 +55,23 @@ pub fn run(args: Args) -> Result<()> {
     )
     .map_err(|e| Error::io("listener fd 3 (was the daemon started by `start`?)", e))?;
     reaper::become_subreaper()?;
-    // Before any thread exists: the helper must be forked from a single-threaded process.
-    let (zsock, zpid) = zygote::spawn(worker, worker_failed)?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("start async runtime", e))?;
     let socket = PathBuf::from(&args.socket);
-    let result = rt.block_on(serve(args, listener, zsock, zpid));
+    let result = rt.block_on(serve(args, listener));
     let _ = std::fs::remove_file(&socket);
     result
 }
 
-async fn serve(
-    args: Args,
-    listener: OwnedFd,
-    zsock: OwnedFd,
-    zpid: nix::unistd::Pid,
-) -> Result<()> {
-    let zygote = Arc::new(Zygote::new(zsock)?);
+async fn serve(args: Args, listener: OwnedFd) -> Result<()> {
+    let forker = Arc::new(Forker::new(worker, worker_failed));
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
     let events = Publisher::spawn(args.namespace.clone(), TtrpcForwarder::new(&ttrpc_address));
     let runtime = Arc::new(YoukiRuntime::new(
-        zygote.clone(),
+        forker.clone(),
         state_root(&args.namespace),
     ));
     let pod = Arc::new(Pod::new(runtime, events));
@@ -91,10 +84,10 @@ async fn serve(
         }
     });
     let exits_pod = pod.clone();
+    let workers = forker.clone();
     tokio::spawn(async move {
         while let Some((pid, status)) = rx.recv().await {
-            if pid == zpid.as_raw() {
-                log::error!("fork helper exited with status {status}: creates will fail");
+            if workers.reaped(pid) {
                 continue;
             }
             let pod = exits_pod.clone();

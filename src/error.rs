@@ -19,7 +19,7 @@ pub enum Error {
     Unimplemented(String),
     /// An OS call failed; the string says what we were doing.
     Io(String, std::io::Error),
-    /// libcontainer (or the fork helper running it) failed.
+    /// libcontainer (or the worker running it) failed.
     Runtime(String),
     /// Something that should not happen.
     Internal(String),

@@ -14,7 +14,10 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::unistd::pipe2;
+use tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, Result};
 
@@ -128,9 +131,9 @@ pub async fn start(
     container_id: &str,
     namespace: &str,
 ) -> Result<(OwnedFd, OwnedFd, Logger)> {
-    let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let (ready_r, ready_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC)?;
     let fds = [out_r.as_raw_fd(), err_r.as_raw_fd(), ready_w.as_raw_fd()];
     let mut cmd = Command::new(&uri.path);
     cmd.args(&uri.args)
@@ -175,13 +178,24 @@ pub async fn start(
 }
 
 async fn wait_ready(ready_r: OwnedFd, uri: &LoggerUri) -> Result<()> {
-    let path = uri.path.clone();
-    let strict = uri.strict;
-    // A blocking one-byte read, off the async thread, bounded by READY_WAIT.
-    let read = tokio::task::spawn_blocking(move || {
-        let mut b = [0u8; 1];
-        nix::unistd::read(&ready_r, &mut b)
-    });
+    let path = &uri.path;
+    // Polled on the daemon's own thread: the daemon must stay single-threaded (forker).
+    let flags = OFlag::from_bits_truncate(fcntl(&ready_r, FcntlArg::F_GETFL)?);
+    fcntl(&ready_r, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    // SAFETY: the AsyncFd owns the fd until it is dropped.
+    let fd = unsafe { AsyncFd::register(Owned(ready_r)) }
+        .map_err(|e| Error::io("register logger readiness pipe", e.into_parts().1))?;
+    let read = async {
+        loop {
+            let mut ready = fd.readable().await?;
+            let mut b = [0u8; 1];
+            match nix::unistd::read(&fd.get_ref().0, &mut b) {
+                Ok(n) => return Ok::<usize, std::io::Error>(n),
+                Err(Errno::EAGAIN) => ready.clear_ready(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
     let n = tokio::time::timeout(READY_WAIT, read)
         .await
         .map_err(|_| {
@@ -189,14 +203,21 @@ async fn wait_ready(ready_r: OwnedFd, uri: &LoggerUri) -> Result<()> {
                 "logger {path:?} did not signal readiness within {READY_WAIT:?}"
             ))
         })?
-        .map_err(|e| Error::Internal(format!("logger readiness task: {e}")))?
         .map_err(|e| Error::io(format!("read readiness of logger {path:?}"), e))?;
-    if strict && n == 0 {
+    if uri.strict && n == 0 {
         return Err(Error::Runtime(format!(
             "logger {path:?} exited without signalling readiness (binary-v2 needs a byte on fd 5)"
         )));
     }
     Ok(())
+}
+
+struct Owned(OwnedFd);
+
+impl std::os::fd::AsRawFd for Owned {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
 }
 
 #[cfg(test)]

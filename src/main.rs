@@ -9,6 +9,7 @@ mod container;
 mod daemon;
 mod error;
 mod events;
+mod forker;
 mod ids;
 mod io;
 mod log_binary;
@@ -23,7 +24,6 @@ mod reaper;
 mod runtime;
 mod service;
 mod tty;
-mod zygote;
 
 use args::{Action, Args};
 

@@ -1,5 +1,5 @@
 //! Collects every child's exit. The daemon is a subreaper: container inits (orphaned by the
-//! fork helper's short-lived workers) and anything they leave behind end up as our children,
+//! short-lived workers that ran libcontainer) and anything they leave behind end up as our children,
 //! so we reap them all and hand each (pid, status) to whoever owns that pid.
 
 use nix::errno::Errno;

@@ -1,5 +1,5 @@
 //! The seam between the pod (Task API semantics) and whatever really runs containers:
-//! `youki` drives libcontainer through the fork helper; `fake` serves unit tests.
+//! `youki` drives libcontainer in forked workers; `fake` serves unit tests.
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! The real runtime: youki's libcontainer. Create, start and delete fork (or run hooks that
-//! fork), so they run in a worker of the fork helper; kill and pids are plain syscalls and
+//! fork), so they run in a short-lived forked worker (`forker`); kill and pids are plain syscalls and
 //! cgroup reads, done in the daemon.
 
 use std::os::fd::OwnedFd;
@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use super::{CgroupStats, CreateSpec, ExecSpec, Runtime};
 use crate::checkpoint::CheckpointSpec;
 use crate::error::{Error, Result};
+use crate::forker::Forker;
 use crate::io::ChildIo;
 use crate::mount::{Mount, mount_all, rootfs_path, unmount_all};
 use crate::oom::MemoryCgroup;
-use crate::zygote::Zygote;
 
 /// Where libcontainer keeps its state for a namespace: one directory per container.
 pub fn state_root(namespace: &str) -> PathBuf {
@@ -192,7 +192,7 @@ pub fn worker_failed(message: String) -> Vec<u8> {
 pub fn worker(req: &[u8], fds: Vec<OwnedFd>) -> Vec<u8> {
     let mut resp = match serde_json::from_slice::<Request>(req) {
         Ok(r) => handle(r, fds).unwrap_or_else(Response::from),
-        Err(e) => Response::Failed(Kind::Runtime, format!("bad fork helper request: {e}")),
+        Err(e) => Response::Failed(Kind::Runtime, format!("bad worker request: {e}")),
     };
     // The reply travels through a pipe the helper drains only after the worker exits:
     // keep it well under the pipe's 64 KiB so the worker can never block on it.
@@ -425,21 +425,21 @@ pub fn delete(id: &str, root: &Path, bundle: &Path) -> Result<()> {
 }
 
 pub struct YoukiRuntime {
-    zygote: Arc<Zygote>,
+    forker: Arc<Forker>,
     root: PathBuf,
 }
 
 impl YoukiRuntime {
-    pub fn new(zygote: Arc<Zygote>, root: PathBuf) -> YoukiRuntime {
-        YoukiRuntime { zygote, root }
+    pub fn new(forker: Arc<Forker>, root: PathBuf) -> YoukiRuntime {
+        YoukiRuntime { forker, root }
     }
 
     async fn call(&self, req: &Request, fds: &[OwnedFd]) -> Result<Option<i32>> {
         let bytes =
             serde_json::to_vec(req).map_err(|e| Error::Internal(format!("encode request: {e}")))?;
-        let reply = self.zygote.call(&bytes, fds).await?;
+        let reply = self.forker.call(&bytes, fds).await?;
         let resp: Response = serde_json::from_slice(&reply)
-            .map_err(|e| Error::Internal(format!("decode fork helper reply: {e}")))?;
+            .map_err(|e| Error::Internal(format!("decode worker reply: {e}")))?;
         resp.into_result()
     }
 
@@ -649,7 +649,7 @@ mod tests {
         let reply = worker(b"not json", Vec::new());
         match serde_json::from_slice::<Response>(&reply).unwrap() {
             Response::Failed(Kind::Runtime, m) => {
-                assert!(m.contains("bad fork helper request"), "{m}")
+                assert!(m.contains("bad worker request"), "{m}")
             }
             other => panic!("{other:?}"),
         }

@@ -1,0 +1,278 @@
+//! Runs each libcontainer request in a short-lived worker forked from the daemon.
+//! libcontainer forks (clone3), chdir()s the calling process, writes its oom_score_adj and
+//! waits on hook children: none of that may happen in the daemon itself. Forking is safe
+//! because the daemon is single-threaded (a current-thread tokio runtime and nothing that
+//! starts threads: no spawn_blocking, no tokio fs or process) — `assert_single_threaded`
+//! checks it on every call rather than trusting it.
+//!
+//! The worker being short-lived matters: a container init is created as the worker's child
+//! (CLONE_PARENT from libcontainer's intermediate process); when the worker exits, the init
+//! is re-parented to the daemon, a subreaper, which reaps it and learns its exit status.
+//!
+//! The worker keeps only stdio, its reply pipe and the request's fds: a container init
+//! waiting for Start must not hold the daemon's sockets or other containers' fifos.
+//! Its reply is length-prefixed on a pipe (EOF cannot mark the end: the init inherits the
+//! write end until it execs); a pidfd tells the daemon if the worker died without one.
+//! Workers run concurrently; each is reaped by the daemon's reaper like any child.
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::unistd::{ForkResult, fork, pipe2};
+use tokio::io::unix::AsyncFd;
+
+use crate::error::{Error, Result};
+
+/// Largest reply a worker may send (kept under a pipe's 64 KiB so it never blocks).
+const MAX_REPLY: usize = 48 << 10;
+
+/// Runs in the worker: request bytes and fds in, reply bytes out.
+pub type Handler = fn(&[u8], Vec<OwnedFd>) -> Vec<u8>;
+
+pub struct Forker {
+    handler: Handler,
+    /// Turns a worker that died without answering into a reply.
+    failed: fn(String) -> Vec<u8>,
+    /// Live workers: their exits are ours, not a container's.
+    live: std::sync::Mutex<std::collections::HashSet<i32>>,
+}
+
+/// An fd for tokio's reactor.
+struct Fd(OwnedFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+fn register(fd: OwnedFd, what: &str) -> Result<AsyncFd<Fd>> {
+    // SAFETY: `Fd` owns the fd; it stays open and the same until the AsyncFd drops it.
+    unsafe { AsyncFd::register(Fd(fd)) }
+        .map_err(|e| Error::io(format!("register {what}"), e.into_parts().1))
+}
+
+/// Fails unless this process has exactly one thread (fork would copy only the caller).
+fn assert_single_threaded() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| Error::io("read /proc/self/status", e))?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    match threads {
+        Some(1) => Ok(()),
+        other => Err(Error::Internal(format!(
+            "refusing to fork a worker: the daemon has {other:?} threads"
+        ))),
+    }
+}
+
+/// Closes every fd except stdio and `keep` (the worker's pipe and the request's fds).
+fn close_all_but(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep.iter().filter(|&&f| f > 2).map(|&f| f as u32).collect();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for k in keep {
+        if k > from {
+            // SAFETY: closing fd ranges of our own process; errors are harmless.
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0u32) };
+        }
+        from = from.max(k + 1);
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
+}
+
+impl Forker {
+    pub fn new(handler: Handler, failed: fn(String) -> Vec<u8>) -> Forker {
+        Forker {
+            handler,
+            failed,
+            live: Default::default(),
+        }
+    }
+
+    /// The reaper reaped `pid`: true (and forgotten) if it was one of our workers.
+    pub fn reaped(&self, pid: i32) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid)
+    }
+
+    /// Forks a worker for one request (the fds are passed to it as they are) and waits
+    /// for its reply.
+    pub async fn call(&self, req: &[u8], fds: &[impl AsFd]) -> Result<Vec<u8>> {
+        assert_single_threaded()?;
+        let (rd, wr) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_fd().as_raw_fd()).collect();
+        // SAFETY: the daemon is single-threaded (checked above); the child only runs the
+        // handler and _exits, never returning into the async runtime.
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                drop(rd);
+                // SAFETY: plain integer arguments: die with the daemon.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+                let mut keep = raw.clone();
+                keep.push(wr.as_raw_fd());
+                close_all_but(&keep);
+                // The request's fds, owned by the worker now (the daemon keeps its own).
+                // SAFETY: these fd numbers are open in this process (inherited).
+                let owned = raw
+                    .iter()
+                    .map(|&f| unsafe { OwnedFd::from_raw_fd(f) })
+                    .collect();
+                let mut reply = (self.handler)(req, owned);
+                reply.truncate(MAX_REPLY);
+                let mut framed = (reply.len() as u32).to_le_bytes().to_vec();
+                framed.extend_from_slice(&reply);
+                let _ = nix::fcntl::fcntl(&wr, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
+                let _ = nix::unistd::write(&wr, &framed);
+                // SAFETY: end the worker without running the daemon's destructors.
+                unsafe { libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => {
+                drop(wr);
+                self.live
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(child.as_raw());
+                self.reply(rd, child.as_raw()).await
+            }
+        }
+    }
+
+    async fn reply(&self, rd: OwnedFd, child: i32) -> Result<Vec<u8>> {
+        // SAFETY: pidfd_open takes a pid and flags; the child is ours and not yet reaped
+        // by anyone but our own reaper, which runs on this same thread later.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0) };
+        let exited = if pidfd >= 0 {
+            // SAFETY: the kernel just gave us this fd.
+            Some(register(
+                unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) },
+                "worker pidfd",
+            )?)
+        } else {
+            None
+        };
+        let pipe = register(rd, "worker reply pipe")?;
+        let mut buf = Vec::new();
+        loop {
+            if let Some(reply) = framed(&buf) {
+                return Ok(reply.to_vec());
+            }
+            tokio::select! {
+                r = pipe.readable() => {
+                    let mut ready = r.map_err(|e| Error::io("worker reply pipe", e))?;
+                    match read_some(&pipe.get_ref().0, &mut buf) {
+                        Ok(0) => return Ok(self.died(child, &buf)),
+                        Ok(_) => {}
+                        Err(Errno::EAGAIN) => ready.clear_ready(),
+                        Err(e) => return Err(Error::io("read worker reply", e)),
+                    }
+                }
+                r = async { match &exited { Some(p) => p.readable().await.map(|_| ()), None => std::future::pending().await } } => {
+                    r.map_err(|e| Error::io("worker pidfd", e))?;
+                    // It wrote (if it did) before exiting: drain what is there.
+                    while let Ok(n) = read_some(&pipe.get_ref().0, &mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    return Ok(framed(&buf).map(<[u8]>::to_vec).unwrap_or_else(|| self.died(child, &buf)));
+                }
+            }
+        }
+    }
+
+    fn died(&self, child: i32, partial: &[u8]) -> Vec<u8> {
+        (self.failed)(format!(
+            "worker {child} ended without a complete reply ({} bytes)",
+            partial.len()
+        ))
+    }
+}
+
+fn read_some(fd: &OwnedFd, buf: &mut Vec<u8>) -> nix::Result<usize> {
+    let mut chunk = [0u8; 8192];
+    let n = nix::unistd::read(fd, &mut chunk)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+/// The reply once `buf` holds all of it.
+fn framed(buf: &[u8]) -> Option<&[u8]> {
+    let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+    buf.get(4..4 + len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn echo(req: &[u8], fds: Vec<OwnedFd>) -> Vec<u8> {
+        let mut out = req.to_vec();
+        out.extend_from_slice(format!(":{}", fds.len()).as_bytes());
+        out
+    }
+
+    fn crash(_: &[u8], _: Vec<OwnedFd>) -> Vec<u8> {
+        // SAFETY: ending the forked test worker abruptly, as a crash would.
+        unsafe { libc::_exit(3) }
+    }
+
+    fn failed(m: String) -> Vec<u8> {
+        format!("FAILED {m}").into_bytes()
+    }
+
+    #[test]
+    fn frames_need_their_whole_length() {
+        assert_eq!(framed(&[3, 0, 0, 0, b'a', b'b']), None);
+        assert_eq!(framed(&[2, 0, 0, 0, b'a', b'b']), Some(&b"ab"[..]));
+        assert_eq!(framed(&[0, 0]), None);
+    }
+
+    #[test]
+    fn a_worker_answers_and_a_crashed_worker_is_a_clear_failure() {
+        // The harness runs tests on threads and forking needs a single-threaded caller:
+        // run the real logic in a forked, single-threaded copy of this test process.
+        // SAFETY: the child only builds a runtime and calls the forker, then _exits.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let ok = rt.block_on(async {
+                    let f = Forker::new(echo, failed);
+                    let (a, _b) = pipe2(OFlag::O_CLOEXEC).unwrap();
+                    let r1 = f.call(b"hi", &[&a]).await.unwrap();
+                    let f2 = Forker::new(crash, failed);
+                    let r2 = f2.call(b"x", &[] as &[OwnedFd]).await.unwrap();
+                    r1 == b"hi:1" && String::from_utf8_lossy(&r2).starts_with("FAILED worker")
+                });
+                // SAFETY: leave the forked test process without running the harness.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => {
+                use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                let status = loop {
+                    match waitpid(child, Some(WaitPidFlag::WNOHANG)).unwrap() {
+                        WaitStatus::StillAlive if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(std::time::Duration::from_millis(20))
+                        }
+                        WaitStatus::StillAlive => {
+                            let _ = nix::sys::signal::kill(child, nix::sys::signal::SIGKILL);
+                            panic!("the forked test process hung");
+                        }
+                        s => break s,
+                    }
+                };
+                assert_eq!(status, WaitStatus::Exited(child, 0));
+            }
+        }
+    }
+}
