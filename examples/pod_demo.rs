@@ -33,7 +33,10 @@ fn shims() -> Vec<u32> {
             std::fs::read(format!("/proc/{p}/cmdline"))
                 .map(|c| {
                     let c = String::from_utf8_lossy(&c);
-                    c.split('\0').next().unwrap_or("").ends_with("containerd-shim-youki-v2")
+                    c.split('\0')
+                        .next()
+                        .unwrap_or("")
+                        .ends_with("containerd-shim-youki-v2")
                         && c.contains("\0k8s.io\0")
                 })
                 .unwrap_or(false)
@@ -51,7 +54,11 @@ fn main() -> Result<(), String> {
     let result = show(&mut cri, &spec, &pod);
     println!("\nStopContainer → RemoveContainer → StopPodSandbox → RemovePodSandbox …");
     cri.teardown(&pod)?;
-    for ctrl in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let _ = std::fs::remove_dir(ctrl.path().join(spec.cgroup_parent.trim_start_matches('/')));
     }
     let _ = std::fs::remove_dir_all(&spec.log_directory);
@@ -59,7 +66,11 @@ fn main() -> Result<(), String> {
     let left = shims();
     println!(
         "containerd-shim-youki-v2 processes in k8s.io after removal: {}",
-        if left.is_empty() { "none".to_string() } else { format!("{left:?}") }
+        if left.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{left:?}")
+        }
     );
     result
 }
@@ -69,9 +80,13 @@ fn show(cri: &mut Cri, spec: &PodSpec, pod: &str) -> Result<(), String> {
     let pause = cri.pod_pid(pod)? as u32;
     let sibling = cri.container_pid(&app)? as u32;
     let (code, out, _) = cri.exec_sync(&app, &["hostname"], Duration::from_secs(10))?;
-    println!("pod {} ready; ExecSync `hostname` in the sibling → {} (exit {code})", &pod[..12], out.trim());
+    println!(
+        "pod {} ready; ExecSync `hostname` in the sibling → {} (exit {code})",
+        &pod[..12],
+        out.trim()
+    );
     let shim = shims();
-    println!("shim processes serving the pod (daemon + fork helper): {shim:?}\n");
+    println!("shim processes serving the pod: {shim:?}\n");
 
     let me = std::process::id();
     let rows = [("pause", pause), ("busybox", sibling), ("host", me)];

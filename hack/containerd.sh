@@ -7,14 +7,14 @@
 #   hack/containerd.sh env     # prints the variables the tests and ctr use
 #
 # CONTAINERD_BIN picks the containerd binary (default: containerd on PATH);
-# SHIM_DIR is where containerd-shim-youki-v2 is found (default target/release).
+# SHIM_DIR is where containerd-shim-youki-v2 is found (default target/dist, see Cargo.toml).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 dir=${YOUKI_TEST_DIR:-/var/lib/youki-test}
 run=${YOUKI_TEST_RUN:-/run/youki-test}
 sock=$run/containerd.sock
 containerd_bin=${CONTAINERD_BIN:-$(command -v containerd || echo /usr/bin/containerd)}
-shim_dir=${SHIM_DIR:-$top/target/release}
+shim_dir=${SHIM_DIR:-$top/target/dist}
 images=${IMAGES_DIR:-$top/target/images}
 pidfile=$run/containerd.pid
 
@@ -73,7 +73,7 @@ running() {
 
 start() {
   if running; then echo "containerd already running (pid $(cat "$pidfile"), $sock)"; return; fi
-  [ -x "$shim_dir/containerd-shim-youki-v2" ] || { echo "no shim at $shim_dir: cargo build --release first" >&2; exit 1; }
+  [ -x "$shim_dir/containerd-shim-youki-v2" ] || { echo "no shim at $shim_dir: run hack/prepare.sh first" >&2; exit 1; }
   write_config
   PATH="$shim_dir:$PATH" setsid "$containerd_bin" --config "$dir/config.toml" \
     >"$dir/containerd.log" 2>&1 </dev/null &

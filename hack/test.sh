@@ -7,7 +7,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 bash hack/prepare.sh
 bash hack/containerd.sh stop
-SHIM_DIR="$top/target/release" bash hack/containerd.sh start
+SHIM_DIR="$top/target/dist" bash hack/containerd.sh start
 trap 'bash hack/containerd.sh stop' EXIT
 eval "$(bash hack/containerd.sh env | sed 's/^/export /')"
 cargo test --release --locked -- --test-threads=2 "$@"
