@@ -69,6 +69,33 @@ fn assert_single_threaded() -> Result<()> {
     }
 }
 
+/// Puts every signal the daemon handles (tokio's SIGCHLD handler above all) back to its
+/// default in the worker. Left in place, the handler would run in the worker and in the
+/// container init it clones, writing a wake-up byte to the daemon's signal pipe's fd
+/// number: closed in the worker, or by then reused by libcontainer for its own channel,
+/// which corrupts it (seen as "waiting for init ready: ECONNRESET"). Ignored signals stay
+/// ignored (SIGPIPE: see `ShimExecutor`).
+fn reset_signal_handlers() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction with a zeroed struct reads the current disposition; we only
+        // write SIG_DFL back for signals that have a handler function.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                continue;
+            }
+            if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
 /// Closes every fd except stdio and `keep` (the worker's pipe and the request's fds).
 fn close_all_but(keep: &[RawFd]) {
     let mut keep: Vec<u32> = keep.iter().filter(|&&f| f > 2).map(|&f| f as u32).collect();
@@ -113,6 +140,7 @@ impl Forker {
         match unsafe { fork() }? {
             ForkResult::Child => {
                 drop(rd);
+                reset_signal_handlers();
                 // SAFETY: plain integer arguments: die with the daemon.
                 unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
                 let mut keep = raw.clone();
@@ -223,6 +251,23 @@ mod tests {
         unsafe { libc::_exit(3) }
     }
 
+    /// Reports how the worker sees SIGCHLD and SIGPIPE.
+    fn dispositions(_: &[u8], _: Vec<OwnedFd>) -> Vec<u8> {
+        let of = |sig| {
+            // SAFETY: reading a disposition into a zeroed struct.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(sig, std::ptr::null(), &mut old);
+                match old.sa_sigaction {
+                    libc::SIG_DFL => "dfl",
+                    libc::SIG_IGN => "ign",
+                    _ => "handler",
+                }
+            }
+        };
+        format!("{} {}", of(libc::SIGCHLD), of(libc::SIGPIPE)).into_bytes()
+    }
+
     fn failed(m: String) -> Vec<u8> {
         format!("FAILED {m}").into_bytes()
     }
@@ -251,7 +296,15 @@ mod tests {
                     let r1 = f.call(b"hi", &[&a]).await.unwrap();
                     let f2 = Forker::new(crash, failed);
                     let r2 = f2.call(b"x", &[] as &[OwnedFd]).await.unwrap();
-                    r1 == b"hi:1" && String::from_utf8_lossy(&r2).starts_with("FAILED worker")
+                    // The daemon's SIGCHLD handler (tokio's) must not run in a worker.
+                    let _sigchld =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+                            .unwrap();
+                    let f3 = Forker::new(dispositions, failed);
+                    let r3 = f3.call(b"", &[] as &[OwnedFd]).await.unwrap();
+                    r1 == b"hi:1"
+                        && String::from_utf8_lossy(&r2).starts_with("FAILED worker")
+                        && r3 == b"dfl ign"
                 });
                 // SAFETY: leave the forked test process without running the harness.
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) }
