@@ -10,7 +10,17 @@ struct Logger {
 
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::max_level()
+        // libcontainer's and libcgroups' tracing events arrive here too (tracing's `log`
+        // feature). Their info and warnings ("cgroup net_prio not supported…") repeat for
+        // every container; their errors say why a create failed.
+        let library =
+            m.target().starts_with("libcontainer") || m.target().starts_with("libcgroups");
+        let limit = if library && log::max_level() < log::LevelFilter::Debug {
+            log::LevelFilter::Error
+        } else {
+            log::max_level()
+        };
+        m.level() <= limit
     }
 
     fn log(&self, r: &log::Record) {
