@@ -67,6 +67,7 @@ fn cri_exec_streams_output_and_the_exit_code() {
     let _guard = PodGuard {
         id: pod.clone(),
         log_directory: spec.log_directory.clone(),
+        socket: cri_socket(),
     };
     let app = cri
         .run_container(&pod, &spec, "app", &["sleep", "3600"])

@@ -39,6 +39,7 @@ fn stats_and_resource_updates_through_cri() {
     let guard = PodGuard {
         id: pod.clone(),
         log_directory: spec.log_directory.clone(),
+        socket: cri_socket(),
     };
     // Burn some CPU and hold some memory, then idle.
     let app = cri
@@ -108,6 +109,7 @@ fn exceeding_the_memory_limit_is_oom_killed() {
     let guard = PodGuard {
         id: pod.clone(),
         log_directory: spec.log_directory.clone(),
+        socket: cri_socket(),
     };
     let mut config = spec.container(
         "hog",

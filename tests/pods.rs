@@ -181,6 +181,7 @@ fn run_pod(
     let guard = PodGuard {
         id: pod.clone(),
         log_directory: spec.log_directory.clone(),
+        socket: cri_socket(),
     };
     let ids = containers
         .iter()
@@ -428,4 +429,42 @@ fn two_pods_are_two_shims() {
     drop(g2);
     r1.assert_gone();
     r2.assert_gone();
+}
+
+/// A pod's shim killed with SIGKILL: containerd's cleanup runs our `delete` for every
+/// container it knew in that shim, and nothing of the pod remains on the machine.
+#[test]
+fn killed_pod_shim_leaves_nothing_behind() {
+    let mut cri = Cri::connect(&cri_socket());
+    let spec = PodSpec::new("shimkill");
+    let (guard, ids) = run_pod(&mut cri, &spec, &[("a", SLEEP), ("b", SLEEP)]);
+    let record = Recorded::take(&mut cri, &spec, &guard.id, &ids);
+    let mut all: Vec<&str> = vec![guard.id.as_str()];
+    all.extend(ids.iter().map(String::as_str));
+    let daemons = shim_daemons(&all);
+    assert_eq!(daemons.len(), 1, "{daemons:?}");
+    // SAFETY: kill takes plain integers; this is the shim the test's pod runs under.
+    assert_eq!(unsafe { libc::kill(daemons[0], libc::SIGKILL) }, 0);
+    // containerd notices, runs `containerd-shim-youki-v2 delete` per container, and reports
+    // the containers exited.
+    for c in &ids {
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                cri.container_state(c).ok() == Some(ContainerState::ContainerExited)
+            }),
+            "{c} not reported exited after its shim died"
+        );
+    }
+    // Every container process is gone right away, before kubelet removes anything.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            record
+                .processes
+                .iter()
+                .all(|(pid, start)| !(proc_alive(*pid) && identity(*pid).1 == *start))
+        }),
+        "container processes outlived their shim"
+    );
+    drop(guard);
+    record.assert_gone();
 }

@@ -165,3 +165,97 @@ fn container_survives_containerd_kill_and_restart() {
         "container process {pid} left"
     );
 }
+
+#[path = "common/kubelet.rs"]
+mod kubelet;
+
+/// A pod keeps running through containerd's kill -9 and restart; a container that exits
+/// while containerd is down reports its true exit code afterwards; exec, stop and remove
+/// work on the restarted containerd, and nothing of the pod remains.
+#[test]
+fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
+    use k8s_cri::v1::ContainerState;
+    use kubelet::{Cri, PodGuard, PodSpec};
+
+    let n = std::process::id();
+    let p = Private {
+        run: PathBuf::from(format!("/run/youki-restart-pod-{n}")),
+        dir: PathBuf::from(format!("/var/lib/youki-restart-pod-{n}")),
+        container: None,
+    };
+    p.start();
+    let sock = PathBuf::from(p.sock());
+    let mut cri = Cri::connect(&sock);
+    let spec = PodSpec::new("restart");
+    let pod = cri.run_pod(&spec).expect("RunPodSandbox");
+    // Declared after `p`, so dropped before it: a failed assertion still tears the pod
+    // down through the private containerd before that containerd stops.
+    let guard = PodGuard {
+        id: pod.clone(),
+        log_directory: spec.log_directory.clone(),
+        socket: sock.clone(),
+    };
+    let long = cri
+        .run_container(&pod, &spec, "long", &["sleep", "3600"])
+        .expect("long");
+    let short = cri
+        .run_container(&pod, &spec, "short", &["sh", "-c", "sleep 2; exit 7"])
+        .expect("short");
+    let pause_pid = cri.pod_pid(&pod).unwrap();
+    let long_pid = cri.container_pid(&long).unwrap();
+
+    p.kill9();
+    drop(cri);
+    // `short` exits while containerd is down.
+    std::thread::sleep(Duration::from_secs(3));
+    p.start();
+    // The restarted containerd's CRI may need a moment to load its containers.
+    let mut cri = Cri::connect(&sock);
+    assert!(wait_for(Duration::from_secs(20), || {
+        cri.container_state(&short).ok() == Some(ContainerState::ContainerExited)
+    }));
+    let st = cri.container_status(&short).unwrap().status.unwrap();
+    assert_eq!(st.exit_code, 7, "the exit from the downtime");
+    assert_eq!(
+        cri.container_state(&long).unwrap(),
+        ContainerState::ContainerRunning
+    );
+    assert_eq!(cri.container_pid(&long).unwrap(), long_pid, "same process");
+    assert_eq!(cri.pod_pid(&pod).unwrap(), pause_pid);
+    let (code, out, _) = cri
+        .exec_sync(&long, &["sh", "-c", "echo alive"], Duration::from_secs(10))
+        .expect("ExecSync after restart");
+    assert_eq!((code, out.as_str()), (0, "alive\n"));
+
+    cri.teardown(&pod).expect("teardown after restart");
+    std::mem::forget(guard);
+    for pid in [pause_pid, long_pid] {
+        assert!(
+            wait_for(Duration::from_secs(10), || !Path::new(&format!(
+                "/proc/{pid}"
+            ))
+            .exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .unwrap_or_default()
+                    .contains("zombie")),
+            "process {pid} of the pod left"
+        );
+    }
+    let shims = Command::new("pgrep")
+        .args(["-f", &format!("containerd-shim-youki-v2 .*-id {pod}")])
+        .output()
+        .expect("pgrep");
+    assert!(
+        String::from_utf8_lossy(&shims.stdout).trim().is_empty(),
+        "pod shim left: {}",
+        String::from_utf8_lossy(&shims.stdout)
+    );
+    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::remove_dir(ctrl.path().join(spec.cgroup_parent.trim_start_matches('/')));
+    }
+    let _ = std::fs::remove_dir_all(&spec.log_directory);
+}

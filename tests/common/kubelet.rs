@@ -384,11 +384,13 @@ fn pid_from_info(info: &HashMap<String, String>) -> Result<i32, String> {
 pub struct PodGuard {
     pub id: String,
     pub log_directory: PathBuf,
+    /// The CRI socket of the containerd that runs the pod.
+    pub socket: PathBuf,
 }
 
 impl Drop for PodGuard {
     fn drop(&mut self) {
-        let mut cri = Cri::connect(&cri_socket());
+        let mut cri = Cri::connect(&self.socket);
         if let Err(e) = cri.teardown(&self.id) {
             eprintln!("teardown of pod {}: {e}", self.id);
         }
