@@ -127,7 +127,12 @@ fn remove_cgroup(spec: &PodSpec) {
 fn start_pod(cri: &mut Cri, spec: &PodSpec) -> Result<String, String> {
     let pod = cri.run_pod(spec)?;
     // Ends on SIGTERM, so teardown measures the runtimes rather than a grace period.
-    cri.run_container(&pod, spec, "app", &["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"])?;
+    cri.run_container(
+        &pod,
+        spec,
+        "app",
+        &["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+    )?;
     Ok(pod)
 }
 
