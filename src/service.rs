@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use containerd_shim_protos::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
@@ -65,6 +66,7 @@ impl Task for TaskService {
             req.options.as_ref().map(|o| o.type_url.as_str())
         );
         let opts = options::decode(req.options.as_ref())?;
+        let began = Instant::now();
         let pid = self
             .pod
             .create(CreateParams {
@@ -81,13 +83,16 @@ impl Task for TaskService {
                 checkpoint: req.checkpoint.clone(),
             })
             .await?;
+        log::debug!("create {} took {:?}", req.id, began.elapsed());
         let mut resp = CreateTaskResponse::new();
         resp.pid = pid as u32;
         Ok(resp)
     }
 
     async fn start(&self, _: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        let began = Instant::now();
         let pid = self.pod.start(&req.id, &req.exec_id).await?;
+        log::debug!("start {} {} took {:?}", req.id, req.exec_id, began.elapsed());
         let mut resp = StartResponse::new();
         resp.pid = pid as u32;
         Ok(resp)
@@ -127,7 +132,9 @@ impl Task for TaskService {
     }
 
     async fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+        let began = Instant::now();
         let (pid, e) = self.pod.delete(&req.id, &req.exec_id).await?;
+        log::debug!("delete {} {} took {:?}", req.id, req.exec_id, began.elapsed());
         let mut resp = DeleteResponse::new();
         resp.pid = pid as u32;
         resp.exit_status = e.status;
