@@ -92,7 +92,12 @@ impl Task for TaskService {
     async fn start(&self, _: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
         let began = Instant::now();
         let pid = self.pod.start(&req.id, &req.exec_id).await?;
-        log::debug!("start {} {} took {:?}", req.id, req.exec_id, began.elapsed());
+        log::debug!(
+            "start {} {} took {:?}",
+            req.id,
+            req.exec_id,
+            began.elapsed()
+        );
         let mut resp = StartResponse::new();
         resp.pid = pid as u32;
         Ok(resp)
@@ -134,7 +139,12 @@ impl Task for TaskService {
     async fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
         let began = Instant::now();
         let (pid, e) = self.pod.delete(&req.id, &req.exec_id).await?;
-        log::debug!("delete {} {} took {:?}", req.id, req.exec_id, began.elapsed());
+        log::debug!(
+            "delete {} {} took {:?}",
+            req.id,
+            req.exec_id,
+            began.elapsed()
+        );
         let mut resp = DeleteResponse::new();
         resp.pid = pid as u32;
         resp.exit_status = e.status;
