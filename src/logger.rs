@@ -2,6 +2,7 @@
 //! which the daemon points at the bundle's `log` fifo that containerd reads.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::SystemTime;
 
 struct Logger {
@@ -24,7 +25,7 @@ impl log::Log for Logger {
     }
 
     fn log(&self, r: &log::Record) {
-        if !self.enabled(r.metadata()) {
+        if !self.enabled(r.metadata()) || !owned_by_this_process() {
             return;
         }
         let level = match r.level() {
@@ -47,7 +48,24 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
+/// The process allowed to log: the daemon, or a worker once it adopts the logger. A
+/// container init is a clone of a worker with the same logger but its stderr is the
+/// container's: libcontainer's messages there would land in the container's output.
+static OWNER: AtomicI32 = AtomicI32::new(0);
+
+fn owned_by_this_process() -> bool {
+    // SAFETY: getpid has no preconditions.
+    OWNER.load(Ordering::Relaxed) == unsafe { libc::getpid() }
+}
+
+/// Makes this process the one that logs (call in a freshly forked worker).
+pub fn adopt() {
+    // SAFETY: getpid has no preconditions.
+    OWNER.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+}
+
 pub fn init(id: &str, debug: bool) {
+    adopt();
     let logger = Box::new(Logger { id: id.to_string() });
     if log::set_boxed_logger(logger).is_ok() {
         log::set_max_level(if debug {
