@@ -1,4 +1,5 @@
-//! containerd restarts (kill -9) while a container runs: the container keeps running with the
+//! containerd restarts (kill -9) while a container runs (and, on a private containerd at
+//! debug level, the shim's debug log stays out of container output): the container keeps running with the
 //! same PID, and containerd reconnects to the shim and controls it afterwards. Uses its own
 //! private containerd (not the shared one), since it kills it.
 
@@ -12,6 +13,8 @@ struct Private {
     run: PathBuf,
     dir: PathBuf,
     container: Option<String>,
+    /// containerd's log level (its shims get -debug at "debug").
+    log_level: &'static str,
 }
 
 impl Private {
@@ -23,6 +26,7 @@ impl Private {
             .env("YOUKI_TEST_RUN", &self.run)
             .env("YOUKI_TEST_DIR", &self.dir)
             .env("SHIM_DIR", Path::new(SHIM).parent().unwrap())
+            .env("CONTAINERD_LOG_LEVEL", self.log_level)
             .stdin(Stdio::null())
             .output()
             .expect("hack/containerd.sh")
@@ -116,6 +120,7 @@ fn container_survives_containerd_kill_and_restart() {
         run: PathBuf::from(format!("/run/youki-restart-{}", std::process::id())),
         dir: PathBuf::from(format!("/var/lib/youki-restart-{}", std::process::id())),
         container: Some(id.clone()),
+        log_level: "info",
     };
     p.start();
     let id = id.as_str();
@@ -182,6 +187,7 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
         run: PathBuf::from(format!("/run/youki-restart-pod-{n}")),
         dir: PathBuf::from(format!("/var/lib/youki-restart-pod-{n}")),
         container: None,
+        log_level: "info",
     };
     p.start();
     let sock = PathBuf::from(p.sock());
@@ -258,4 +264,40 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
         let _ = std::fs::remove_dir(ctrl.path().join(spec.cgroup_parent.trim_start_matches('/')));
     }
     let _ = std::fs::remove_dir_all(&spec.log_directory);
+}
+
+/// With containerd at debug level the shim logs at debug too; none of it (libcontainer's
+/// traces from the container's init included) may reach the container's own output.
+#[test]
+fn debug_logging_stays_out_of_container_output() {
+    let n = std::process::id();
+    let id = format!("quiet-{n}");
+    let p = Private {
+        run: PathBuf::from(format!("/run/youki-debug-{n}")),
+        dir: PathBuf::from(format!("/var/lib/youki-debug-{n}")),
+        container: Some(id.clone()),
+        log_level: "debug",
+    };
+    p.start();
+    let o = p.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.youki.v2",
+        "localhost/youki/busybox:latest",
+        &id,
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    // Debug logging was on: the shim's own timings reached containerd's log.
+    let log = std::fs::read_to_string(p.dir.join("containerd.log")).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("create {id} took"))),
+        "no debug lines from the shim in containerd's log"
+    );
 }
