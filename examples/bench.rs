@@ -112,17 +112,6 @@ fn pod_spec(rt: Runtime) -> PodSpec {
     spec
 }
 
-fn remove_cgroup(spec: &PodSpec) {
-    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir(ctrl.path().join(spec.cgroup_parent.trim_start_matches('/')));
-    }
-    let _ = std::fs::remove_dir_all(&spec.log_directory);
-}
-
 /// Starts a pod with one `sleep` container; returns its ID once the container runs.
 fn start_pod(cri: &mut Cri, spec: &PodSpec) -> Result<String, String> {
     let pod = cri.run_pod(spec)?;
@@ -138,7 +127,7 @@ fn start_pod(cri: &mut Cri, spec: &PodSpec) -> Result<String, String> {
 
 fn teardown(cri: &mut Cri, pod: &str, spec: &PodSpec) -> Result<(), String> {
     let r = cri.teardown(pod);
-    remove_cgroup(spec);
+    spec.remove_leftover_dirs();
     r
 }
 

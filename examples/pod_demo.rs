@@ -54,14 +54,7 @@ fn main() -> Result<(), String> {
     let result = show(&mut cri, &spec, &pod);
     println!("\nStopContainer → RemoveContainer → StopPodSandbox → RemovePodSandbox …");
     cri.teardown(&pod)?;
-    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir(ctrl.path().join(spec.cgroup_parent.trim_start_matches('/')));
-    }
-    let _ = std::fs::remove_dir_all(&spec.log_directory);
+    spec.remove_leftover_dirs();
     std::thread::sleep(Duration::from_millis(300));
     let left = shims();
     println!(

@@ -519,39 +519,41 @@ impl Pod {
 
     /// Pause: freezes a running container.
     pub async fn pause(&self, id: &str) -> Result<()> {
-        let slot = self.slot(id)?;
-        let mut g = slot.lock().await;
-        let c = g.as_mut().ok_or_else(|| not_found(id))?;
-        if c.status() != Status::Running {
-            return Err(Error::FailedPrecondition(format!(
-                "cannot pause container {id:?}: it is {:?}, not running",
-                c.status()
-            )));
-        }
-        self.runtime.pause(id).await?;
-        c.paused = true;
-        let mut ev = TaskPaused::new();
-        ev.container_id = id.to_string();
-        self.events.publish(topics::TASK_PAUSED_EVENT_TOPIC, &ev);
-        Ok(())
+        self.set_frozen(id, true).await
     }
 
     /// Resume: thaws a paused container.
     pub async fn resume(&self, id: &str) -> Result<()> {
+        self.set_frozen(id, false).await
+    }
+
+    async fn set_frozen(&self, id: &str, freeze: bool) -> Result<()> {
+        let (from, verb) = if freeze {
+            (Status::Running, "pause")
+        } else {
+            (Status::Paused, "resume")
+        };
         let slot = self.slot(id)?;
         let mut g = slot.lock().await;
         let c = g.as_mut().ok_or_else(|| not_found(id))?;
-        if c.status() != Status::Paused {
+        if c.status() != from {
             return Err(Error::FailedPrecondition(format!(
-                "cannot resume container {id:?}: it is {:?}, not paused",
+                "cannot {verb} container {id:?}: it is {:?}, not {from:?}",
                 c.status()
             )));
         }
-        self.runtime.resume(id).await?;
-        c.paused = false;
-        let mut ev = TaskResumed::new();
-        ev.container_id = id.to_string();
-        self.events.publish(topics::TASK_RESUMED_EVENT_TOPIC, &ev);
+        if freeze {
+            self.runtime.pause(id).await?;
+            let mut ev = TaskPaused::new();
+            ev.container_id = id.to_string();
+            self.events.publish(topics::TASK_PAUSED_EVENT_TOPIC, &ev);
+        } else {
+            self.runtime.resume(id).await?;
+            let mut ev = TaskResumed::new();
+            ev.container_id = id.to_string();
+            self.events.publish(topics::TASK_RESUMED_EVENT_TOPIC, &ev);
+        }
+        c.paused = freeze;
         Ok(())
     }
 

@@ -260,30 +260,36 @@ fn socket_is_private_and_on_the_filesystem() {
     assert_nothing_left(&id);
 }
 
-#[test]
-fn events_in_order() {
-    let id = unique("events");
+/// Runs `run` while `ctr events` listens; returns the /tasks/* topics seen for container
+/// `id`, in order, and the whole event text (for failure messages).
+fn task_topics(id: &str, run: impl FnOnce()) -> (Vec<String>, String) {
     let mut events = ctr_cmd(&["events"])
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
         .spawn()
         .expect("ctr events");
     std::thread::sleep(Duration::from_millis(300));
-    let o = run_rm(&id, &["true"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run();
     std::thread::sleep(Duration::from_millis(500));
     let _ = events.kill();
     let out = events.wait_with_output().expect("events output");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let topics: Vec<&str> = text
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let topics = text
         .lines()
-        .filter(|l| {
-            l.contains(&format!("\"{id}\""))
-                || l.contains(&format!("container_id:{id}"))
-                || l.contains(&id)
-        })
+        .filter(|l| l.contains(&format!("\"{id}\"")))
         .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
+        .map(str::to_string)
         .collect();
+    (topics, text)
+}
+
+#[test]
+fn events_in_order() {
+    let id = unique("events");
+    let (topics, text) = task_topics(&id, || {
+        let o = run_rm(&id, &["true"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    });
     assert_eq!(
         topics,
         [
@@ -365,46 +371,36 @@ fn file_log_uri_gets_stdout_and_stderr() {
 #[test]
 fn oom_kill_is_reported() {
     let id = unique("oom");
-    let mut events = ctr_cmd(&["events"])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("ctr events");
-    std::thread::sleep(Duration::from_millis(300));
-    // 20 MiB limit, 64 MiB buffer: the kernel's OOM killer ends it.
-    let o = ctr(&[
-        "run",
-        "--rm",
-        "--memory-limit",
-        "20971520",
-        "--runtime",
-        RUNTIME,
-        BUSYBOX,
-        &id,
-        "dd",
-        "if=/dev/zero",
-        "of=/dev/null",
-        "bs=64M",
-        "count=1",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(137),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = events.kill();
-    let out = events.wait_with_output().expect("events output");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let topics: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains(&format!("\"{id}\"")))
-        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
-        .collect();
+    let (topics, text) = task_topics(&id, || {
+        // 20 MiB limit, 64 MiB buffer: the kernel's OOM killer ends it.
+        let o = ctr(&[
+            "run",
+            "--rm",
+            "--memory-limit",
+            "20971520",
+            "--runtime",
+            RUNTIME,
+            BUSYBOX,
+            &id,
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=64M",
+            "count=1",
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(137),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    });
     // The OOM notification and the exit race (an eventfd and SIGCHLD); CRI sets the
     // OOMKilled reason whichever comes first, so only presence and count matter.
-    let mut middle = topics.get(2..4).map(|m| m.to_vec()).unwrap_or_default();
+    let mut middle: Vec<&str> = topics
+        .get(2..4)
+        .map(|m| m.iter().map(String::as_str).collect())
+        .unwrap_or_default();
     middle.sort();
     assert_eq!(topics.len(), 5, "{text}");
     assert_eq!(topics[..2], ["/tasks/create", "/tasks/start"], "{text}");

@@ -90,11 +90,5 @@ fn cri_exec_streams_output_and_the_exit_code() {
         "status: {}",
         s.status
     );
-    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir(ctrl.path().join(spec.cgroup_parent.trim_start_matches('/')));
-    }
+    spec.remove_leftover_dirs();
 }

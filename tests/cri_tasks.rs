@@ -21,16 +21,6 @@ fn cgroup_file(spec: &PodSpec, ctrl: &str, id: &str, file: &str) -> String {
         .to_string()
 }
 
-fn cleanup_cgroups(spec: &PodSpec) {
-    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir(ctrl.path().join(spec.cgroup_parent.trim_start_matches('/')));
-    }
-}
-
 #[test]
 fn stats_and_resource_updates_through_cri() {
     let mut cri = Cri::connect(&cri_socket());
@@ -98,7 +88,7 @@ fn stats_and_resource_updates_through_cri() {
     assert_eq!(cgroup_file(&spec, "cpu", &app, "cpu.cfs_quota_us"), "50000");
     assert_eq!(cgroup_file(&spec, "cpu", &app, "cpu.shares"), "512");
     drop(guard);
-    cleanup_cgroups(&spec);
+    spec.remove_leftover_dirs();
 }
 
 #[test]
@@ -138,5 +128,5 @@ fn exceeding_the_memory_limit_is_oom_killed() {
     let st = cri.container_status(&app).unwrap().status.unwrap();
     assert_eq!((st.exit_code, st.reason.as_str()), (137, "OOMKilled"));
     drop(guard);
-    cleanup_cgroups(&spec);
+    spec.remove_leftover_dirs();
 }

@@ -73,7 +73,7 @@ struct Recorded {
     container_ids: Vec<String>,
     processes: Vec<(i32, String)>,
     netns: Option<String>,
-    cgroup_parent: String,
+    spec: PodSpec,
     socket: PathBuf,
 }
 
@@ -89,7 +89,7 @@ impl Recorded {
             container_ids: containers.to_vec(),
             processes,
             netns: (spec.network != Share::Node).then(|| ns_of(pause, "net")),
-            cgroup_parent: spec.cgroup_parent.clone(),
+            spec: spec.clone(),
             socket: socket_of(pod_id),
         }
     }
@@ -111,7 +111,7 @@ impl Recorded {
                 left.push(format!("process {pid}"));
             }
         }
-        let rel = self.cgroup_parent.trim_start_matches('/');
+        let rel = self.spec.cgroup_parent.trim_start_matches('/');
         for ctrl in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
@@ -156,18 +156,7 @@ impl Recorded {
             self.pod_id
         );
         // kubelet removes the pod cgroup it made; do the same so the machine stays clean.
-        remove_pod_cgroups(&self.cgroup_parent);
-    }
-}
-
-fn remove_pod_cgroups(parent: &str) {
-    let rel = parent.trim_start_matches('/');
-    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir(ctrl.path().join(rel));
+        self.spec.remove_leftover_dirs();
     }
 }
 
@@ -292,7 +281,7 @@ fn three_containers_one_shim_and_the_namespaces_of_a_runc_node() {
     let (rguard, rids) = run_pod(&mut cri, &rspec, &[("a", SLEEP), ("b", SLEEP)]);
     let runc = sharing(&mut cri, &rguard.id, &rids);
     drop(rguard);
-    remove_pod_cgroups(&rspec.cgroup_parent);
+    rspec.remove_leftover_dirs();
     assert_eq!(youki, runc, "youki's namespace picture differs from runc's");
 }
 

@@ -256,14 +256,7 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
         "pod shim left: {}",
         String::from_utf8_lossy(&shims.stdout)
     );
-    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir(ctrl.path().join(spec.cgroup_parent.trim_start_matches('/')));
-    }
-    let _ = std::fs::remove_dir_all(&spec.log_directory);
+    spec.remove_leftover_dirs();
 }
 
 /// With containerd at debug level the shim logs at debug too; none of it (libcontainer's

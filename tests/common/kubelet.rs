@@ -75,6 +75,20 @@ impl PodSpec {
         }
     }
 
+    /// What kubelet removes after a pod is gone: the pod cgroup it made (empty by now, as
+    /// the runtime removed the containers' cgroups) and the pod's log directory.
+    pub fn remove_leftover_dirs(&self) {
+        let rel = self.cgroup_parent.trim_start_matches('/');
+        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(ctrl.path().join(rel));
+        }
+        let _ = std::fs::remove_dir_all(&self.log_directory);
+    }
+
     fn namespaces(&self) -> NamespaceOption {
         NamespaceOption {
             network: self.network.mode(),
