@@ -153,7 +153,12 @@ impl Forker {
                     .iter()
                     .map(|&f| unsafe { OwnedFd::from_raw_fd(f) })
                     .collect();
-                let mut reply = (self.handler)(req, owned);
+                // A panic must not unwind out of the worker into the daemon's copied stack
+                // (it would go on running the daemon's code in this process).
+                let handler = self.handler;
+                let mut reply =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(req, owned)))
+                        .unwrap_or_else(|_| (self.failed)("the worker panicked".into()));
                 reply.truncate(MAX_REPLY);
                 let mut framed = (reply.len() as u32).to_le_bytes().to_vec();
                 framed.extend_from_slice(&reply);
@@ -269,6 +274,10 @@ mod tests {
         format!("{} {}", of(libc::SIGCHLD), of(libc::SIGPIPE)).into_bytes()
     }
 
+    fn boom(_: &[u8], _: Vec<OwnedFd>) -> Vec<u8> {
+        panic!("a bug in a handler")
+    }
+
     fn failed(m: String) -> Vec<u8> {
         format!("FAILED {m}").into_bytes()
     }
@@ -303,7 +312,10 @@ mod tests {
                             .unwrap();
                     let f3 = Forker::new(dispositions, failed);
                     let r3 = f3.call(b"", &[] as &[OwnedFd]).await.unwrap();
-                    r1 == b"hi:1"
+                    let f4 = Forker::new(boom, failed);
+                    let r4 = f4.call(b"", &[] as &[OwnedFd]).await.unwrap();
+                    r4 == b"FAILED the worker panicked"
+                        && r1 == b"hi:1"
                         && String::from_utf8_lossy(&r2).starts_with("FAILED worker")
                         && r3 == b"dfl ign"
                 });
