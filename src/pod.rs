@@ -361,23 +361,6 @@ impl Pod {
             .await?;
         e.pid = Some(pid);
         e.io = keep;
-        match tty {
-            Ok(t) => e.tty = t,
-            Err(err) => {
-                // The exec runs but cannot be reached: end it; its exit is reaped as usual.
-                let _ = self.runtime.kill(id, pid, libc::SIGKILL, false).await;
-                self.register(
-                    pid,
-                    Owner {
-                        container: id.to_string(),
-                        exec: Some(exec_id.to_string()),
-                        exit: e.exit.clone(),
-                    },
-                    began,
-                );
-                return Err(err);
-            }
-        }
         let early = self.register(
             pid,
             Owner {
@@ -387,6 +370,17 @@ impl Pod {
             },
             began,
         );
+        match tty {
+            Ok(t) => e.tty = t,
+            Err(err) => {
+                // The exec runs but cannot be reached: end it; its exit is reaped as usual.
+                let _ = self.runtime.kill(id, pid, libc::SIGKILL, false).await;
+                if let Some(exit) = early {
+                    e.exit.set(exit);
+                }
+                return Err(err);
+            }
+        }
         let mut ev = TaskExecStarted::new();
         ev.container_id = id.to_string();
         ev.exec_id = exec_id.to_string();

@@ -102,6 +102,14 @@ impl Drop for Private {
     }
 }
 
+/// Gone, or a zombie waiting for its parent (no longer running).
+fn process_gone(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .contains("zombie")
+}
+
 fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let t = Instant::now();
     while t.elapsed() < limit {
@@ -160,13 +168,7 @@ fn container_survives_containerd_kill_and_restart() {
     assert!(p.ctr(&["task", "rm", id]).status.success());
     assert!(p.ctr(&["container", "rm", id]).status.success());
     assert!(
-        wait_for(Duration::from_secs(10), || !Path::new(&format!(
-            "/proc/{pid}"
-        ))
-        .exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .unwrap_or_default()
-                .contains("zombie")),
+        wait_for(Duration::from_secs(10), || process_gone(pid)),
         "container process {pid} left"
     );
 }
@@ -237,13 +239,7 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
     std::mem::forget(guard);
     for pid in [pause_pid, long_pid] {
         assert!(
-            wait_for(Duration::from_secs(10), || !Path::new(&format!(
-                "/proc/{pid}"
-            ))
-            .exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    .unwrap_or_default()
-                    .contains("zombie")),
+            wait_for(Duration::from_secs(10), || process_gone(pid)),
             "process {pid} of the pod left"
         );
     }
