@@ -32,6 +32,20 @@ write_config() {
   ]
 }
 JSON
+  # Handler youki-slow: containerd's default spec plus hooks that, while a marker file
+  # $dir/slow/{create,start,delete} exists, touch $dir/slow/in-<stage> and sleep 3 s in the
+  # middle of the shim's Create (createRuntime), Start (poststart) or Delete (poststop).
+  # Only the tests use it: it lets them kill containerd during a given call, every time.
+  mkdir -p "$dir/slow"
+  ctr oci spec | python3 -c '
+import json, sys
+spec, slow = json.load(sys.stdin), sys.argv[1]
+def hook(stage):
+    script = f"[ -e {slow}/{stage} ] && {{ touch {slow}/in-{stage}; sleep 3; }}; exit 0"
+    return [{"path": "/bin/sh", "args": ["sh", "-c", script]}]
+spec["hooks"] = {"createRuntime": hook("create"), "poststart": hook("start"), "poststop": hook("delete")}
+json.dump(spec, sys.stdout, indent=1)
+' "$dir/slow" >"$dir/slow-spec.json"
   cat >"$dir/config.toml" <<TOML
 version = 2
 root = "$dir/root"
@@ -56,6 +70,11 @@ oom_score = 0
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.youki]
       runtime_type = "io.containerd.youki.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.youki.options]
+        SystemdCgroup = false
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.youki-slow]
+      runtime_type = "io.containerd.youki.v2"
+      base_runtime_spec = "$dir/slow-spec.json"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.youki-slow.options]
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"

@@ -1,13 +1,23 @@
-//! `delete`: containerd runs this after a shim died (or could not be reached). Using only
-//! what is on disk, remove the container: its processes, cgroup, libcontainer state and
-//! rootfs mount; and the dead shim's socket. Then answer with a `DeleteResponse`
+//! `delete`: containerd runs this after a shim died, or when it could not load a task from
+//! a shim after its own restart. Remove the container: its processes, cgroup, libcontainer
+//! state and rootfs mount; and the dead shim's socket. Then answer with a `DeleteResponse`
 //! (exit status 137, as if SIGKILLed: whatever ran is gone).
+//!
+//! The shim may still be alive: containerd killed between `start` and Create, or before
+//! Delete's reply reached it, finds no task there after its restart and runs `delete`.
+//! That shim is asked to remove the container and to exit if its pod is empty; a shim
+//! left serving nothing would be an "unknown" one. The rest works from disk only, so it
+//! also cleans up after a shim that is gone.
 
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use containerd_shim_protos::api::DeleteResponse;
+use containerd_shim_protos::api::{
+    DeleteRequest, DeleteResponse, KillRequest, ShutdownRequest, WaitRequest,
+};
 use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::shim_async::{Client, TaskClient};
 use libcontainer::container::Container;
 
 use crate::args::Args;
@@ -19,22 +29,16 @@ use crate::runtime::youki::{delete, state_root};
 pub const KILLED_STATUS: u32 = 128 + libc::SIGKILL as u32;
 
 pub fn run(args: &Args) -> Result<Vec<u8>> {
-    validate_namespace(&args.namespace)?;
-    validate_id(&args.id)?;
     let bundle = if args.bundle.is_empty() {
         std::env::current_dir().map_err(|e| Error::io("bundle (working directory)", e))?
     } else {
         PathBuf::from(&args.bundle)
     };
-    let root = state_root(&args.namespace);
-    let pid = Container::load(root.join(&args.id))
-        .ok()
-        .and_then(|c| c.pid())
-        .map(|p| p.as_raw() as u32)
-        .unwrap_or(0);
-    // This process is single-threaded: libcontainer may fork here (poststop hooks).
-    delete(&args.id, &root, &bundle)?;
-    remove_dead_socket(&bundle);
+    let socket = bundle_socket(&bundle);
+    let pid = remove_container(&args.namespace, &args.id, &bundle, socket.as_deref())?;
+    if let Some(s) = &socket {
+        remove_dead_socket(s);
+    }
 
     let mut resp = DeleteResponse::new();
     resp.pid = pid;
@@ -44,18 +48,112 @@ pub fn run(args: &Args) -> Result<Vec<u8>> {
         .map_err(|e| Error::Internal(format!("encode DeleteResponse: {e}")))
 }
 
-/// The socket named in the bundle's `address` file, if nothing answers on it any more.
-fn remove_dead_socket(bundle: &std::path::Path) {
-    let Ok(addr) = std::fs::read_to_string(bundle.join("address")) else {
-        return;
-    };
-    let Some(path) = addr.trim().strip_prefix("unix://") else {
-        return;
-    };
-    if !path.starts_with(crate::bootstrap::SOCKET_DIR) {
-        return;
+/// Removes container `id` of `namespace` the way `delete` does, and returns the PID its
+/// init had (0 if none is recorded). `shim_socket` is the socket of the shim that ran it,
+/// if known: a live shim is asked first; the from-disk removal follows either way (it
+/// finds nothing left to do when the shim did it all).
+pub fn remove_container(
+    namespace: &str,
+    id: &str,
+    bundle: &Path,
+    shim_socket: Option<&Path>,
+) -> Result<u32> {
+    validate_namespace(namespace)?;
+    validate_id(id)?;
+    let root = state_root(namespace);
+    let pid = Container::load(root.join(id))
+        .ok()
+        .and_then(|c| c.pid())
+        .map(|p| p.as_raw() as u32)
+        .unwrap_or(0);
+    if let Some(socket) = shim_socket.filter(|s| UnixStream::connect(s).is_ok())
+        && let Err(e) = delete_through_shim(socket, id)
+    {
+        log::warn!("delete {id} through {}: {e}", socket.display());
     }
-    if UnixStream::connect(path).is_err() {
-        let _ = std::fs::remove_file(path);
+    // This process is single-threaded again (the runtime above had no worker threads):
+    // libcontainer may fork here (poststop hooks).
+    delete(id, &root, bundle)?;
+    Ok(pid)
+}
+
+/// How long each call to a live shim may take: one that hangs is left to the from-disk path.
+const SHIM_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// SIGKILL everything in the container, wait for it, Delete it, then Shutdown (which the
+/// shim honours only once its pod is empty). "Not found" at any step means already done.
+fn delete_through_shim(socket: &Path, id: &str) -> Result<()> {
+    with_shim(socket, |task| async move {
+        let ctx = || ttrpc::context::with_timeout(SHIM_CALL_TIMEOUT.as_nanos() as i64);
+        let mut kill = KillRequest::new();
+        kill.id = id.to_string();
+        kill.signal = libc::SIGKILL as u32;
+        kill.all = true;
+        let _ = task.kill(ctx(), &kill).await;
+        let mut wait = WaitRequest::new();
+        wait.id = id.to_string();
+        let _ = task.wait(ctx(), &wait).await;
+        let mut del = DeleteRequest::new();
+        del.id = id.to_string();
+        if let Err(e) = task.delete(ctx(), &del).await
+            && !is_not_found(&e)
+        {
+            return Err(Error::Runtime(format!("delete {id}: {e}")));
+        }
+        task.shutdown(ctx(), &ShutdownRequest::new())
+            .await
+            .map_err(|e| Error::Runtime(format!("shutdown: {e}")))?;
+        Ok(())
+    })
+}
+
+/// Asks the shim at `socket` to exit; it does only if it serves no container.
+pub fn shutdown_shim(socket: &Path) -> Result<()> {
+    with_shim(socket, |task| async move {
+        let ctx = ttrpc::context::with_timeout(SHIM_CALL_TIMEOUT.as_nanos() as i64);
+        task.shutdown(ctx, &ShutdownRequest::new())
+            .await
+            .map_err(|e| Error::Runtime(format!("shutdown: {e}")))?;
+        Ok(())
+    })
+}
+
+/// Runs `f` with a Task client on the shim at `socket`, on a current-thread runtime that
+/// is gone when this returns: callers fork afterwards (libcontainer's hooks), which needs
+/// a single-threaded process.
+fn with_shim<F, Fut>(socket: &Path, f: F) -> Result<()>
+where
+    F: FnOnce(TaskClient) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start async runtime", e))?;
+    rt.block_on(async {
+        let address = format!("unix://{}", socket.display());
+        let client = Client::connect(&address)
+            .await
+            .map_err(|e| Error::Runtime(format!("connect {address}: {e}")))?;
+        f(TaskClient::new(client)).await
+    })
+}
+
+fn is_not_found(e: &ttrpc::Error) -> bool {
+    matches!(e, ttrpc::Error::RpcStatus(s) if s.code() == ttrpc::Code::NOT_FOUND)
+}
+
+/// The shim socket named in the bundle's `address` file, if it is one of ours.
+fn bundle_socket(bundle: &Path) -> Option<PathBuf> {
+    let addr = std::fs::read_to_string(bundle.join("address")).ok()?;
+    let path = addr.trim().strip_prefix("unix://")?;
+    path.starts_with(crate::bootstrap::SOCKET_DIR)
+        .then(|| PathBuf::from(path))
+}
+
+/// Removes `socket` if nothing answers on it any more.
+pub fn remove_dead_socket(socket: &Path) {
+    if UnixStream::connect(socket).is_err() {
+        let _ = std::fs::remove_file(socket);
     }
 }

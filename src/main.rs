@@ -1,31 +1,8 @@
 //! containerd-shim-youki-v2: a containerd shim v2 that runs a pod's containers through
 //! youki's libcontainer.
 
-mod args;
-mod bootstrap;
-mod checkpoint;
-mod cleanup;
-mod container;
-mod daemon;
-mod error;
-mod events;
-mod forker;
-mod ids;
-mod io;
-mod log_binary;
-mod logger;
-mod metrics;
-mod mount;
-mod oom;
-mod options;
-mod pod;
-mod process;
-mod reaper;
-mod runtime;
-mod service;
-mod tty;
-
-use args::{Action, Args};
+use containerd_shim_youki_v2::args::{Action, Args};
+use containerd_shim_youki_v2::{bootstrap, cleanup, daemon};
 
 fn main() {
     let args = match Args::parse(std::env::args().skip(1)) {

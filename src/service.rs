@@ -20,7 +20,7 @@ use ttrpc::r#async::{Service, TtrpcContext};
 
 use crate::checkpoint;
 use crate::container::Status;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::io::StdioPaths;
 use crate::metrics;
 use crate::options;
@@ -42,6 +42,21 @@ pub fn services(task: Arc<TaskService>) -> HashMap<String, Service> {
         all.insert(TASK_V2.to_string(), v3);
     }
     all
+}
+
+/// Runs `work` to the end even when containerd goes away mid-call. ttrpc drops a handler's
+/// future when its connection closes (containerd killed) or the request's deadline passes;
+/// a Create dropped between libcontainer's create and the pod's bookkeeping would leave a
+/// container nobody knows, a Delete dropped half-way a container half removed. A spawned
+/// task is not cancelled by dropping its handle, so the pod always ends in a state that a
+/// restarted containerd can read back through Connect/State.
+async fn to_completion<T: Send + 'static>(
+    what: &str,
+    work: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Error::Internal(format!("{what}: {e}")))?
 }
 
 fn proto_status(s: Status) -> ProtoStatus {
@@ -67,22 +82,21 @@ impl Task for TaskService {
         );
         let opts = options::decode(req.options.as_ref())?;
         let began = Instant::now();
-        let pid = self
-            .pod
-            .create(CreateParams {
-                id: req.id.clone(),
-                bundle: PathBuf::from(&req.bundle),
-                rootfs: req.rootfs.iter().map(from_proto_mount).collect(),
-                stdio: StdioPaths {
-                    stdin: req.stdin.clone(),
-                    stdout: req.stdout.clone(),
-                    stderr: req.stderr.clone(),
-                    terminal: req.terminal,
-                },
-                systemd_cgroup: opts.systemd_cgroup,
-                checkpoint: req.checkpoint.clone(),
-            })
-            .await?;
+        let pod = self.pod.clone();
+        let params = CreateParams {
+            id: req.id.clone(),
+            bundle: PathBuf::from(&req.bundle),
+            rootfs: req.rootfs.iter().map(from_proto_mount).collect(),
+            stdio: StdioPaths {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+            },
+            systemd_cgroup: opts.systemd_cgroup,
+            checkpoint: req.checkpoint.clone(),
+        };
+        let pid = to_completion("create", async move { pod.create(params).await }).await?;
         log::debug!("create {} took {:?}", req.id, began.elapsed());
         let mut resp = CreateTaskResponse::new();
         resp.pid = pid as u32;
@@ -91,7 +105,9 @@ impl Task for TaskService {
 
     async fn start(&self, _: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
         let began = Instant::now();
-        let pid = self.pod.start(&req.id, &req.exec_id).await?;
+        let pod = self.pod.clone();
+        let (id, exec_id) = (req.id.clone(), req.exec_id.clone());
+        let pid = to_completion("start", async move { pod.start(&id, &exec_id).await }).await?;
         log::debug!(
             "start {} {} took {:?}",
             req.id,
@@ -138,7 +154,10 @@ impl Task for TaskService {
 
     async fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
         let began = Instant::now();
-        let (pid, e) = self.pod.delete(&req.id, &req.exec_id).await?;
+        let pod = self.pod.clone();
+        let (id, exec_id) = (req.id.clone(), req.exec_id.clone());
+        let (pid, e) =
+            to_completion("delete", async move { pod.delete(&id, &exec_id).await }).await?;
         log::debug!(
             "delete {} {} took {:?}",
             req.id,
@@ -178,12 +197,15 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: ConnectRequest,
     ) -> ttrpc::Result<ConnectResponse> {
+        // An unknown ID is NotFound (runc-v2 answers pid 0): containerd then treats the
+        // task as gone and runs `delete`, instead of loading a task this shim never
+        // created (containerd killed between `start` and Create) or already deleted
+        // (killed before it saw Delete's reply).
+        let s = self.pod.state(&req.id, "").await?;
         let mut resp = ConnectResponse::new();
         resp.shim_pid = std::process::id();
         resp.version = env!("CARGO_PKG_VERSION").to_string();
-        if let Ok(s) = self.pod.state(&req.id, "").await {
-            resp.task_pid = s.pid as u32;
-        }
+        resp.task_pid = s.pid as u32;
         Ok(resp)
     }
 
@@ -201,7 +223,8 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::PauseRequest,
     ) -> ttrpc::Result<Empty> {
-        self.pod.pause(&req.id).await?;
+        let pod = self.pod.clone();
+        to_completion("pause", async move { pod.pause(&req.id).await }).await?;
         Ok(Empty::new())
     }
 
@@ -210,7 +233,8 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::ResumeRequest,
     ) -> ttrpc::Result<Empty> {
-        self.pod.resume(&req.id).await?;
+        let pod = self.pod.clone();
+        to_completion("resume", async move { pod.resume(&req.id).await }).await?;
         Ok(Empty::new())
     }
 
@@ -232,19 +256,19 @@ impl Task for TaskService {
         let process = req.spec.as_ref().map(|a| a.value.clone()).ok_or_else(|| {
             Error::InvalidArgument(format!("exec {:?}: no process spec", req.exec_id))
         })?;
-        self.pod
-            .exec(ExecParams {
-                id: req.id.clone(),
-                exec_id: req.exec_id.clone(),
-                stdio: StdioPaths {
-                    stdin: req.stdin.clone(),
-                    stdout: req.stdout.clone(),
-                    stderr: req.stderr.clone(),
-                    terminal: req.terminal,
-                },
-                process,
-            })
-            .await?;
+        let pod = self.pod.clone();
+        let params = ExecParams {
+            id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            stdio: StdioPaths {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+            },
+            process,
+        };
+        to_completion("exec", async move { pod.exec(params).await }).await?;
         Ok(Empty::new())
     }
 

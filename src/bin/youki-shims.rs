@@ -1,0 +1,365 @@
+//! youki-shims: lists every running youki shim with its namespace, pod and containers, and
+//! flags the "unknown" ones, shims or containers that containerd (asked through its API
+//! socket, the one each shim was started by) no longer knows.
+//!
+//!   youki-shims [--json] [--kill] [--address SOCK] [--namespace NS] [--grace SECS]
+//!
+//! Exit status: 0 nothing unknown; 1 unknown ones found (with --kill: and all removed);
+//! 2 containerd could not be asked, or removing failed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{ListContainersRequest, ListTasksRequest};
+use containerd_client::tonic::Request;
+use containerd_shim_youki_v2::cleanup::{remove_container, remove_dead_socket, shutdown_shim};
+use containerd_shim_youki_v2::inventory::{
+    self, Known, Report, STATE_ROOT, Shim, Verdict, View, judge,
+};
+
+const USAGE: &str =
+    "usage: youki-shims [--json] [--kill] [--address SOCK] [--namespace NS] [--grace SECS]
+
+Lists every youki shim (containerd-shim-youki-v2) on this machine with its namespace, pod and
+containers, and flags the unknown ones: shims and containers that the containerd which started
+them no longer knows (no container record, no task, another PID), shims serving nothing, and
+containers no shim serves.
+
+  --json          print the report as JSON
+  --kill          remove the unknown ones the way `containerd-shim-youki-v2 delete` does:
+                  kill the container's processes, remove its cgroup, mounts and state, and let
+                  its shim exit once it serves nothing
+  --address SOCK  only shims started by the containerd at SOCK
+  --namespace NS  only this containerd namespace
+  --grace SECS    do not judge containers younger than this (default 10): containerd
+                  records a task only once its Create returns
+
+Exit status: 0 nothing unknown, 1 unknown ones found, 2 containerd could not be asked or
+removing failed.";
+
+struct Opts {
+    json: bool,
+    kill: bool,
+    address: Option<String>,
+    namespace: Option<String>,
+    grace: Duration,
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
+    let mut o = Opts {
+        json: false,
+        kill: false,
+        address: None,
+        namespace: None,
+        grace: Duration::from_secs(10),
+    };
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--json" => o.json = true,
+            "--kill" => o.kill = true,
+            "--address" => o.address = Some(value("--address")?),
+            "-n" | "--namespace" => o.namespace = Some(value("--namespace")?),
+            "--grace" => {
+                let v = value("--grace")?;
+                let secs: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--grace {v:?}: not a number of seconds"))?;
+                o.grace = Duration::from_secs(secs);
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(o)
+}
+
+fn main() {
+    let opts = match parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return;
+        }
+        Err(e) => {
+            eprintln!("youki-shims: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let report = survey(&opts);
+    let unreachable = report
+        .containers()
+        .any(|c| matches!(&c.verdict, Verdict::Unverified(r) if r.starts_with("containerd")));
+    let found_unknown = report.unknown_shims() + report.unknown_containers() > 0;
+    let mut failed = false;
+    if opts.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("youki-shims: encode report: {e}");
+                std::process::exit(2);
+            }
+        }
+    } else {
+        print_table(&report);
+    }
+    if opts.kill && found_unknown {
+        failed = !kill_unknown(&report, opts.json);
+        let after = survey(&opts);
+        if after.unknown_shims() + after.unknown_containers() > 0 {
+            eprintln!(
+                "youki-shims: still unknown after --kill: {} shims, {} containers",
+                after.unknown_shims(),
+                after.unknown_containers()
+            );
+            failed = true;
+        }
+    }
+    if unreachable {
+        eprintln!("youki-shims: some containerd could not be asked; its shims are unverified");
+    }
+    let code = if failed || unreachable {
+        2
+    } else if found_unknown {
+        1
+    } else {
+        0
+    };
+    std::process::exit(code);
+}
+
+/// Scan, ask every containerd involved, judge.
+fn survey(o: &Opts) -> Report {
+    let proc = Path::new("/proc");
+    let shims: Vec<Shim> = inventory::scan_shims(proc)
+        .into_iter()
+        .filter(|s| o.address.as_ref().is_none_or(|a| &s.address == a))
+        .filter(|s| o.namespace.as_ref().is_none_or(|n| &s.namespace == n))
+        .collect();
+    let containers: Vec<_> = inventory::scan_containers(Path::new(STATE_ROOT), proc)
+        .into_iter()
+        .filter(|c| o.namespace.as_ref().is_none_or(|n| &c.namespace == n))
+        .collect();
+    let wanted: BTreeSet<(String, String)> = shims
+        .iter()
+        .map(|s| (s.address.clone(), s.namespace.clone()))
+        .collect();
+    let views = ask_containerd(&wanted);
+    // Containers no shim serves belong to no containerd any more: they are shown
+    // whatever --address says.
+    judge(&shims, containers, &views, o.grace)
+}
+
+/// containerd's containers and tasks for each (address, namespace), over its gRPC API.
+fn ask_containerd(wanted: &BTreeSet<(String, String)>) -> HashMap<(String, String), View> {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return wanted
+                .iter()
+                .map(|k| (k.clone(), Err(format!("async runtime: {e}"))))
+                .collect();
+        }
+    };
+    let mut views = HashMap::new();
+    for (address, ns) in wanted {
+        let view = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), list(address, ns))
+                .await
+                .unwrap_or_else(|_| Err("timed out after 10 s".into()))
+        });
+        views.insert((address.clone(), ns.clone()), view);
+    }
+    views
+}
+
+/// A request scoped to containerd namespace `ns`.
+fn with_ns<T>(req: T, ns: &str) -> Request<T> {
+    let mut r = Request::new(req);
+    if let Ok(v) = ns.parse() {
+        r.metadata_mut().insert("containerd-namespace", v);
+    }
+    r
+}
+
+async fn list(address: &str, ns: &str) -> Result<Known, String> {
+    let path = address.strip_prefix("unix://").unwrap_or(address);
+    let channel = containerd_client::connect(path)
+        .await
+        .map_err(|e| format!("connect {path}: {e}"))?;
+    let containers = ContainersClient::new(channel.clone())
+        .list(with_ns(ListContainersRequest::default(), ns))
+        .await
+        .map_err(|e| format!("list containers: {}", e.message()))?
+        .into_inner()
+        .containers;
+    let tasks = TasksClient::new(channel)
+        .list(with_ns(ListTasksRequest::default(), ns))
+        .await
+        .map_err(|e| format!("list tasks: {}", e.message()))?
+        .into_inner()
+        .tasks;
+    Ok(Known {
+        containers: containers.into_iter().map(|c| c.id).collect(),
+        tasks: tasks.into_iter().map(|t| (t.id, t.pid)).collect(),
+    })
+}
+
+fn short(id: &str) -> &str {
+    id.get(..13).unwrap_or(id)
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    match v {
+        Verdict::Known => "known".into(),
+        Verdict::Unverified(r) => format!("unverified: {r}"),
+        Verdict::Unknown(r) => format!("UNKNOWN: {r}"),
+    }
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "{:<10} {:>7}  {:<24} {:<13}  {:<12} {:>7}  {:<9} CONTAINERD",
+        "NAMESPACE", "SHIM", "POD", "CONTAINER", "NAME", "PID", "STATUS"
+    );
+    let dash = String::from("-");
+    for s in &r.shims {
+        if s.containers.is_empty() {
+            println!(
+                "{:<10} {:>7}  {:<24} {:<13}  {:<12} {:>7}  {:<9} {}",
+                s.shim.namespace,
+                s.shim.pid,
+                dash,
+                dash,
+                dash,
+                dash,
+                dash,
+                verdict_text(&s.verdict)
+            );
+        }
+        for c in &s.containers {
+            let f = &c.container;
+            println!(
+                "{:<10} {:>7}  {:<24} {:<13}  {:<12} {:>7}  {:<9} {}",
+                f.namespace,
+                s.shim.pid,
+                f.pod.as_ref().unwrap_or(&dash),
+                short(&f.id),
+                f.name.as_ref().unwrap_or(&dash),
+                f.pid.map(|p| p.to_string()).unwrap_or(dash.clone()),
+                f.status,
+                verdict_text(&c.verdict)
+            );
+        }
+    }
+    for c in &r.orphans {
+        let f = &c.container;
+        println!(
+            "{:<10} {:>7}  {:<24} {:<13}  {:<12} {:>7}  {:<9} {}",
+            f.namespace,
+            dash,
+            f.pod.as_ref().unwrap_or(&dash),
+            short(&f.id),
+            f.name.as_ref().unwrap_or(&dash),
+            f.pid.map(|p| p.to_string()).unwrap_or(dash.clone()),
+            f.status,
+            verdict_text(&c.verdict)
+        );
+    }
+    println!(
+        "{} shims, {} containers; unknown: {} shims, {} containers",
+        r.shims.len(),
+        r.containers().count(),
+        r.unknown_shims(),
+        r.unknown_containers()
+    );
+}
+
+/// Removes every unknown container (through its shim while that lives, then from disk,
+/// exactly as `delete` does) and every unknown shim left serving nothing. True if all went.
+fn kill_unknown(r: &Report, quiet: bool) -> bool {
+    let mut ok = true;
+    let say = |m: String| {
+        if quiet {
+            eprintln!("{m}");
+        } else {
+            println!("{m}");
+        }
+    };
+    for s in &r.shims {
+        let mut all_removed = true;
+        for c in s.containers.iter().filter(|c| c.verdict.is_unknown()) {
+            let f = &c.container;
+            match remove_container(&f.namespace, &f.id, &f.bundle, Some(&s.shim.socket)) {
+                Ok(_) => say(format!("removed container {} of shim {}", f.id, s.shim.pid)),
+                Err(e) => {
+                    eprintln!("youki-shims: remove container {}: {e}", f.id);
+                    all_removed = false;
+                }
+            }
+        }
+        ok &= all_removed;
+        // A shim is stopped only once it serves nothing: never with a container in it.
+        let serves_known = s.containers.iter().any(|c| !c.verdict.is_unknown());
+        if s.verdict.is_unknown() && !serves_known && all_removed {
+            if stop_shim(&s.shim) {
+                say(format!(
+                    "removed shim {} ({})",
+                    s.shim.pid,
+                    s.shim.socket.display()
+                ));
+            } else {
+                eprintln!("youki-shims: shim {} did not exit", s.shim.pid);
+                ok = false;
+            }
+        }
+    }
+    for c in r.orphans.iter().filter(|c| c.verdict.is_unknown()) {
+        let f = &c.container;
+        match remove_container(&f.namespace, &f.id, &f.bundle, None) {
+            Ok(_) => say(format!("removed container {} (no shim)", f.id)),
+            Err(e) => {
+                eprintln!("youki-shims: remove container {}: {e}", f.id);
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
+/// Asks a shim that serves nothing to shut down; one that does not go within 5 s is
+/// killed (it holds no container by now). Then its socket goes.
+fn stop_shim(s: &Shim) -> bool {
+    let _ = shutdown_shim(&s.socket);
+    // Gone, a zombie, or the PID reused by something that is not this shim.
+    let gone = || {
+        let proc = Path::new("/proc").join(s.pid.to_string());
+        let stat = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'));
+        let same = std::fs::read(proc.join("cmdline"))
+            .ok()
+            .and_then(|raw| inventory::parse_shim_cmdline(s.pid, &raw))
+            .is_some_and(|now| now.socket == s.socket);
+        zombie || !same
+    };
+    let t = Instant::now();
+    while !gone() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !gone() {
+        // SAFETY: plain kill(2) of the shim PID we found serving nothing.
+        unsafe { libc::kill(s.pid, libc::SIGKILL) };
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    remove_dead_socket(&s.socket);
+    gone()
+}

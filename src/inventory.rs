@@ -1,0 +1,531 @@
+//! What the operator tool (`youki-shims`) looks at: every youki shim daemon on the machine
+//! and every container libcontainer keeps state for, matched with each other and judged
+//! against what containerd knows. Scanning reads /proc and the state root; judging is a
+//! pure function, so the rules are unit-tested without a machine to break.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use libcontainer::container::Container;
+use serde::Serialize;
+
+use crate::bootstrap::{SOCKET_DIR, socket_path};
+use crate::ids::{validate_id, validate_namespace};
+
+pub const SHIM_BINARY: &str = "containerd-shim-youki-v2";
+/// Where libcontainer state lives: `<root>/<namespace>/<id>` (see runtime::youki::state_root).
+pub const STATE_ROOT: &str = "/run/containerd/youki";
+
+const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+const GROUP: &str = "io.containerd.runc.v2.group";
+const POD_NAME: &str = "io.kubernetes.cri.sandbox-name";
+const POD_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
+const CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
+const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+
+/// A serving shim daemon, from its command line (`start` spawns it with these flags).
+#[derive(Debug, Clone, Serialize)]
+pub struct Shim {
+    pub pid: i32,
+    pub namespace: String,
+    /// The container it was started for (a pod's sandbox under CRI).
+    pub id: String,
+    /// containerd's gRPC address, the one that started it.
+    pub address: String,
+    pub socket: PathBuf,
+}
+
+/// A container libcontainer has state for.
+#[derive(Debug, Clone, Serialize)]
+pub struct Found {
+    pub namespace: String,
+    pub id: String,
+    /// The init's PID while it runs.
+    pub pid: Option<i32>,
+    pub status: String,
+    pub bundle: PathBuf,
+    /// `<pod namespace>/<pod name>` for CRI containers.
+    pub pod: Option<String>,
+    /// The CRI container name, or "POD" for a sandbox.
+    pub name: Option<String>,
+    /// The sandbox, or the ctr group, it belongs to.
+    pub group: String,
+    /// Age since libcontainer created it.
+    #[serde(skip)]
+    pub age: Option<Duration>,
+    /// The shim whose child the init is (shims are child subreapers).
+    #[serde(skip)]
+    pub parent: Option<i32>,
+}
+
+/// The shim daemons in `proc` (normally /proc).
+pub fn scan_shims(proc: &Path) -> Vec<Shim> {
+    let mut shims = Vec::new();
+    for e in std::fs::read_dir(proc).into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if let Some(s) = parse_shim_cmdline(pid, &raw) {
+            shims.push(s);
+        }
+    }
+    shims.sort_by_key(|s| s.pid);
+    shims
+}
+
+/// A serving daemon's argv: `containerd-shim-youki-v2 -namespace NS -id ID -address A
+/// -socket S ...`. `start`, `delete` and anything else are not shims that serve.
+pub fn parse_shim_cmdline(pid: i32, raw: &[u8]) -> Option<Shim> {
+    let argv: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let exe = argv.first()?;
+    if Path::new(exe).file_name()?.to_str()? != SHIM_BINARY {
+        return None;
+    }
+    let flag = |name: &str| {
+        argv.iter()
+            .position(|a| a == name)
+            .and_then(|i| argv.get(i + 1))
+            .cloned()
+    };
+    let socket = flag("-socket")?;
+    Some(Shim {
+        pid,
+        namespace: flag("-namespace")?,
+        id: flag("-id").unwrap_or_default(),
+        address: flag("-address").unwrap_or_default(),
+        socket: PathBuf::from(socket),
+    })
+}
+
+/// Every container under `root` (normally STATE_ROOT), in every namespace.
+pub fn scan_containers(root: &Path, proc: &Path) -> Vec<Found> {
+    let mut found = Vec::new();
+    for ns in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let namespace = ns.file_name().to_string_lossy().into_owned();
+        if validate_namespace(&namespace).is_err() {
+            continue;
+        }
+        for c in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+            let id = c.file_name().to_string_lossy().into_owned();
+            if validate_id(&id).is_err() || !c.path().is_dir() {
+                continue;
+            }
+            found.push(load_container(&namespace, &id, &c.path(), proc));
+        }
+    }
+    found.sort_by(|a, b| (&a.namespace, &a.id).cmp(&(&b.namespace, &b.id)));
+    found
+}
+
+fn load_container(namespace: &str, id: &str, dir: &Path, proc: &Path) -> Found {
+    let Ok(c) = Container::load(dir.to_path_buf()) else {
+        // A create that died before libcontainer wrote its state: only the directory.
+        return Found {
+            namespace: namespace.to_string(),
+            id: id.to_string(),
+            pid: None,
+            status: "unreadable".into(),
+            bundle: PathBuf::new(),
+            pod: None,
+            name: None,
+            group: id.to_string(),
+            age: None,
+            parent: None,
+        };
+    };
+    let ann = c.state.annotations.clone().unwrap_or_default();
+    let pid = c.pid().map(|p| p.as_raw()).filter(|p| *p > 0);
+    let pod = match (ann.get(POD_NAMESPACE), ann.get(POD_NAME)) {
+        (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
+        _ => None,
+    };
+    let name = match ann.get(CONTAINER_TYPE).map(String::as_str) {
+        Some("sandbox") => Some("POD".to_string()),
+        _ => ann.get(CONTAINER_NAME).cloned(),
+    };
+    let age = c
+        .state
+        .created
+        .and_then(|t| SystemTime::from(t).elapsed().ok());
+    Found {
+        namespace: namespace.to_string(),
+        id: id.to_string(),
+        pid,
+        status: format!("{:?}", c.status()).to_lowercase(),
+        bundle: c.bundle().clone(),
+        pod,
+        name,
+        group: ann
+            .get(SANDBOX_ID)
+            .or_else(|| ann.get(GROUP))
+            .cloned()
+            .unwrap_or_else(|| id.to_string()),
+        age,
+        parent: pid.and_then(|p| parent_of(proc, p)),
+    }
+}
+
+fn parent_of(proc: &Path, pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(proc.join(pid.to_string()).join("status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// What one containerd knows in one namespace.
+#[derive(Debug, Default, Clone)]
+pub struct Known {
+    pub containers: HashSet<String>,
+    /// Task ID → PID.
+    pub tasks: HashMap<String, u32>,
+}
+
+/// containerd's answer for an (address, namespace): what it knows, or why we could not ask.
+pub type View = std::result::Result<Known, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", content = "reason", rename_all = "lowercase")]
+pub enum Verdict {
+    Known,
+    /// Too young to judge, or containerd could not be asked.
+    Unverified(String),
+    Unknown(String),
+}
+
+impl Verdict {
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Verdict::Unknown(_))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerRow {
+    #[serde(flatten)]
+    pub container: Found,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShimRow {
+    #[serde(flatten)]
+    pub shim: Shim,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub containers: Vec<ContainerRow>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub shims: Vec<ShimRow>,
+    /// Containers no live shim serves.
+    pub orphans: Vec<ContainerRow>,
+}
+
+impl Report {
+    pub fn unknown_shims(&self) -> usize {
+        self.shims.iter().filter(|s| s.verdict.is_unknown()).count()
+    }
+
+    /// Unknown containers, in shims or orphaned.
+    pub fn unknown_containers(&self) -> usize {
+        self.containers().filter(|c| c.verdict.is_unknown()).count()
+    }
+
+    pub fn containers(&self) -> impl Iterator<Item = &ContainerRow> {
+        self.shims
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .chain(self.orphans.iter())
+    }
+}
+
+/// The shim that serves `c`: its init's parent, or else the shim listening where `start`
+/// would have put the container's group (a stopped container has no init left).
+fn owner<'a>(c: &Found, shims: &'a [Shim]) -> Option<&'a Shim> {
+    if let Some(s) = c
+        .parent
+        .and_then(|ppid| shims.iter().find(|s| s.pid == ppid))
+    {
+        return Some(s);
+    }
+    shims.iter().find(|s| {
+        s.namespace == c.namespace && {
+            let dir = s.socket.parent().unwrap_or(Path::new(SOCKET_DIR));
+            socket_path(dir, &s.address, &s.namespace, &c.group) == s.socket
+        }
+    })
+}
+
+/// Matches containers to shims and judges both against containerd's views, keyed by
+/// (containerd address, namespace). Containers younger than `grace` are not judged: they
+/// may be in the middle of a Create that containerd has not recorded yet.
+pub fn judge(
+    shims: &[Shim],
+    containers: Vec<Found>,
+    views: &HashMap<(String, String), View>,
+    grace: Duration,
+) -> Report {
+    let mut rows: Vec<ShimRow> = shims
+        .iter()
+        .map(|s| ShimRow {
+            shim: s.clone(),
+            verdict: Verdict::Known,
+            containers: Vec::new(),
+        })
+        .collect();
+    let mut orphans = Vec::new();
+    for c in containers {
+        let young = c.age.is_some_and(|a| a < grace) || c.status == "creating";
+        match owner(&c, shims) {
+            None => {
+                let verdict = if young {
+                    Verdict::Unverified("being created".into())
+                } else {
+                    Verdict::Unknown("no shim serves it".into())
+                };
+                orphans.push(ContainerRow {
+                    container: c,
+                    verdict,
+                });
+            }
+            Some(s) => {
+                let view = views.get(&(s.address.clone(), s.namespace.clone()));
+                let verdict = container_verdict(&c, view, young);
+                if let Some(row) = rows.iter_mut().find(|r| r.shim.pid == s.pid) {
+                    row.containers.push(ContainerRow {
+                        container: c,
+                        verdict,
+                    });
+                }
+            }
+        }
+    }
+    for row in &mut rows {
+        row.verdict = shim_verdict(&row.containers);
+    }
+    Report {
+        shims: rows,
+        orphans,
+    }
+}
+
+fn container_verdict(c: &Found, view: Option<&View>, young: bool) -> Verdict {
+    let known = match view {
+        None => return Verdict::Unverified("containerd was not asked".into()),
+        Some(Err(e)) => return Verdict::Unverified(format!("containerd unreachable: {e}")),
+        Some(Ok(k)) => k,
+    };
+    let verdict = if !known.containers.contains(&c.id) {
+        Verdict::Unknown("containerd has no container record".into())
+    } else {
+        match known.tasks.get(&c.id) {
+            None => Verdict::Unknown("containerd has no task".into()),
+            Some(&tp) => match c.pid {
+                Some(p) if tp != 0 && tp != p as u32 => {
+                    Verdict::Unknown(format!("containerd's task has PID {tp}, not {p}"))
+                }
+                _ => Verdict::Known,
+            },
+        }
+    };
+    match verdict {
+        Verdict::Unknown(_) if young => Verdict::Unverified("being created".into()),
+        v => v,
+    }
+}
+
+fn shim_verdict(containers: &[ContainerRow]) -> Verdict {
+    if containers.is_empty() {
+        return Verdict::Unknown("serves no container".into());
+    }
+    if containers.iter().all(|c| c.verdict.is_unknown()) {
+        return Verdict::Unknown("containerd knows none of its containers".into());
+    }
+    containers
+        .iter()
+        .find_map(|c| match &c.verdict {
+            Verdict::Unverified(r) => Some(Verdict::Unverified(r.clone())),
+            _ => None,
+        })
+        .unwrap_or(Verdict::Known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADDR: &str = "/run/containerd/containerd.sock";
+
+    fn shim(pid: i32, group: &str) -> Shim {
+        Shim {
+            pid,
+            namespace: "k8s.io".into(),
+            id: group.into(),
+            address: ADDR.into(),
+            socket: socket_path(Path::new(SOCKET_DIR), ADDR, "k8s.io", group),
+        }
+    }
+
+    fn found(id: &str, group: &str, pid: Option<i32>, parent: Option<i32>) -> Found {
+        Found {
+            namespace: "k8s.io".into(),
+            id: id.into(),
+            pid,
+            status: if pid.is_some() { "running" } else { "stopped" }.into(),
+            bundle: PathBuf::from("/b").join(id),
+            pod: None,
+            name: None,
+            group: group.into(),
+            age: Some(Duration::from_secs(60)),
+            parent,
+        }
+    }
+
+    fn view(records: &[&str], tasks: &[(&str, u32)]) -> HashMap<(String, String), View> {
+        let k = Known {
+            containers: records.iter().map(|s| s.to_string()).collect(),
+            tasks: tasks.iter().map(|(i, p)| (i.to_string(), *p)).collect(),
+        };
+        HashMap::from([((ADDR.to_string(), "k8s.io".to_string()), Ok(k))])
+    }
+
+    #[test]
+    fn parses_only_serving_daemons() {
+        let daemon = b"/opt/bin/containerd-shim-youki-v2\0-namespace\0k8s.io\0-id\0p1\0-address\0/run/c.sock\0-socket\0/run/containerd/s/ab\0-debug\0";
+        let s = parse_shim_cmdline(7, daemon).unwrap();
+        assert_eq!(
+            (
+                s.pid,
+                s.namespace.as_str(),
+                s.id.as_str(),
+                s.address.as_str()
+            ),
+            (7, "k8s.io", "p1", "/run/c.sock")
+        );
+        assert_eq!(s.socket, PathBuf::from("/run/containerd/s/ab"));
+        let start = b"containerd-shim-youki-v2\0-namespace\0k8s.io\0-id\0p1\0start\0";
+        assert!(parse_shim_cmdline(8, start).is_none());
+        let other = b"/usr/bin/containerd-shim-runc-v2\0-socket\0/x\0-namespace\0n\0";
+        assert!(parse_shim_cmdline(9, other).is_none());
+    }
+
+    #[test]
+    fn a_healthy_pod_is_known() {
+        let shims = [shim(100, "pod")];
+        let cs = vec![
+            found("pod", "pod", Some(101), Some(100)),
+            found("app", "pod", Some(102), Some(100)),
+        ];
+        let r = judge(
+            &shims,
+            cs,
+            &view(&["pod", "app"], &[("pod", 101), ("app", 102)]),
+            Duration::ZERO,
+        );
+        assert_eq!(r.shims[0].verdict, Verdict::Known);
+        assert_eq!(r.shims[0].containers.len(), 2);
+        assert_eq!((r.unknown_shims(), r.unknown_containers()), (0, 0));
+    }
+
+    #[test]
+    fn records_deleted_behind_the_shims_back_make_it_unknown() {
+        let shims = [shim(100, "pod")];
+        let cs = vec![found("pod", "pod", Some(101), Some(100))];
+        let r = judge(&shims, cs, &view(&[], &[]), Duration::ZERO);
+        assert_eq!(
+            r.shims[0].containers[0].verdict,
+            Verdict::Unknown("containerd has no container record".into())
+        );
+        assert!(r.shims[0].verdict.is_unknown());
+        assert_eq!((r.unknown_shims(), r.unknown_containers()), (1, 1));
+    }
+
+    #[test]
+    fn a_record_without_a_task_or_with_another_pid_is_unknown() {
+        let shims = [shim(100, "pod")];
+        let cs = vec![
+            found("pod", "pod", Some(101), Some(100)),
+            found("a", "pod", Some(102), Some(100)),
+            found("b", "pod", Some(103), Some(100)),
+        ];
+        let r = judge(
+            &shims,
+            cs,
+            &view(&["pod", "a", "b"], &[("pod", 101), ("b", 999)]),
+            Duration::ZERO,
+        );
+        let v: Vec<_> = r.shims[0].containers.iter().map(|c| &c.verdict).collect();
+        assert_eq!(v[0], &Verdict::Known);
+        assert_eq!(v[1], &Verdict::Unknown("containerd has no task".into()));
+        assert_eq!(
+            v[2],
+            &Verdict::Unknown("containerd's task has PID 999, not 103".into())
+        );
+        // The shim still serves a known container: only its containers are flagged.
+        assert_eq!(r.shims[0].verdict, Verdict::Known);
+        assert_eq!((r.unknown_shims(), r.unknown_containers()), (0, 2));
+    }
+
+    #[test]
+    fn stopped_containers_find_their_shim_by_socket() {
+        let shims = [shim(100, "pod")];
+        let cs = vec![found("app", "pod", None, None)];
+        let r = judge(&shims, cs, &view(&["app"], &[("app", 0)]), Duration::ZERO);
+        assert_eq!(r.shims[0].containers.len(), 1);
+        assert!(r.orphans.is_empty());
+        assert_eq!(r.unknown_containers(), 0);
+    }
+
+    #[test]
+    fn empty_shims_and_shimless_containers_are_unknown() {
+        let shims = [shim(100, "gone-pod")];
+        let cs = vec![found("x", "other", Some(300), Some(1))];
+        let r = judge(&shims, cs, &view(&["x"], &[("x", 300)]), Duration::ZERO);
+        assert_eq!(
+            r.shims[0].verdict,
+            Verdict::Unknown("serves no container".into())
+        );
+        assert_eq!(
+            r.orphans[0].verdict,
+            Verdict::Unknown("no shim serves it".into())
+        );
+        assert_eq!((r.unknown_shims(), r.unknown_containers()), (1, 1));
+    }
+
+    #[test]
+    fn young_containers_and_unreachable_containerd_are_not_judged() {
+        let shims = [shim(100, "pod")];
+        let mut young = found("pod", "pod", Some(101), Some(100));
+        young.age = Some(Duration::from_secs(1));
+        let r = judge(
+            &shims,
+            vec![young],
+            &view(&[], &[]),
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            r.shims[0].containers[0].verdict,
+            Verdict::Unverified("being created".into())
+        );
+        assert!(!r.shims[0].verdict.is_unknown());
+
+        let views = HashMap::from([(
+            (ADDR.to_string(), "k8s.io".to_string()),
+            Err("connection refused".to_string()),
+        )]);
+        let cs = vec![found("pod", "pod", Some(101), Some(100))];
+        let r = judge(&shims, cs, &views, Duration::ZERO);
+        assert!(matches!(r.shims[0].verdict, Verdict::Unverified(_)));
+        assert_eq!(r.unknown_containers(), 0);
+    }
+}
