@@ -74,7 +74,7 @@ async fn serve(args: Args, listener: OwnedFd) -> Result<()> {
         forker.clone(),
         state_root(&args.namespace),
     ));
-    let pod = Arc::new(Pod::new(runtime, events));
+    let pod = Arc::new(Pod::new(runtime, events.clone()));
     let shutdown = Arc::new(Notify::new());
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -115,7 +115,9 @@ async fn serve(args: Args, listener: OwnedFd) -> Result<()> {
     log::info!("serving on {}", args.socket);
     shutdown.notified().await;
     log::info!("pod is empty and containerd asked us to shut down");
-    // Give the Shutdown reply a moment to leave before the connection goes.
+    // The pod's last events (TaskExit, TaskDelete) go out before the process does; this
+    // also gives the Shutdown reply time to leave before the connection goes.
+    events.flush(std::time::Duration::from_secs(2)).await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let _ = server.shutdown().await;
     Ok(())

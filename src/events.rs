@@ -11,7 +11,7 @@ use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::shim_async::{Client, EventsClient};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
@@ -28,9 +28,16 @@ pub trait Forwarder: Send + 'static {
     async fn forward(&mut self, envelope: &Envelope) -> Result<()>;
 }
 
+/// What the sending task takes in order: events, and flush marks that answer once every
+/// event queued before them is delivered or dropped.
+enum Item {
+    Event(Envelope),
+    Flush(oneshot::Sender<()>),
+}
+
 #[derive(Clone)]
 pub struct Publisher {
-    tx: mpsc::Sender<Envelope>,
+    tx: mpsc::Sender<Item>,
     namespace: String,
 }
 
@@ -56,8 +63,18 @@ impl Publisher {
                 return;
             }
         };
-        if let Err(e) = self.tx.try_send(envelope) {
-            log::error!("event {topic} dropped: queue full or closed ({e})");
+        if self.tx.try_send(Item::Event(envelope)).is_err() {
+            log::error!("event {topic} dropped: queue full or closed");
+        }
+    }
+
+    /// Waits, at most `limit`, until every event queued so far is delivered or dropped: the
+    /// daemon calls it before exiting, so a pod's last TaskExit/TaskDelete are not lost
+    /// with the process.
+    pub async fn flush(&self, limit: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Item::Flush(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(limit, rx).await;
         }
     }
 }
@@ -83,8 +100,15 @@ fn envelope<M: Message>(namespace: &str, topic: &str, event: &M) -> Result<Envel
     Ok(env)
 }
 
-async fn drain(mut rx: mpsc::Receiver<Envelope>, mut fwd: impl Forwarder, first_backoff: Duration) {
-    while let Some(env) = rx.recv().await {
+async fn drain(mut rx: mpsc::Receiver<Item>, mut fwd: impl Forwarder, first_backoff: Duration) {
+    while let Some(item) = rx.recv().await {
+        let env = match item {
+            Item::Event(env) => env,
+            Item::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         let mut backoff = first_backoff;
         for attempt in 1..=MAX_ATTEMPTS {
             match fwd.forward(&env).await {
@@ -234,5 +258,24 @@ mod tests {
         p.publish("/tasks/create", &TaskCreate::new());
         p.publish("/tasks/exit", &TaskExit::new());
         assert_eq!(rx.len(), 1, "the second event is dropped, not queued");
+    }
+
+    #[tokio::test]
+    async fn flush_waits_for_what_was_queued_before_it() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let fwd = Flaky {
+            fail_first: 2,
+            calls: 0,
+            seen: seen.clone(),
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let p = Publisher {
+            tx,
+            namespace: "default".into(),
+        };
+        tokio::spawn(drain(rx, fwd, Duration::from_millis(5)));
+        p.publish("/tasks/exit", &TaskExit::new());
+        p.flush(Duration::from_secs(5)).await;
+        assert_eq!(*seen.lock().unwrap(), vec!["/tasks/exit"]);
     }
 }

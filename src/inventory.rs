@@ -181,6 +181,34 @@ fn parent_of(proc: &Path, pid: i32) -> Option<i32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Sockets in `dir` (normally SOCKET_DIR) that nothing listens on any more, older than
+/// `grace` (a shim binds its socket and listens at once; the age keeps a socket being set
+/// up out). A shim killed before it could remove its socket leaves one; whoever made it,
+/// a dead socket serves no one.
+pub fn scan_stale_sockets(dir: &Path, grace: Duration) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut stale = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age >= grace);
+        if !meta.file_type().is_socket() || !old {
+            continue;
+        }
+        let refused = std::os::unix::net::UnixStream::connect(e.path())
+            .err()
+            .is_some_and(|err| err.kind() == std::io::ErrorKind::ConnectionRefused);
+        if refused {
+            stale.push(e.path());
+        }
+    }
+    stale.sort();
+    stale
+}
+
 /// What one containerd knows in one namespace.
 #[derive(Debug, Default, Clone)]
 pub struct Known {
@@ -229,6 +257,8 @@ pub struct Report {
     pub shims: Vec<ShimRow>,
     /// Containers no live shim serves.
     pub orphans: Vec<ContainerRow>,
+    /// Shim sockets nothing listens on.
+    pub stale_sockets: Vec<PathBuf>,
 }
 
 impl Report {
@@ -316,6 +346,7 @@ pub fn judge(
     Report {
         shims: rows,
         orphans,
+        stale_sockets: Vec::new(),
     }
 }
 
@@ -500,6 +531,23 @@ mod tests {
             Verdict::Unknown("no shim serves it".into())
         );
         assert_eq!((r.unknown_shims(), r.unknown_containers()), (1, 1));
+    }
+
+    #[test]
+    fn only_refused_sockets_older_than_the_grace_are_stale() {
+        let dir = std::env::temp_dir().join(format!("youki-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let live = std::os::unix::net::UnixListener::bind(dir.join("live")).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(dir.join("dead")).unwrap());
+        std::fs::write(dir.join("file"), "").unwrap();
+        assert_eq!(
+            scan_stale_sockets(&dir, Duration::ZERO),
+            vec![dir.join("dead")]
+        );
+        assert!(scan_stale_sockets(&dir, Duration::from_secs(60)).is_empty());
+        drop(live);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -3,133 +3,21 @@
 //! same PID, and containerd reconnects to the shim and controls it afterwards. Uses its own
 //! private containerd (not the shared one), since it kills it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-youki-v2");
-
-struct Private {
-    run: PathBuf,
-    dir: PathBuf,
-    container: Option<String>,
-    /// containerd's log level (its shims get -debug at "debug").
-    log_level: &'static str,
-}
-
-impl Private {
-    fn script(&self, action: &str) -> Output {
-        let top = Path::new(env!("CARGO_MANIFEST_DIR"));
-        Command::new("bash")
-            .arg(top.join("hack/containerd.sh"))
-            .arg(action)
-            .env("YOUKI_TEST_RUN", &self.run)
-            .env("YOUKI_TEST_DIR", &self.dir)
-            .env("SHIM_DIR", Path::new(SHIM).parent().unwrap())
-            .env("CONTAINERD_LOG_LEVEL", self.log_level)
-            .stdin(Stdio::null())
-            .output()
-            .expect("hack/containerd.sh")
-    }
-
-    fn start(&self) {
-        let o = self.script("start");
-        assert!(
-            o.status.success(),
-            "start containerd: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-
-    fn sock(&self) -> String {
-        self.run
-            .join("containerd.sock")
-            .to_string_lossy()
-            .into_owned()
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(self.sock())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("ctr")
-    }
-
-    fn task(&self, id: &str) -> Option<(i32, String)> {
-        let out = String::from_utf8_lossy(&self.ctr(&["task", "ls"]).stdout).into_owned();
-        out.lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.first() == Some(&id)).then(|| (f[1].parse().unwrap_or(0), f[2].to_string()))
-        })
-    }
-
-    fn kill9(&self) {
-        let pid: i32 = std::fs::read_to_string(self.run.join("containerd.pid"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // SAFETY: the containerd this test started.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        while Path::new(&format!("/proc/{pid}/status")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .unwrap_or_default()
-                .contains("zombie")
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Private {
-    fn drop(&mut self) {
-        // Even when an assertion failed: remove what the test made through containerd
-        // first, so no shim, container or rootfs mount outlives it.
-        if let Some(id) = &self.container {
-            let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
-            wait_for(Duration::from_secs(10), || {
-                self.task(id).map(|t| t.1) != Some("RUNNING".into())
-            });
-            let _ = self.ctr(&["task", "rm", "-f", id]);
-            let _ = self.ctr(&["container", "rm", id]);
-        }
-        let _ = self.script("stop");
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = std::fs::remove_dir_all(&self.run);
-    }
-}
-
-/// Gone, or a zombie waiting for its parent (no longer running).
-fn process_gone(pid: i32) -> bool {
-    !Path::new(&format!("/proc/{pid}")).exists()
-        || std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .contains("zombie")
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
+use common::kubelet;
+use common::private::{Private, process_gone};
+use common::wait_until as wait_for;
 
 #[test]
 fn container_survives_containerd_kill_and_restart() {
     let id = format!("survivor-{}", std::process::id());
-    let p = Private {
-        run: PathBuf::from(format!("/run/youki-restart-{}", std::process::id())),
-        dir: PathBuf::from(format!("/var/lib/youki-restart-{}", std::process::id())),
-        container: Some(id.clone()),
-        log_level: "info",
-    };
+    let mut p = Private::new("restart");
+    p.container = Some(id.clone());
     p.start();
     let id = id.as_str();
     let o = p.ctr(&[
@@ -173,9 +61,6 @@ fn container_survives_containerd_kill_and_restart() {
     );
 }
 
-#[path = "common/kubelet.rs"]
-mod kubelet;
-
 /// A pod keeps running through containerd's kill -9 and restart; a container that exits
 /// while containerd is down reports its true exit code afterwards; exec, stop and remove
 /// work on the restarted containerd, and nothing of the pod remains.
@@ -184,13 +69,7 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
     use k8s_cri::v1::ContainerState;
     use kubelet::{Cri, PodGuard, PodSpec};
 
-    let n = std::process::id();
-    let p = Private {
-        run: PathBuf::from(format!("/run/youki-restart-pod-{n}")),
-        dir: PathBuf::from(format!("/var/lib/youki-restart-pod-{n}")),
-        container: None,
-        log_level: "info",
-    };
+    let p = Private::new("restart-pod");
     p.start();
     let sock = PathBuf::from(p.sock());
     let mut cri = Cri::connect(&sock);
@@ -261,12 +140,9 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
 fn debug_logging_stays_out_of_container_output() {
     let n = std::process::id();
     let id = format!("quiet-{n}");
-    let p = Private {
-        run: PathBuf::from(format!("/run/youki-debug-{n}")),
-        dir: PathBuf::from(format!("/var/lib/youki-debug-{n}")),
-        container: Some(id.clone()),
-        log_level: "debug",
-    };
+    let mut p = Private::new("debug");
+    p.container = Some(id.clone());
+    p.log_level = "debug";
     p.start();
     let o = p.ctr(&[
         "run",
@@ -289,4 +165,106 @@ fn debug_logging_stays_out_of_container_output() {
             .any(|l| l.contains(&format!("create {id} took"))),
         "no debug lines from the shim in containerd's log"
     );
+}
+
+const TOOL: &str = env!("CARGO_BIN_EXE_youki-shims");
+
+struct Sweep(String);
+
+impl Drop for Sweep {
+    fn drop(&mut self) {
+        let _ = Command::new(TOOL)
+            .args(["--kill", "--grace", "0", "--address", &self.0])
+            .output();
+    }
+}
+
+fn tool(p: &Private, extra: &[&str]) -> (i32, String) {
+    let sock = p.sock();
+    let mut args = vec!["--address", sock.as_str(), "--grace", "0"];
+    args.extend_from_slice(extra);
+    let o = Command::new(TOOL)
+        .args(&args)
+        .output()
+        .expect("youki-shims");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+/// The classic "unknown container": containerd loses its records (here: restarted on an
+/// empty root) while a shim and its container run on. youki-shims reports it, exits 1,
+/// and --kill removes shim, process, cgroup, mounts, state and socket; on a healthy node
+/// it reports nothing and exits 0.
+#[test]
+fn youki_shims_finds_and_removes_a_shim_whose_records_were_deleted() {
+    let id = format!("forgotten-{}", std::process::id());
+    let p = Private::new("forgotten");
+    p.start();
+    let o = p.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        "io.containerd.youki.v2",
+        "localhost/youki/busybox:latest",
+        &id,
+        "sleep",
+        "1000",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (pid, _) = p.task(&id).expect("task listed");
+    // Declared after `p`, so it runs while that containerd still does: whatever an
+    // assertion left unknown goes.
+    let _sweep = Sweep(p.sock());
+
+    let (code, out) = tool(&p, &[]);
+    assert_eq!(code, 0, "healthy node: {out}");
+    // The table shows IDs cut to 13 characters, as crictl does.
+    let row = out
+        .lines()
+        .find(|l| l.contains(&id[..13]))
+        .expect("container listed");
+    assert!(
+        row.contains(&pid.to_string()) && row.ends_with("known"),
+        "{row}"
+    );
+
+    // containerd forgets: killed, and back on an empty root (its metadata gone).
+    p.kill9();
+    std::fs::rename(p.dir.join("root"), p.dir.join("root.lost")).unwrap();
+    p.start();
+    let (code, out) = tool(&p, &["--json"]);
+    assert_eq!(code, 1, "unknown ones found: {out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let shim = &report["shims"][0];
+    assert_eq!(shim["verdict"], "unknown", "{out}");
+    assert_eq!(shim["containers"][0]["id"], id.as_str());
+    assert_eq!(
+        shim["containers"][0]["reason"], "containerd has no container record",
+        "{out}"
+    );
+    let shim_pid = shim["pid"].as_i64().unwrap() as i32;
+    let socket = PathBuf::from(shim["socket"].as_str().unwrap());
+
+    let (code, out) = tool(&p, &["--kill"]);
+    assert_eq!(code, 1, "found (and removed): {out}");
+    assert!(out.contains(&format!("removed container {id}")), "{out}");
+    for gone in [pid, shim_pid] {
+        assert!(
+            wait_for(Duration::from_secs(10), || process_gone(gone)),
+            "process {gone} left"
+        );
+    }
+    assert!(!socket.exists(), "socket {} left", socket.display());
+    assert!(common::cgroup_dirs(&id).is_empty(), "cgroup left");
+    assert!(common::mounts_of(&id).is_empty(), "mount left");
+    assert!(
+        !Path::new("/run/containerd/youki/default")
+            .join(&id)
+            .exists(),
+        "libcontainer state left"
+    );
+    let (code, out) = tool(&p, &[]);
+    assert_eq!(code, 0, "nothing unknown after --kill: {out}");
 }

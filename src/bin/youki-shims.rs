@@ -15,6 +15,7 @@ use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{ListContainersRequest, ListTasksRequest};
 use containerd_client::tonic::Request;
+use containerd_shim_youki_v2::bootstrap::SOCKET_DIR;
 use containerd_shim_youki_v2::cleanup::{remove_container, remove_dead_socket, shutdown_shim};
 use containerd_shim_youki_v2::inventory::{
     self, Known, Report, STATE_ROOT, Shim, Verdict, View, judge,
@@ -26,7 +27,7 @@ const USAGE: &str =
 Lists every youki shim (containerd-shim-youki-v2) on this machine with its namespace, pod and
 containers, and flags the unknown ones: shims and containers that the containerd which started
 them no longer knows (no container record, no task, another PID), shims serving nothing, and
-containers no shim serves.
+containers no shim serves, and shim sockets nothing listens on.
 
   --json          print the report as JSON
   --kill          remove the unknown ones the way `containerd-shim-youki-v2 delete` does:
@@ -93,7 +94,7 @@ fn main() {
     let unreachable = report
         .containers()
         .any(|c| matches!(&c.verdict, Verdict::Unverified(r) if r.starts_with("containerd")));
-    let found_unknown = report.unknown_shims() + report.unknown_containers() > 0;
+    let found_unknown = unknown(&report) > 0;
     let mut failed = false;
     if opts.json {
         match serde_json::to_string_pretty(&report) {
@@ -109,11 +110,12 @@ fn main() {
     if opts.kill && found_unknown {
         failed = !kill_unknown(&report, opts.json);
         let after = survey(&opts);
-        if after.unknown_shims() + after.unknown_containers() > 0 {
+        if unknown(&after) > 0 {
             eprintln!(
-                "youki-shims: still unknown after --kill: {} shims, {} containers",
+                "youki-shims: still unknown after --kill: {} shims, {} containers, {} sockets",
                 after.unknown_shims(),
-                after.unknown_containers()
+                after.unknown_containers(),
+                after.stale_sockets.len()
             );
             failed = true;
         }
@@ -131,26 +133,37 @@ fn main() {
     std::process::exit(code);
 }
 
+fn unknown(r: &Report) -> usize {
+    r.unknown_shims() + r.unknown_containers() + r.stale_sockets.len()
+}
+
 /// Scan, ask every containerd involved, judge.
 fn survey(o: &Opts) -> Report {
     let proc = Path::new("/proc");
+    // Every shim takes part in matching containers to shims, so a container whose shim
+    // belongs to another containerd is not mistaken for one no shim serves; --address
+    // only chooses which shims (and so which containerd) are asked about and shown.
     let shims: Vec<Shim> = inventory::scan_shims(proc)
         .into_iter()
-        .filter(|s| o.address.as_ref().is_none_or(|a| &s.address == a))
         .filter(|s| o.namespace.as_ref().is_none_or(|n| &s.namespace == n))
         .collect();
     let containers: Vec<_> = inventory::scan_containers(Path::new(STATE_ROOT), proc)
         .into_iter()
         .filter(|c| o.namespace.as_ref().is_none_or(|n| &c.namespace == n))
         .collect();
+    let chosen = |s: &Shim| o.address.as_ref().is_none_or(|a| &s.address == a);
     let wanted: BTreeSet<(String, String)> = shims
         .iter()
+        .filter(|s| chosen(s))
         .map(|s| (s.address.clone(), s.namespace.clone()))
         .collect();
     let views = ask_containerd(&wanted);
-    // Containers no shim serves belong to no containerd any more: they are shown
-    // whatever --address says.
-    judge(&shims, containers, &views, o.grace)
+    let mut report = judge(&shims, containers, &views, o.grace);
+    report.stale_sockets = inventory::scan_stale_sockets(Path::new(SOCKET_DIR), o.grace);
+    // Containers no shim serves belong to no containerd any more: shown whatever
+    // --address says.
+    report.shims.retain(|row| chosen(&row.shim));
+    report
 }
 
 /// containerd's containers and tasks for each (address, namespace), over its gRPC API.
@@ -272,12 +285,16 @@ fn print_table(r: &Report) {
             verdict_text(&c.verdict)
         );
     }
+    for s in &r.stale_sockets {
+        println!("stale socket {} (nothing listens)", s.display());
+    }
     println!(
-        "{} shims, {} containers; unknown: {} shims, {} containers",
+        "{} shims, {} containers; unknown: {} shims, {} containers, {} stale sockets",
         r.shims.len(),
         r.containers().count(),
         r.unknown_shims(),
-        r.unknown_containers()
+        r.unknown_containers(),
+        r.stale_sockets.len()
     );
 }
 
@@ -319,6 +336,10 @@ fn kill_unknown(r: &Report, quiet: bool) -> bool {
                 ok = false;
             }
         }
+    }
+    for s in &r.stale_sockets {
+        remove_dead_socket(s);
+        say(format!("removed stale socket {}", s.display()));
     }
     for c in r.orphans.iter().filter(|c| c.verdict.is_unknown()) {
         let f = &c.container;

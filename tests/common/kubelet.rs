@@ -374,6 +374,13 @@ impl Cri {
         status("ListContainers", r).map(|r| r.containers)
     }
 
+    /// Every pod sandbox containerd's CRI knows, whatever its state.
+    pub fn list_pods(&mut self) -> Result<Vec<PodSandbox>, String> {
+        let req = ListPodSandboxRequest { filter: None };
+        let r = self.rt.block_on(self.client.list_pod_sandbox(req));
+        status("ListPodSandbox", r).map(|r| r.items)
+    }
+
     /// kubelet's teardown: stop and remove every container, then the sandbox.
     pub fn teardown(&mut self, pod_id: &str) -> Result<(), String> {
         for c in self.list_containers_of(pod_id)? {

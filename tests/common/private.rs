@@ -1,0 +1,126 @@
+//! A private containerd of a test's own (own root, state and socket under `run`/`dir`),
+//! for tests that kill it: started and stopped through hack/containerd.sh.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use super::wait_until;
+
+pub const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-youki-v2");
+
+pub struct Private {
+    pub run: PathBuf,
+    pub dir: PathBuf,
+    /// A ctr container to remove when dropped.
+    pub container: Option<String>,
+    /// containerd's log level (its shims get -debug at "debug").
+    pub log_level: &'static str,
+}
+
+impl Private {
+    /// Paths named after `tag` and this test process.
+    pub fn new(tag: &str) -> Private {
+        let n = std::process::id();
+        Private {
+            run: PathBuf::from(format!("/run/youki-{tag}-{n}")),
+            dir: PathBuf::from(format!("/var/lib/youki-{tag}-{n}")),
+            container: None,
+            log_level: "info",
+        }
+    }
+
+    fn script(&self, action: &str) -> Output {
+        let top = Path::new(env!("CARGO_MANIFEST_DIR"));
+        Command::new("bash")
+            .arg(top.join("hack/containerd.sh"))
+            .arg(action)
+            .env("YOUKI_TEST_RUN", &self.run)
+            .env("YOUKI_TEST_DIR", &self.dir)
+            .env("SHIM_DIR", Path::new(SHIM).parent().unwrap())
+            .env("CONTAINERD_LOG_LEVEL", self.log_level)
+            .stdin(Stdio::null())
+            .output()
+            .expect("hack/containerd.sh")
+    }
+
+    pub fn start(&self) {
+        let o = self.script("start");
+        assert!(
+            o.status.success(),
+            "start containerd: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    pub fn sock(&self) -> String {
+        self.run
+            .join("containerd.sock")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// containerd's state dir (bundles live under it).
+    pub fn state(&self) -> PathBuf {
+        self.run.join("state")
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.sock())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ctr")
+    }
+
+    pub fn task(&self, id: &str) -> Option<(i32, String)> {
+        let out = String::from_utf8_lossy(&self.ctr(&["task", "ls"]).stdout).into_owned();
+        out.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&id)).then(|| (f[1].parse().unwrap_or(0), f[2].to_string()))
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.run.join("containerd.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn kill9(&self) {
+        let pid = self.pid();
+        // SAFETY: the containerd this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait_until(Duration::from_secs(10), || process_gone(pid));
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        // Even when an assertion failed: remove what the test made through containerd
+        // first, so no shim, container or rootfs mount outlives it.
+        if let Some(id) = &self.container {
+            let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+            wait_until(Duration::from_secs(10), || {
+                self.task(id).map(|t| t.1) != Some("RUNNING".into())
+            });
+            let _ = self.ctr(&["task", "rm", "-f", id]);
+            let _ = self.ctr(&["container", "rm", id]);
+        }
+        let _ = self.script("stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.run);
+    }
+}
+
+/// Gone, or a zombie waiting for its parent (no longer running).
+pub fn process_gone(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .contains("zombie")
+}
