@@ -201,11 +201,13 @@ impl Task for TaskService {
         // task as gone and runs `delete`, instead of loading a task this shim never
         // created (containerd killed between `start` and Create) or already deleted
         // (killed before it saw Delete's reply).
-        let s = self.pod.state(&req.id, "").await?;
+        // An empty ID asks only after the shim itself.
         let mut resp = ConnectResponse::new();
         resp.shim_pid = std::process::id();
         resp.version = env!("CARGO_PKG_VERSION").to_string();
-        resp.task_pid = s.pid as u32;
+        if !req.id.is_empty() {
+            resp.task_pid = self.pod.state(&req.id, "").await?.pid as u32;
+        }
         Ok(resp)
     }
 
