@@ -45,6 +45,15 @@ fn container_survives_containerd_kill_and_restart() {
         Some((pid, "RUNNING".to_string())),
         "same task, same PID after restart"
     );
+    // Pids, through the reloaded shim.
+    let ps = p.ctr(&["task", "ps", id]);
+    assert!(
+        String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&pid.to_string())),
+        "task ps after restart: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
 
     let o = p.ctr(&["task", "kill", "-s", "SIGKILL", id]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use containerd_shim_protos::api::{
-    CreateTaskRequest, DeleteRequest, KillRequest, PidsRequest, StartRequest, StateRequest,
-    WaitRequest,
+    ConnectRequest, CreateTaskRequest, DeleteRequest, KillRequest, PidsRequest, StartRequest,
+    StateRequest, WaitRequest,
 };
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 use containerd_shim_protos::types::task::Status;
@@ -70,6 +70,16 @@ fn task_rules_over_ttrpc() {
     let mut unknown = StateRequest::new();
     unknown.id = "no-such-container".into();
     assert_eq!(code(c.state(ctx(), &unknown)).0, ttrpc::Code::NOT_FOUND);
+
+    // What a restarted containerd asks of every bundle it finds: the task's PID, or
+    // NotFound for one this shim does not have (then containerd runs `delete`).
+    let mut connect = ConnectRequest::new();
+    connect.id = id.clone();
+    let r = c.connect(ctx(), &connect).expect("connect");
+    assert_eq!(r.task_pid, s.pid);
+    assert!(proc_alive(r.shim_pid as i32));
+    connect.id = "no-such-container".into();
+    assert_eq!(code(c.connect(ctx(), &connect)).0, ttrpc::Code::NOT_FOUND);
 
     let mut kill = KillRequest::new();
     kill.id = id.clone();
