@@ -34,6 +34,9 @@ pub struct Shim {
     /// containerd's gRPC address, the one that started it.
     pub address: String,
     pub socket: PathBuf,
+    /// Time since the daemon started.
+    #[serde(skip)]
+    pub age: Option<Duration>,
 }
 
 /// A container libcontainer has state for.
@@ -69,7 +72,8 @@ pub fn scan_shims(proc: &Path) -> Vec<Shim> {
         let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
             continue;
         };
-        if let Some(s) = parse_shim_cmdline(pid, &raw) {
+        if let Some(mut s) = parse_shim_cmdline(pid, &raw) {
+            s.age = process_age(&e.path());
             shims.push(s);
         }
     }
@@ -102,7 +106,30 @@ pub fn parse_shim_cmdline(pid: i32, raw: &[u8]) -> Option<Shim> {
         id: flag("-id").unwrap_or_default(),
         address: flag("-address").unwrap_or_default(),
         socket: PathBuf::from(socket),
+        age: None,
     })
+}
+
+/// How long ago the process at `/proc/<pid>` started: field 22 of its stat (clock ticks
+/// since boot) against the system's uptime.
+fn process_age(proc_pid: &Path) -> Option<Duration> {
+    let stat = std::fs::read_to_string(proc_pid.join("stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        return None;
+    }
+    let started = ticks as f64 / hz as f64;
+    Some(Duration::from_secs_f64((uptime - started).max(0.0)))
 }
 
 /// Every container under `root` (normally STATE_ROOT), in every namespace.
@@ -341,7 +368,14 @@ pub fn judge(
         }
     }
     for row in &mut rows {
-        row.verdict = shim_verdict(&row.containers);
+        let young = row.shim.age.is_some_and(|a| a < grace);
+        row.verdict = match shim_verdict(&row.containers) {
+            // Between `start` and its first Create a shim serves nothing yet.
+            Verdict::Unknown(_) if young && row.containers.is_empty() => {
+                Verdict::Unverified("just started".into())
+            }
+            v => v,
+        };
     }
     Report {
         shims: rows,
@@ -404,6 +438,7 @@ mod tests {
             id: group.into(),
             address: ADDR.into(),
             socket: socket_path(Path::new(SOCKET_DIR), ADDR, "k8s.io", group),
+            age: Some(Duration::from_secs(60)),
         }
     }
 
@@ -531,6 +566,21 @@ mod tests {
             Verdict::Unknown("no shim serves it".into())
         );
         assert_eq!((r.unknown_shims(), r.unknown_containers()), (1, 1));
+
+        // A shim just started has not been sent its first Create yet.
+        let mut new = shim(100, "gone-pod");
+        new.age = Some(Duration::from_secs(1));
+        let r = judge(&[new], vec![], &view(&[], &[]), Duration::from_secs(10));
+        assert_eq!(
+            r.shims[0].verdict,
+            Verdict::Unverified("just started".into())
+        );
+    }
+
+    #[test]
+    fn own_process_age_is_read_from_proc() {
+        let age = process_age(Path::new("/proc/self")).expect("age of this process");
+        assert!(age < Duration::from_secs(24 * 3600), "{age:?}");
     }
 
     #[test]

@@ -41,17 +41,25 @@ enum Stage {
     Create,
     Start,
     Delete,
+    /// `ctr task rm -f` of a container alone in its shim: the shim must still go.
+    LastDelete,
 }
 
 impl Stage {
-    const ALL: [Stage; 4] = [Stage::NewShim, Stage::Create, Stage::Start, Stage::Delete];
+    const ALL: [Stage; 5] = [
+        Stage::NewShim,
+        Stage::Create,
+        Stage::Start,
+        Stage::Delete,
+        Stage::LastDelete,
+    ];
 
     /// The marker the slow hooks look for (hack/containerd.sh).
     fn marker(self) -> &'static str {
         match self {
             Stage::NewShim | Stage::Create => "create",
             Stage::Start => "start",
-            Stage::Delete => "delete",
+            Stage::Delete | Stage::LastDelete => "delete",
         }
     }
 }
@@ -295,6 +303,19 @@ impl Drop for Sweep {
             let _ = cri.teardown(&pod.id);
         }
         remove_pod_cgroups();
+        let ctr = |args: &[&str]| {
+            Command::new("ctr")
+                .arg("--address")
+                .arg(&self.0)
+                .args(args)
+                .output()
+        };
+        if let Ok(o) = ctr(&["c", "ls", "-q"]) {
+            for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = ctr(&["task", "rm", "-f", id]);
+                let _ = ctr(&["c", "rm", id]);
+            }
+        }
     }
 }
 
@@ -368,6 +389,11 @@ fn chaos_containerd_and_shim_kills_lose_nothing_and_leak_nothing() {
             )
             .expect("doomed container")
         });
+        let ctr_id = format!("{POD_PREFIX}-ctr-{cycle}");
+        if stage == Stage::LastDelete {
+            let o = ctr_run(&p.sock(), &ctr_spec, &ctr_id);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
         let mut shorts = Vec::new();
         for (i, pod) in pods.iter().enumerate() {
             let code = 10 + ((cycle * 7 + i) % 50) as i32;
@@ -387,7 +413,6 @@ fn chaos_containerd_and_shim_kills_lose_nothing_and_leak_nothing() {
         std::fs::write(slow.join(stage.marker()), "").unwrap();
         let entered = slow.join(format!("in-{}", stage.marker()));
         let _ = std::fs::remove_file(&entered);
-        let ctr_id = format!("{POD_PREFIX}-ctr-{cycle}");
         let call = {
             let (sock, victim_id, victim_spec, ctr_id) = (
                 sock_path.clone(),
@@ -399,12 +424,14 @@ fn chaos_containerd_and_shim_kills_lose_nothing_and_leak_nothing() {
             std::thread::spawn(move || {
                 let mut cri = Cri::connect(&sock);
                 match stage {
-                    Stage::NewShim => Command::new("ctr")
+                    Stage::NewShim => {
+                        ctr_run(&sock.to_string_lossy(), &ctr_spec, &ctr_id);
+                        Ok(())
+                    }
+                    Stage::LastDelete => Command::new("ctr")
                         .arg("--address")
                         .arg(&sock)
-                        .args(["run", "-d", "--runtime", common::RUNTIME, "--config"])
-                        .arg(&ctr_spec)
-                        .arg(&ctr_id)
+                        .args(["task", "rm", "-f", &ctr_id])
                         .output()
                         .map(|_| ())
                         .map_err(|e| e.to_string()),
@@ -509,7 +536,7 @@ fn chaos_containerd_and_shim_kills_lose_nothing_and_leak_nothing() {
                     .unwrap_or_else(|e| panic!("remove {} after {stage:?}: {e}", c.id));
             }
         }
-        if stage == Stage::NewShim {
+        if matches!(stage, Stage::NewShim | Stage::LastDelete) {
             remove_ctr_container(&p, &ctr_id, &mut counts);
         }
         // The victim pod itself must still be whole; start over if a check failed.
@@ -582,7 +609,19 @@ fn ctr_spec(p: &Private) -> PathBuf {
     path
 }
 
-/// After a cut-off `ctr run`: the container is known to containerd with a task that can be
+/// `ctr run -d` of `id` from the spec file `spec`, in its own shim.
+fn ctr_run(sock: &str, spec: &Path, id: &str) -> std::process::Output {
+    Command::new("ctr")
+        .arg("--address")
+        .arg(sock)
+        .args(["run", "-d", "--runtime", common::RUNTIME, "--config"])
+        .arg(spec)
+        .arg(id)
+        .output()
+        .expect("ctr run")
+}
+
+/// After a cut-off `ctr run` or `ctr task rm`: the container is known to containerd with a task that can be
 /// killed and deleted, or it never got a task and nothing of it runs (the leftover scan
 /// checks the rest). Either way it is removed.
 fn remove_ctr_container(p: &Private, id: &str, counts: &mut Counts) {

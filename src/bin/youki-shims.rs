@@ -35,8 +35,8 @@ containers no shim serves, and shim sockets nothing listens on.
                   its shim exit once it serves nothing
   --address SOCK  only shims started by the containerd at SOCK
   --namespace NS  only this containerd namespace
-  --grace SECS    do not judge containers younger than this (default 10): containerd
-                  records a task only once its Create returns
+  --grace SECS    do not judge containers or shims younger than this (default 10):
+                  containerd records a task only once its Create returns
 
 Exit status: 0 nothing unknown, 1 unknown ones found, 2 containerd could not be asked or
 removing failed.";
