@@ -13,14 +13,9 @@ use common::kubelet;
 use common::private::{Private, process_gone};
 use common::wait_until as wait_for;
 
-#[test]
-fn container_survives_containerd_kill_and_restart() {
-    let id = format!("survivor-{}", std::process::id());
-    let mut p = Private::new("restart");
-    p.container = Some(id.clone());
-    p.start();
-    let id = id.as_str();
-    let o = p.ctr(&[
+/// `ctr run -d` of a busybox `sleep 1000` with our runtime.
+fn run_sleeper(p: &Private, id: &str) -> std::process::Output {
+    p.ctr(&[
         "run",
         "-d",
         "--runtime",
@@ -29,7 +24,17 @@ fn container_survives_containerd_kill_and_restart() {
         id,
         "sleep",
         "1000",
-    ]);
+    ])
+}
+
+#[test]
+fn container_survives_containerd_kill_and_restart() {
+    let id = format!("survivor-{}", std::process::id());
+    let mut p = Private::new("restart");
+    p.container = Some(id.clone());
+    p.start();
+    let id = id.as_str();
+    let o = run_sleeper(&p, id);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (pid, status) = p.task(id).expect("task listed");
     assert_eq!(status, "RUNNING");
@@ -211,16 +216,7 @@ fn youki_shims_finds_and_removes_a_shim_whose_records_were_deleted() {
     let id = format!("forgotten-{}", std::process::id());
     let p = Private::new("forgotten");
     p.start();
-    let o = p.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        "io.containerd.youki.v2",
-        "localhost/youki/busybox:latest",
-        &id,
-        "sleep",
-        "1000",
-    ]);
+    let o = run_sleeper(&p, &id);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (pid, _) = p.task(&id).expect("task listed");
     // Declared after `p`, so it runs while that containerd still does: whatever an

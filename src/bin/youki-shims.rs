@@ -18,7 +18,7 @@ use containerd_client::tonic::Request;
 use containerd_shim_youki_v2::bootstrap::SOCKET_DIR;
 use containerd_shim_youki_v2::cleanup::{remove_container, remove_dead_socket, shutdown_shim};
 use containerd_shim_youki_v2::inventory::{
-    self, Known, Report, STATE_ROOT, Shim, Verdict, View, judge,
+    self, ContainerRow, Known, Report, STATE_ROOT, Shim, Verdict, View, judge,
 };
 
 const USAGE: &str =
@@ -236,54 +236,71 @@ fn verdict_text(v: &Verdict) -> String {
     }
 }
 
+/// One line of the table; `None` prints "-".
+#[allow(clippy::too_many_arguments)]
+fn line(
+    ns: &str,
+    shim: Option<i32>,
+    pod: Option<&str>,
+    id: Option<&str>,
+    name: Option<&str>,
+    pid: Option<i32>,
+    status: Option<&str>,
+    verdict: &str,
+) {
+    let num = |n: Option<i32>| n.map_or("-".to_string(), |n| n.to_string());
+    println!(
+        "{:<10} {:>7}  {:<24} {:<13}  {:<12} {:>7}  {:<9} {}",
+        ns,
+        num(shim),
+        pod.unwrap_or("-"),
+        id.map_or("-", short),
+        name.unwrap_or("-"),
+        num(pid),
+        status.unwrap_or("-"),
+        verdict
+    );
+}
+
+fn container_line(shim: Option<i32>, c: &ContainerRow) {
+    let f = &c.container;
+    line(
+        &f.namespace,
+        shim,
+        f.pod.as_deref(),
+        Some(&f.id),
+        f.name.as_deref(),
+        f.pid,
+        Some(&f.status),
+        &verdict_text(&c.verdict),
+    );
+}
+
 fn print_table(r: &Report) {
     println!(
         "{:<10} {:>7}  {:<24} {:<13}  {:<12} {:>7}  {:<9} CONTAINERD",
         "NAMESPACE", "SHIM", "POD", "CONTAINER", "NAME", "PID", "STATUS"
     );
-    let dash = String::from("-");
     for s in &r.shims {
         if s.containers.is_empty() {
-            println!(
-                "{:<10} {:>7}  {:<24} {:<13}  {:<12} {:>7}  {:<9} {}",
-                s.shim.namespace,
-                s.shim.pid,
-                dash,
-                dash,
-                dash,
-                dash,
-                dash,
-                verdict_text(&s.verdict)
+            let v = verdict_text(&s.verdict);
+            line(
+                &s.shim.namespace,
+                Some(s.shim.pid),
+                None,
+                None,
+                None,
+                None,
+                None,
+                &v,
             );
         }
         for c in &s.containers {
-            let f = &c.container;
-            println!(
-                "{:<10} {:>7}  {:<24} {:<13}  {:<12} {:>7}  {:<9} {}",
-                f.namespace,
-                s.shim.pid,
-                f.pod.as_ref().unwrap_or(&dash),
-                short(&f.id),
-                f.name.as_ref().unwrap_or(&dash),
-                f.pid.map(|p| p.to_string()).unwrap_or(dash.clone()),
-                f.status,
-                verdict_text(&c.verdict)
-            );
+            container_line(Some(s.shim.pid), c);
         }
     }
     for c in &r.orphans {
-        let f = &c.container;
-        println!(
-            "{:<10} {:>7}  {:<24} {:<13}  {:<12} {:>7}  {:<9} {}",
-            f.namespace,
-            dash,
-            f.pod.as_ref().unwrap_or(&dash),
-            short(&f.id),
-            f.name.as_ref().unwrap_or(&dash),
-            f.pid.map(|p| p.to_string()).unwrap_or(dash.clone()),
-            f.status,
-            verdict_text(&c.verdict)
-        );
+        container_line(None, c);
     }
     for s in &r.stale_sockets {
         println!("stale socket {} (nothing listens)", s.display());
