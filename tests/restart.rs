@@ -99,6 +99,7 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
     let long = cri
         .run_container(&pod, &spec, "long", &["sleep", "3600"])
         .expect("long");
+    let short_started = std::time::SystemTime::now();
     let short = cri
         .run_container(&pod, &spec, "short", &["sh", "-c", "sleep 2; exit 7"])
         .expect("short");
@@ -109,6 +110,7 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
     drop(cri);
     // `short` exits while containerd is down.
     std::thread::sleep(Duration::from_secs(3));
+    let restarted = std::time::SystemTime::now();
     p.start();
     // The restarted containerd's CRI may need a moment to load its containers.
     let mut cri = Cri::connect(&sock);
@@ -117,6 +119,17 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
     }));
     let st = cri.container_status(&short).unwrap().status.unwrap();
     assert_eq!(st.exit_code, 7, "the exit from the downtime");
+    // ... at its true time: after its 2 s of sleep, before containerd was back.
+    let ns = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+    };
+    let earliest = ns(short_started) + 1_900_000_000;
+    assert!(
+        st.finished_at >= earliest && st.finished_at < ns(restarted),
+        "finished_at {} not in [{earliest}, {})",
+        st.finished_at,
+        ns(restarted)
+    );
     assert_eq!(
         cri.container_state(&long).unwrap(),
         ContainerState::ContainerRunning
