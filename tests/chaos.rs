@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::kubelet::*;
-use common::private::{Private, process_gone};
+use common::private::{Events, Private, process_gone, task_exits};
 use common::wait_until;
 use containerd_shim_youki_v2::inventory;
 use k8s_cri::v1::{ContainerState, PodSandboxState};
@@ -77,6 +77,8 @@ struct Pod {
 struct Counts {
     lost: usize,
     wrong_exit: usize,
+    /// /tasks/exit events seen more than once for the same process.
+    duplicate_exits: usize,
     processes: usize,
     cgroups: usize,
     mounts: usize,
@@ -89,6 +91,7 @@ impl Counts {
     fn add(&mut self, o: Counts) {
         self.lost += o.lost;
         self.wrong_exit += o.wrong_exit;
+        self.duplicate_exits += o.duplicate_exits;
         self.processes += o.processes;
         self.cgroups += o.cgroups;
         self.mounts += o.mounts;
@@ -103,9 +106,10 @@ impl Counts {
 
     fn line(&self) -> String {
         format!(
-            "lost {}, wrong exit codes or times {}, leftover processes {}, cgroups {}, mounts {}, sockets {}, state dirs {}, unknown (youki-shims) {}",
+            "lost {}, wrong exit codes or times {}, duplicate exit events {}, leftover processes {}, cgroups {}, mounts {}, sockets {}, state dirs {}, unknown (youki-shims) {}",
             self.lost,
             self.wrong_exit,
+            self.duplicate_exits,
             self.processes,
             self.cgroups,
             self.mounts,
@@ -113,6 +117,27 @@ impl Counts {
             self.state,
             self.unknown
         )
+    }
+}
+
+/// Every /tasks/exit event seen over the run, by (container, exec ID, PID).
+#[derive(Default)]
+struct Exits(HashMap<(String, String, u64), usize>);
+
+impl Exits {
+    /// Takes in one containerd lifetime's events; returns how many repeated an exit
+    /// already seen (in this lifetime or an earlier one).
+    fn record(&mut self, events: Events) -> usize {
+        let mut repeats = 0;
+        for exit in task_exits(&events.finish()) {
+            let n = self.0.entry(exit.clone()).or_default();
+            *n += 1;
+            if *n > 1 {
+                eprintln!("exit event of {exit:?} published {n} times");
+                repeats += 1;
+            }
+        }
+        repeats
     }
 }
 
@@ -363,6 +388,9 @@ fn chaos_containerd_and_shim_kills_lose_nothing_and_leak_nothing() {
     let npods = env_num("CHAOS_PODS", 5).max(1);
     let p = Private::new("chaos");
     p.start();
+    // Each containerd lifetime's events; ctr events ends by itself when containerd dies.
+    let mut events = Events::subscribe(&p);
+    let mut exits = Exits::default();
     let sock_path = PathBuf::from(p.sock());
     let sockets_before: HashSet<PathBuf> = std::fs::read_dir("/run/containerd/s")
         .into_iter()
@@ -466,6 +494,7 @@ fn chaos_containerd_and_shim_kills_lose_nothing_and_leak_nothing() {
         // Down: containerd, and one pod's shim.
         p.kill9();
         let killed_at = Instant::now();
+        counts.duplicate_exits += exits.record(events);
         let j = cycle % pods.len();
         let sock = p.sock();
         for s in our_shims(&sock).iter().filter(|s| s.id == pods[j].id) {
@@ -480,6 +509,7 @@ fn chaos_containerd_and_shim_kills_lose_nothing_and_leak_nothing() {
         // Up again; kubelet's part.
         let restarted = now_ns();
         p.start();
+        events = Events::subscribe(&p);
         cri = cri_when_ready(&sock_path);
 
         // The pod whose shim died: containerd's cleanup stopped it; kubelet recreates it.
@@ -598,17 +628,25 @@ fn chaos_containerd_and_shim_kills_lose_nothing_and_leak_nothing() {
     wait_until(Duration::from_secs(10), || {
         leftovers(&p, &none, &sockets_before).leftovers() == 0
     });
-    let end = leftovers(&p, &none, &sockets_before);
+    let mut end = leftovers(&p, &none, &sockets_before);
+    end.duplicate_exits = exits.record(events);
     total.add(end);
     // Straight to stderr, past the harness's capture: CI's log shows the counts of a passing run.
     let _ = writeln!(
         std::io::stderr(),
-        "chaos: {cycles} cycles × {npods} pods (+1 slow) in {:.0} s: {}",
+        "chaos: {cycles} cycles × {npods} pods (+1 slow) in {:.0} s ({} exit events checked): {}",
         began.elapsed().as_secs_f64(),
+        exits.0.len(),
         total.line()
     );
     assert_eq!(total.lost, 0, "lost containers: {}", total.line());
     assert_eq!(total.wrong_exit, 0, "wrong exit codes: {}", total.line());
+    assert_eq!(
+        total.duplicate_exits,
+        0,
+        "exits published twice: {}",
+        total.line()
+    );
     assert_eq!(total.leftovers(), 0, "leftovers: {}", total.line());
 }
 

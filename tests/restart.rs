@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::kubelet;
-use common::private::{Private, process_gone};
+use common::private::{Events, Private, process_gone, task_exits};
 use common::wait_until as wait_for;
 
 /// `ctr run -d` of a busybox `sleep 1000` with our runtime.
@@ -113,6 +113,7 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
     let restarted = std::time::SystemTime::now();
     p.start();
     // The restarted containerd's CRI may need a moment to load its containers.
+    let events = Events::subscribe(&p);
     let mut cri = Cri::connect(&sock);
     assert!(wait_for(Duration::from_secs(20), || {
         cri.container_state(&short).ok() == Some(ContainerState::ContainerExited)
@@ -143,6 +144,16 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
 
     cri.teardown(&pod).expect("teardown after restart");
     std::mem::forget(guard);
+    // One exit event per process: the teardown's from the restarted shim connection, and
+    // never a second one for the exit from the downtime (whose retries may have reached
+    // containerd before the subscription, so at most one of it).
+    let text = events.finish();
+    let exits = task_exits(&text);
+    // An init process's exit carries the container's ID twice; an exec's, its exec ID.
+    let of = |id: &str| exits.iter().filter(|e| e.0 == id && e.1 == id).count();
+    assert_eq!(of(&long), 1, "exit events of {long}: {text}");
+    assert_eq!(of(&pod), 1, "exit events of the sandbox {pod}: {text}");
+    assert!(of(&short) <= 1, "exit of {short} published twice: {text}");
     for pid in [pause_pid, long_pid] {
         assert!(
             wait_for(Duration::from_secs(10), || process_gone(pid)),

@@ -124,3 +124,90 @@ pub fn process_gone(pid: i32) -> bool {
             .unwrap_or_default()
             .contains("zombie")
 }
+
+/// `ctr events` on a private containerd, collected from the moment it is subscribed.
+pub struct Events {
+    child: std::process::Child,
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Events {
+    /// Subscribes, and returns once the subscription is live: a namespace created as a probe
+    /// shows up in the stream (so no event after this call can be missed).
+    pub fn subscribe(p: &Private) -> Events {
+        use std::io::BufRead;
+        let mut child = Command::new("ctr")
+            .arg("--address")
+            .arg(p.sock())
+            .arg("events")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ctr events");
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut t = sink.lock().unwrap();
+                t.push_str(&line);
+                t.push('\n');
+            }
+        });
+        let events = Events {
+            child,
+            text,
+            reader: Some(reader),
+        };
+        let probe = format!("events-probe-{}", std::process::id());
+        let live = wait_until(Duration::from_secs(10), || {
+            let _ = p.ctr(&["namespaces", "create", &probe]);
+            let _ = p.ctr(&["namespaces", "rm", &probe]);
+            events.text().contains(&probe)
+        });
+        assert!(live, "ctr events never saw the probe namespace {probe}");
+        events
+    }
+
+    pub fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    /// Stops listening; returns everything seen.
+    pub fn finish(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.text()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The /tasks/exit events in `ctr events` output, as (container_id, exec id, pid).
+pub fn task_exits(text: &str) -> Vec<(String, String, u64)> {
+    text.lines()
+        .filter(|l| l.split_whitespace().any(|w| w == "/tasks/exit"))
+        .filter_map(|l| {
+            let json = &l[l.find('{')?..];
+            let v: serde_json::Value = serde_json::from_str(json).ok()?;
+            Some((
+                v["container_id"].as_str()?.to_string(),
+                v["id"].as_str()?.to_string(),
+                v["pid"].as_u64()?,
+            ))
+        })
+        .collect()
+}
