@@ -34,6 +34,48 @@ impl Drop for Bundle {
     }
 }
 
+/// Kills, when dropped, any serving daemon this test started for `ids` (namespace "hs")
+/// and removes its socket: a failed assertion must not leave a shim behind. A test that
+/// passes has shut its daemons down already, so this finds nothing.
+struct Daemons(Vec<String>);
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for pid in procs
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let flag = |name: &str| {
+                args.iter()
+                    .position(|a| a == name)
+                    .and_then(|i| args.get(i + 1))
+            };
+            let ours = args
+                .first()
+                .is_some_and(|a| Path::new(a).file_name() == Path::new(SHIM).file_name())
+                && flag("-namespace").is_some_and(|n| n == "hs")
+                && flag("-id").is_some_and(|id| self.0.contains(id));
+            if ours {
+                // SAFETY: kill(2) of a daemon this test started (its binary, namespace and ID).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                if let Some(socket) = flag("-socket") {
+                    let _ = std::fs::remove_file(socket.trim_start_matches("unix://"));
+                }
+            }
+        }
+    }
+}
+
 fn shim(bundle: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
     let mut child = Command::new(SHIM)
         .args(args)
@@ -97,6 +139,7 @@ fn containerd_2_3_bootstrap_params_get_a_bootstrap_result() {
     let b = Bundle::new("v23", serde_json::json!({}));
     let sockdir = b.dir.join("s");
     let id = format!("boot{}", std::process::id());
+    let _daemons = Daemons(vec![id.clone()]);
     let mut p = BootstrapParams::new();
     p.instance_id = id.clone();
     p.namespace = "hs".into();
@@ -138,6 +181,8 @@ fn legacy_start_prints_the_plain_address_and_groups_a_pod() {
     let address = format!("/run/hs-{}/containerd.sock", std::process::id());
     let pause = Bundle::new("pause", serde_json::json!({}));
     let pod = format!("pod{}", std::process::id());
+    let sid = format!("sib{}", std::process::id());
+    let _daemons = Daemons(vec![pod.clone(), sid.clone()]);
     let out = shim(&pause.dir, &start_args(&address, &pod), b"");
     assert!(
         out.status.success(),
@@ -160,7 +205,6 @@ fn legacy_start_prints_the_plain_address_and_groups_a_pod() {
         "sib",
         serde_json::json!({"io.kubernetes.cri.sandbox-id": pod}),
     );
-    let sid = format!("sib{}", std::process::id());
     let out = shim(&sib.dir, &start_args(&address, &sid), b"");
     assert!(
         out.status.success(),
@@ -180,6 +224,11 @@ fn legacy_start_prints_the_plain_address_and_groups_a_pod() {
 #[test]
 fn bad_ids_and_namespaces_are_refused_before_any_path_is_made() {
     let b = Bundle::new("bad", serde_json::json!({}));
+    let _daemons = Daemons(
+        ["../../etc", "ok", "a/b", "okid"]
+            .map(String::from)
+            .to_vec(),
+    );
     for (ns, id) in [("hs", "../../etc"), ("../x", "ok"), ("hs", "a/b")] {
         let out = shim(
             &b.dir,
