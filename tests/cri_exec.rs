@@ -64,11 +64,7 @@ fn cri_exec_streams_output_and_the_exit_code() {
     let mut cri = Cri::connect(&cri_socket());
     let spec = PodSpec::new("criexec");
     let pod = cri.run_pod(&spec).expect("RunPodSandbox");
-    let _guard = PodGuard {
-        id: pod.clone(),
-        log_directory: spec.log_directory.clone(),
-        socket: cri_socket(),
-    };
+    let _guard = PodGuard::new(&pod, &spec, &cri_socket());
     let app = cri
         .run_container(&pod, &spec, "app", &["sleep", "3600"])
         .expect("container");
@@ -90,5 +86,4 @@ fn cri_exec_streams_output_and_the_exit_code() {
         "status: {}",
         s.status
     );
-    spec.remove_leftover_dirs();
 }

@@ -26,11 +26,7 @@ fn stats_and_resource_updates_through_cri() {
     let mut cri = Cri::connect(&cri_socket());
     let spec = PodSpec::new("stats");
     let pod = cri.run_pod(&spec).expect("RunPodSandbox");
-    let guard = PodGuard {
-        id: pod.clone(),
-        log_directory: spec.log_directory.clone(),
-        socket: cri_socket(),
-    };
+    let guard = PodGuard::new(&pod, &spec, &cri_socket());
     // Burn some CPU and hold some memory, then idle.
     let app = cri
         .run_container(
@@ -88,7 +84,6 @@ fn stats_and_resource_updates_through_cri() {
     assert_eq!(cgroup_file(&spec, "cpu", &app, "cpu.cfs_quota_us"), "50000");
     assert_eq!(cgroup_file(&spec, "cpu", &app, "cpu.shares"), "512");
     drop(guard);
-    spec.remove_leftover_dirs();
 }
 
 #[test]
@@ -96,11 +91,7 @@ fn exceeding_the_memory_limit_is_oom_killed() {
     let mut cri = Cri::connect(&cri_socket());
     let spec = PodSpec::new("oom");
     let pod = cri.run_pod(&spec).expect("RunPodSandbox");
-    let guard = PodGuard {
-        id: pod.clone(),
-        log_directory: spec.log_directory.clone(),
-        socket: cri_socket(),
-    };
+    let guard = PodGuard::new(&pod, &spec, &cri_socket());
     let mut config = spec.container(
         "hog",
         &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
@@ -128,5 +119,4 @@ fn exceeding_the_memory_limit_is_oom_killed() {
     let st = cri.container_status(&app).unwrap().status.unwrap();
     assert_eq!((st.exit_code, st.reason.as_str()), (137, "OOMKilled"));
     drop(guard);
-    spec.remove_leftover_dirs();
 }

@@ -167,11 +167,7 @@ fn run_pod(
     containers: &[(&str, &[&str])],
 ) -> (PodGuard, Vec<String>) {
     let pod = cri.run_pod(spec).expect("RunPodSandbox");
-    let guard = PodGuard {
-        id: pod.clone(),
-        log_directory: spec.log_directory.clone(),
-        socket: cri_socket(),
-    };
+    let guard = PodGuard::new(&pod, spec, &cri_socket());
     let ids = containers
         .iter()
         .map(|(name, cmd)| cri.run_container(&pod, spec, name, cmd).expect("container"))
@@ -281,7 +277,6 @@ fn three_containers_one_shim_and_the_namespaces_of_a_runc_node() {
     let (rguard, rids) = run_pod(&mut cri, &rspec, &[("a", SLEEP), ("b", SLEEP)]);
     let runc = sharing(&mut cri, &rguard.id, &rids);
     drop(rguard);
-    rspec.remove_leftover_dirs();
     assert_eq!(youki, runc, "youki's namespace picture differs from runc's");
 }
 

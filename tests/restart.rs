@@ -91,11 +91,7 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
     let pod = cri.run_pod(&spec).expect("RunPodSandbox");
     // Declared after `p`, so dropped before it: a failed assertion still tears the pod
     // down through the private containerd before that containerd stops.
-    let guard = PodGuard {
-        id: pod.clone(),
-        log_directory: spec.log_directory.clone(),
-        socket: sock.clone(),
-    };
+    let guard = PodGuard::new(&pod, &spec, &sock);
     let long = cri
         .run_container(&pod, &spec, "long", &["sleep", "3600"])
         .expect("long");

@@ -77,14 +77,25 @@ impl PodSpec {
 
     /// What kubelet removes after a pod is gone: the pod cgroup it made (empty by now, as
     /// the runtime removed the containers' cgroups) and the pod's log directory.
+    /// A pod cgroup that still has children (a leaked container cgroup) stays, after a
+    /// few seconds' grace for the runtime's own removal.
     pub fn remove_leftover_dirs(&self) {
         let rel = self.cgroup_parent.trim_start_matches('/');
-        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+        let dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
             .flatten()
-        {
-            let _ = std::fs::remove_dir(ctrl.path().join(rel));
+            .map(|ctrl| ctrl.path().join(rel))
+            .collect();
+        // (Not common::wait_until: examples/bench.rs includes this file alone.)
+        for _ in 0..50 {
+            if dirs
+                .iter()
+                .all(|d| std::fs::remove_dir(d).is_ok() || !d.exists())
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
         let _ = std::fs::remove_dir_all(&self.log_directory);
     }
@@ -404,18 +415,30 @@ fn pid_from_info(info: &HashMap<String, String>) -> Result<i32, String> {
 /// Tears the pod down when dropped, so a failed assertion does not leave it running.
 pub struct PodGuard {
     pub id: String,
-    pub log_directory: PathBuf,
+    spec: PodSpec,
     /// The CRI socket of the containerd that runs the pod.
-    pub socket: PathBuf,
+    socket: PathBuf,
+}
+
+impl PodGuard {
+    pub fn new(id: &str, spec: &PodSpec, socket: &Path) -> PodGuard {
+        PodGuard {
+            id: id.to_string(),
+            spec: spec.clone(),
+            socket: socket.to_path_buf(),
+        }
+    }
 }
 
 impl Drop for PodGuard {
+    /// What kubelet does for a pod that goes: tear it down through CRI, then remove the pod
+    /// cgroup and log directory it made (also when an assertion failed half-way).
     fn drop(&mut self) {
         let mut cri = Cri::connect(&self.socket);
         if let Err(e) = cri.teardown(&self.id) {
             eprintln!("teardown of pod {}: {e}", self.id);
         }
-        let _ = std::fs::remove_dir_all(&self.log_directory);
+        self.spec.remove_leftover_dirs();
     }
 }
 
