@@ -7,7 +7,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use containerd_shim_protos::api::WaitRequest;
+use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 
 use common::kubelet;
 use common::private::{Events, Private, process_gone, task_exits};
@@ -31,20 +34,59 @@ fn run_sleeper(p: &Private, id: &str) -> std::process::Output {
 fn container_survives_containerd_kill_and_restart() {
     let id = format!("survivor-{}", std::process::id());
     let mut p = Private::new("restart");
-    p.container = Some(id.clone());
+    p.containers.push(id.clone());
     p.start();
     let id = id.as_str();
     let o = run_sleeper(&p, id);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (pid, status) = p.task(id).expect("task listed");
     assert_eq!(status, "RUNNING");
+    // A second container exits during the downtime.
+    let brief = format!("brief-{}", std::process::id());
+    p.containers.push(brief.clone());
+    let brief_started = SystemTime::now();
+    let o = p.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        "io.containerd.youki.v2",
+        "localhost/youki/busybox:latest",
+        &brief,
+        "sh",
+        "-c",
+        "sleep 1; exit 5",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     p.kill9();
     assert!(
         Path::new(&format!("/proc/{pid}")).exists(),
         "container died with containerd"
     );
+    std::thread::sleep(Duration::from_secs(2));
+    let restarted = SystemTime::now();
     p.start();
+
+    // What containerd asks the shim after its restart: Wait on the exited task answers at
+    // once, with the true exit code and time.
+    let shim =
+        TaskClient::new(ttrpc::Client::connect(&p.shim_address(&brief)).expect("dial the shim"));
+    let mut req = WaitRequest::new();
+    req.id = brief.clone();
+    let ctx = ttrpc::context::with_timeout(Duration::from_secs(2).as_nanos() as i64);
+    let waited = shim.wait(ctx, &req).expect("Wait answers at once");
+    assert_eq!(waited.exit_status, 5, "exit from the downtime");
+    let at = waited.exited_at.seconds as f64 + waited.exited_at.nanos as f64 / 1e9;
+    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(
+        at >= secs(brief_started) + 0.9 && at < secs(restarted),
+        "exited_at {at} not in [{}, {})",
+        secs(brief_started) + 0.9,
+        secs(restarted)
+    );
+    assert_eq!(p.task(&brief).map(|t| t.1), Some("STOPPED".to_string()));
+    assert!(p.ctr(&["task", "rm", &brief]).status.success());
+    assert!(p.ctr(&["container", "rm", &brief]).status.success());
     assert_eq!(
         p.task(id),
         Some((pid, "RUNNING".to_string())),
@@ -175,7 +217,7 @@ fn debug_logging_stays_out_of_container_output() {
     let n = std::process::id();
     let id = format!("quiet-{n}");
     let mut p = Private::new("debug");
-    p.container = Some(id.clone());
+    p.containers.push(id.clone());
     p.log_level = "debug";
     p.start();
     let o = p.ctr(&[

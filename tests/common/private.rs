@@ -12,8 +12,8 @@ pub const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-youki-v2");
 pub struct Private {
     pub run: PathBuf,
     pub dir: PathBuf,
-    /// A ctr container to remove when dropped.
-    pub container: Option<String>,
+    /// ctr containers to remove when dropped.
+    pub containers: Vec<String>,
     /// containerd's log level (its shims get -debug at "debug").
     pub log_level: &'static str,
 }
@@ -25,7 +25,7 @@ impl Private {
         Private {
             run: PathBuf::from(format!("/run/youki-{tag}-{n}")),
             dir: PathBuf::from(format!("/var/lib/youki-{tag}-{n}")),
-            container: None,
+            containers: Vec::new(),
             log_level: "info",
         }
     }
@@ -91,6 +91,15 @@ impl Private {
             .unwrap()
     }
 
+    /// The ttrpc address of the shim serving ctr container `id` (its bundle's `address`).
+    pub fn shim_address(&self, id: &str) -> String {
+        let bundle = self
+            .state()
+            .join("io.containerd.runtime.v2.task/default")
+            .join(id);
+        std::fs::read_to_string(bundle.join("address")).expect("bundle address file")
+    }
+
     pub fn kill9(&self) {
         let pid = self.pid();
         // SAFETY: the containerd this test started.
@@ -103,7 +112,7 @@ impl Drop for Private {
     fn drop(&mut self) {
         // Even when an assertion failed: remove what the test made through containerd
         // first, so no shim, container or rootfs mount outlives it.
-        if let Some(id) = &self.container {
+        for id in &self.containers {
             let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
             wait_until(Duration::from_secs(10), || {
                 self.task(id).map(|t| t.1) != Some("RUNNING".into())
