@@ -9,8 +9,9 @@
 //! left serving nothing would be an "unknown" one. The rest works from disk only, so it
 //! also cleans up after a shim that is gone.
 
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use containerd_shim_protos::api::{
@@ -143,17 +144,66 @@ fn is_not_found(e: &ttrpc::Error) -> bool {
     matches!(e, ttrpc::Error::RpcStatus(s) if s.code() == ttrpc::Code::NOT_FOUND)
 }
 
-/// The shim socket named in the bundle's `address` file, if it is one of ours.
+/// The shim socket named in the bundle's `address` file: an absolute path without `..`
+/// to a unix socket. Not only under SOCKET_DIR: containerd 2.x may name another socket
+/// dir in BootstrapParams, and the shim serving there must be reached all the same.
 fn bundle_socket(bundle: &Path) -> Option<PathBuf> {
     let addr = std::fs::read_to_string(bundle.join("address")).ok()?;
-    let path = addr.trim().strip_prefix("unix://")?;
-    path.starts_with(crate::bootstrap::SOCKET_DIR)
-        .then(|| PathBuf::from(path))
+    socket_of_address(addr.trim())
 }
 
-/// Removes `socket` if nothing answers on it any more.
+fn socket_of_address(addr: &str) -> Option<PathBuf> {
+    let path = Path::new(addr.strip_prefix("unix://")?);
+    let plain = path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    (plain && is_socket(path)).then(|| path.to_path_buf())
+}
+
+fn is_socket(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Removes `socket` if it is a socket nothing answers on any more (never any other file).
 pub fn remove_dead_socket(socket: &Path) {
-    if UnixStream::connect(socket).is_err() {
+    if is_socket(socket) && UnixStream::connect(socket).is_err() {
         let _ = std::fs::remove_file(socket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn only_plain_absolute_socket_paths_are_taken_from_an_address_file() {
+        let dir = std::env::temp_dir().join(format!("cleanup-sock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("s");
+        let _listener = UnixListener::bind(&sock).unwrap();
+        let file = dir.join("f");
+        std::fs::write(&file, "x").unwrap();
+        let addr = |p: &Path| format!("unix://{}", p.display());
+
+        assert_eq!(socket_of_address(&addr(&sock)), Some(sock.clone()));
+        assert_eq!(socket_of_address(&addr(&file)), None, "not a socket");
+        let dotted = dir.join("..").join(dir.file_name().unwrap()).join("s");
+        assert_eq!(socket_of_address(&addr(&dotted)), None, "`..` in the path");
+        assert_eq!(socket_of_address("unix://s"), None, "relative");
+        assert_eq!(
+            socket_of_address(&sock.display().to_string()),
+            None,
+            "no unix://"
+        );
+
+        // A dead socket goes; a plain file under that name never does.
+        drop(_listener);
+        remove_dead_socket(&file);
+        assert!(file.exists());
+        remove_dead_socket(&sock);
+        assert!(!sock.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

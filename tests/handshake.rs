@@ -173,7 +173,39 @@ fn containerd_2_3_bootstrap_params_get_a_bootstrap_result() {
     );
     let c = client(&r.address);
     let pid = daemon_pid(&c);
-    shutdown(c, pid, &socket);
+    drop(c);
+    // containerd's `delete` after it lost this task (say, killed before Create): it must
+    // reach the live shim in the socket dir containerd chose and make the idle shim exit.
+    let out = shim(
+        &b.dir,
+        &[
+            "-namespace",
+            "hs",
+            "-address",
+            "/run/hs/containerd.sock",
+            "-id",
+            &id,
+            "-bundle",
+            b.dir.to_str().unwrap(),
+            "delete",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for _ in 0..100 {
+        if !Path::new(&format!("/proc/{pid}")).exists() && !socket.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "daemon {pid} or socket {} still there after delete",
+        socket.display()
+    );
 }
 
 #[test]
