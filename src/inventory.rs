@@ -242,7 +242,23 @@ pub struct Known {
     pub containers: HashSet<String>,
     /// Task ID → PID.
     pub tasks: HashMap<String, u32>,
+    /// The operator says this containerd is gone for good (`--containerd-gone`): it knows
+    /// nothing any more, and everything it started is unknown.
+    pub gone: bool,
 }
+
+impl Known {
+    /// The view of a containerd that is gone for good.
+    pub fn gone() -> Known {
+        Known {
+            gone: true,
+            ..Known::default()
+        }
+    }
+}
+
+/// Why a container of a containerd that is gone for good is unknown.
+pub const GONE_REASON: &str = "its containerd is gone (--containerd-gone)";
 
 /// containerd's answer for an (address, namespace): what it knows, or why we could not ask.
 pub type View = std::result::Result<Known, String>;
@@ -390,7 +406,9 @@ fn container_verdict(c: &Found, view: Option<&View>, young: bool) -> Verdict {
         Some(Err(e)) => return Verdict::Unverified(format!("containerd unreachable: {e}")),
         Some(Ok(k)) => k,
     };
-    let verdict = if !known.containers.contains(&c.id) {
+    let verdict = if known.gone {
+        Verdict::Unknown(GONE_REASON.into())
+    } else if !known.containers.contains(&c.id) {
         Verdict::Unknown("containerd has no container record".into())
     } else {
         match known.tasks.get(&c.id) {
@@ -461,6 +479,7 @@ mod tests {
         let k = Known {
             containers: records.iter().map(|s| s.to_string()).collect(),
             tasks: tasks.iter().map(|(i, p)| (i.to_string(), *p)).collect(),
+            gone: false,
         };
         HashMap::from([((ADDR.to_string(), "k8s.io".to_string()), Ok(k))])
     }
@@ -598,6 +617,31 @@ mod tests {
         assert!(scan_stale_sockets(&dir, Duration::from_secs(60)).is_empty());
         drop(live);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn everything_of_a_containerd_that_is_gone_is_unknown() {
+        let shims = [shim(10, "pod1")];
+        let views = HashMap::from([((ADDR.to_string(), "k8s.io".to_string()), Ok(Known::gone()))]);
+        let r = judge(
+            &shims,
+            vec![found("pod1", "pod1", Some(11), Some(10))],
+            &views,
+            Duration::ZERO,
+        );
+        assert_eq!(
+            r.shims[0].containers[0].verdict,
+            Verdict::Unknown(GONE_REASON.into())
+        );
+        assert!(r.shims[0].verdict.is_unknown());
+        // Still: nothing younger than the grace is judged.
+        let r = judge(
+            &shims,
+            vec![found("pod1", "pod1", Some(11), Some(10))],
+            &views,
+            Duration::from_secs(3600),
+        );
+        assert!(!r.shims[0].containers[0].verdict.is_unknown());
     }
 
     #[test]

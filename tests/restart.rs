@@ -335,3 +335,79 @@ fn youki_shims_finds_and_removes_a_shim_whose_records_were_deleted() {
     let (code, out) = tool(&p, &[]);
     assert_eq!(code, 0, "nothing unknown after --kill: {out}");
 }
+
+/// A containerd gone for good (killed, never restarted) leaves its shims "unverified": the
+/// tool cannot tell it from one that is restarting. The operator says so with
+/// --containerd-gone, which is refused while that containerd answers; then the shim and its
+/// container are unknown and --kill removes them, leaving nothing.
+#[test]
+fn youki_shims_removes_the_shims_of_a_containerd_gone_for_good() {
+    let id = format!("abandoned-{}", std::process::id());
+    let p = Private::new("gone");
+    p.start();
+    let o = run_sleeper(&p, &id);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (pid, _) = p.task(&id).expect("task listed");
+    let sock = p.sock();
+    // Whatever an assertion leaves: removed as if that containerd were gone.
+    struct GoneSweep(String);
+    impl Drop for GoneSweep {
+        fn drop(&mut self) {
+            let _ = Command::new(TOOL)
+                .args(["--kill", "--grace", "0", "--address", &self.0])
+                .args(["--containerd-gone", &self.0])
+                .output();
+        }
+    }
+
+    // Refused while containerd answers; nothing is touched.
+    let (code, _) = tool(&p, &["--kill", "--containerd-gone", &sock]);
+    assert_eq!(
+        code, 2,
+        "--containerd-gone on a live containerd must be refused"
+    );
+    assert!(
+        !process_gone(pid),
+        "container killed while containerd was alive"
+    );
+
+    p.kill9();
+    let _sweep = GoneSweep(sock.clone());
+    let (code, out) = tool(&p, &["--json"]);
+    assert_eq!(code, 2, "containerd down: unverified, exit 2: {out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["shims"][0]["verdict"], "unverified", "{out}");
+
+    let (code, out) = tool(&p, &["--json", "--containerd-gone", &sock]);
+    assert_eq!(code, 1, "unknown once the operator says it is gone: {out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let shim = &report["shims"][0];
+    assert_eq!(shim["verdict"], "unknown", "{out}");
+    assert_eq!(shim["containers"][0]["id"], id.as_str());
+    assert_eq!(
+        shim["containers"][0]["reason"],
+        containerd_shim_youki_v2::inventory::GONE_REASON
+    );
+    let shim_pid = shim["pid"].as_i64().unwrap() as i32;
+    let socket = PathBuf::from(shim["socket"].as_str().unwrap());
+
+    let (code, out) = tool(&p, &["--kill", "--containerd-gone", &sock]);
+    assert_eq!(code, 1, "found (and removed): {out}");
+    for gone in [pid, shim_pid] {
+        assert!(
+            wait_for(Duration::from_secs(10), || process_gone(gone)),
+            "process {gone} left: {out}"
+        );
+    }
+    assert!(!socket.exists(), "socket {} left", socket.display());
+    assert!(common::cgroup_dirs(&id).is_empty(), "cgroup left");
+    assert!(common::mounts_of(&id).is_empty(), "mount left");
+    assert!(
+        !Path::new("/run/containerd/youki/default")
+            .join(&id)
+            .exists(),
+        "libcontainer state left"
+    );
+    let (code, out) = tool(&p, &["--containerd-gone", &sock]);
+    assert_eq!(code, 0, "nothing left of it: {out}");
+}

@@ -3,6 +3,7 @@
 //! socket, the one each shim was started by) no longer knows.
 //!
 //!   youki-shims [--json] [--kill] [--address SOCK] [--namespace NS] [--grace SECS]
+//!               [--containerd-gone SOCK]...
 //!
 //! Exit status: 0 nothing unknown; 1 unknown ones found (with --kill: and all removed);
 //! 2 containerd could not be asked, or removing failed.
@@ -23,6 +24,7 @@ use containerd_shim_youki_v2::inventory::{
 
 const USAGE: &str =
     "usage: youki-shims [--json] [--kill] [--address SOCK] [--namespace NS] [--grace SECS]
+                   [--containerd-gone SOCK]...
 
 Lists every youki shim (containerd-shim-youki-v2) on this machine with its namespace, pod and
 containers, and flags the unknown ones: shims and containers that the containerd which started
@@ -37,6 +39,11 @@ containers no shim serves, and shim sockets nothing listens on.
   --namespace NS  only this containerd namespace
   --grace SECS    do not judge containers or shims younger than this (default 10):
                   containerd records a task only once its Create returns
+  --containerd-gone SOCK
+                  the containerd at SOCK is gone for good (removed, never to come back): its
+                  shims and containers are unknown, not unverified, and --kill removes them.
+                  Refused while anything answers on SOCK. A containerd that is merely down
+                  comes back and takes its containers over; do not name it here
 
 Exit status: 0 nothing unknown, 1 unknown ones found, 2 containerd could not be asked or
 removing failed.";
@@ -47,6 +54,8 @@ struct Opts {
     address: Option<String>,
     namespace: Option<String>,
     grace: Duration,
+    /// containerd addresses the operator says are gone for good.
+    gone: Vec<String>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
@@ -56,6 +65,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
         address: None,
         namespace: None,
         grace: Duration::from_secs(10),
+        gone: Vec::new(),
     };
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -71,6 +81,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
                     .map_err(|_| format!("--grace {v:?}: not a number of seconds"))?;
                 o.grace = Duration::from_secs(secs);
             }
+            "--containerd-gone" => o.gone.push(value("--containerd-gone")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -90,6 +101,12 @@ fn main() {
             std::process::exit(2);
         }
     };
+    for address in &opts.gone {
+        if let Err(e) = check_gone(address) {
+            eprintln!("youki-shims: {e}");
+            std::process::exit(2);
+        }
+    }
     let report = survey(&opts);
     let unreachable = report
         .containers()
@@ -157,7 +174,7 @@ fn survey(o: &Opts) -> Report {
         .filter(|s| chosen(s))
         .map(|s| (s.address.clone(), s.namespace.clone()))
         .collect();
-    let views = ask_containerd(&wanted);
+    let views = ask_containerd(&wanted, &o.gone);
     let mut report = judge(&shims, containers, &views, o.grace);
     report.stale_sockets = inventory::scan_stale_sockets(Path::new(SOCKET_DIR), o.grace);
     // Containers no shim serves belong to no containerd any more: shown whatever
@@ -167,7 +184,11 @@ fn survey(o: &Opts) -> Report {
 }
 
 /// containerd's containers and tasks for each (address, namespace), over its gRPC API.
-fn ask_containerd(wanted: &BTreeSet<(String, String)>) -> HashMap<(String, String), View> {
+/// A containerd the operator named gone is not asked: it knows nothing any more.
+fn ask_containerd(
+    wanted: &BTreeSet<(String, String)>,
+    gone: &[String],
+) -> HashMap<(String, String), View> {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -182,6 +203,10 @@ fn ask_containerd(wanted: &BTreeSet<(String, String)>) -> HashMap<(String, Strin
     };
     let mut views = HashMap::new();
     for (address, ns) in wanted {
+        if gone.contains(address) {
+            views.insert((address.clone(), ns.clone()), Ok(Known::gone()));
+            continue;
+        }
         let view = rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(10), list(address, ns))
                 .await
@@ -190,6 +215,21 @@ fn ask_containerd(wanted: &BTreeSet<(String, String)>) -> HashMap<(String, Strin
         views.insert((address.clone(), ns.clone()), view);
     }
     views
+}
+
+/// `--containerd-gone SOCK` is refused while anything answers on SOCK: removing the
+/// containers of a containerd that is only restarting would destroy workloads.
+fn check_gone(address: &str) -> Result<(), String> {
+    let path = address.strip_prefix("unix://").unwrap_or(address);
+    if path.is_empty() {
+        return Err("--containerd-gone needs a socket path".into());
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(format!(
+            "--containerd-gone {address:?}: a containerd answers there; it is not gone"
+        )),
+        Err(_) => Ok(()),
+    }
 }
 
 /// A request scoped to containerd namespace `ns`.
@@ -221,6 +261,7 @@ async fn list(address: &str, ns: &str) -> Result<Known, String> {
     Ok(Known {
         containers: containers.into_iter().map(|c| c.id).collect(),
         tasks: tasks.into_iter().map(|t| (t.id, t.pid)).collect(),
+        gone: false,
     })
 }
 
