@@ -118,6 +118,11 @@ fn shutdown(client: TaskClient, pid: u32, socket: &Path) {
     client
         .shutdown(ctx, &ShutdownRequest::new())
         .expect("shutdown rpc");
+    wait_daemon_gone(pid, socket, "Shutdown");
+}
+
+/// Waits (5 s at most) until daemon `pid` has exited and removed its socket.
+fn wait_daemon_gone(pid: u32, socket: &Path, after: &str) {
     for _ in 0..100 {
         if !Path::new(&format!("/proc/{pid}")).exists() && !socket.exists() {
             return;
@@ -125,9 +130,29 @@ fn shutdown(client: TaskClient, pid: u32, socket: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!(
-        "daemon {pid} or socket {} still there after Shutdown",
+        "daemon {pid} or socket {} still there after {after}",
         socket.display()
     );
+}
+
+/// `delete` of container `id` (namespace "hs") in bundle `dir`, as containerd runs it.
+fn delete(dir: &Path, id: &str) -> std::process::Output {
+    let bundle = dir.to_string_lossy();
+    shim(
+        dir,
+        &[
+            "-namespace",
+            "hs",
+            "-address",
+            "/run/hs/containerd.sock",
+            "-id",
+            id,
+            "-bundle",
+            &bundle,
+            "delete",
+        ],
+        b"",
+    )
 }
 
 fn client(address: &str) -> TaskClient {
@@ -176,36 +201,13 @@ fn containerd_2_3_bootstrap_params_get_a_bootstrap_result() {
     drop(c);
     // containerd's `delete` after it lost this task (say, killed before Create): it must
     // reach the live shim in the socket dir containerd chose and make the idle shim exit.
-    let out = shim(
-        &b.dir,
-        &[
-            "-namespace",
-            "hs",
-            "-address",
-            "/run/hs/containerd.sock",
-            "-id",
-            &id,
-            "-bundle",
-            b.dir.to_str().unwrap(),
-            "delete",
-        ],
-        b"",
-    );
+    let out = delete(&b.dir, &id);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for _ in 0..100 {
-        if !Path::new(&format!("/proc/{pid}")).exists() && !socket.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "daemon {pid} or socket {} still there after delete",
-        socket.display()
-    );
+    wait_daemon_gone(pid, &socket, "delete");
 }
 
 #[test]
@@ -292,21 +294,7 @@ fn bad_ids_and_namespaces_are_refused_before_any_path_is_made() {
 #[test]
 fn delete_without_state_still_answers() {
     let b = Bundle::new("del", serde_json::json!({}));
-    let out = shim(
-        &b.dir,
-        &[
-            "-namespace",
-            "hs",
-            "-address",
-            "/run/x.sock",
-            "-id",
-            "never-created",
-            "-bundle",
-            b.dir.to_str().unwrap(),
-            "delete",
-        ],
-        b"",
-    );
+    let out = delete(&b.dir, "never-created");
     assert!(
         out.status.success(),
         "{}",

@@ -269,6 +269,24 @@ fn tool(p: &Private, extra: &[&str]) -> (i32, String) {
     )
 }
 
+/// What `youki-shims --kill` (`out`, its output) must have removed of ctr container `id`:
+/// the processes `pids`, the shim's `socket`, the cgroup, mounts and libcontainer state.
+fn assert_removed(id: &str, pids: &[i32], socket: &Path, out: &str) {
+    for &gone in pids {
+        assert!(
+            wait_for(Duration::from_secs(10), || process_gone(gone)),
+            "process {gone} left: {out}"
+        );
+    }
+    assert!(!socket.exists(), "socket {} left", socket.display());
+    assert!(common::cgroup_dirs(id).is_empty(), "cgroup left");
+    assert!(common::mounts_of(id).is_empty(), "mount left");
+    assert!(
+        !Path::new("/run/containerd/youki/default").join(id).exists(),
+        "libcontainer state left"
+    );
+}
+
 /// The classic "unknown container": containerd loses its records (here: restarted on an
 /// empty root) while a shim and its container run on. youki-shims reports it, exits 1,
 /// and --kill removes shim, process, cgroup, mounts, state and socket; on a healthy node
@@ -317,21 +335,7 @@ fn youki_shims_finds_and_removes_a_shim_whose_records_were_deleted() {
     let (code, out) = tool(&p, &["--kill"]);
     assert_eq!(code, 1, "found (and removed): {out}");
     assert!(out.contains(&format!("removed container {id}")), "{out}");
-    for gone in [pid, shim_pid] {
-        assert!(
-            wait_for(Duration::from_secs(10), || process_gone(gone)),
-            "process {gone} left"
-        );
-    }
-    assert!(!socket.exists(), "socket {} left", socket.display());
-    assert!(common::cgroup_dirs(&id).is_empty(), "cgroup left");
-    assert!(common::mounts_of(&id).is_empty(), "mount left");
-    assert!(
-        !Path::new("/run/containerd/youki/default")
-            .join(&id)
-            .exists(),
-        "libcontainer state left"
-    );
+    assert_removed(&id, &[pid, shim_pid], &socket, &out);
     let (code, out) = tool(&p, &[]);
     assert_eq!(code, 0, "nothing unknown after --kill: {out}");
 }
@@ -393,21 +397,7 @@ fn youki_shims_removes_the_shims_of_a_containerd_gone_for_good() {
 
     let (code, out) = tool(&p, &["--kill", "--containerd-gone", &sock]);
     assert_eq!(code, 1, "found (and removed): {out}");
-    for gone in [pid, shim_pid] {
-        assert!(
-            wait_for(Duration::from_secs(10), || process_gone(gone)),
-            "process {gone} left: {out}"
-        );
-    }
-    assert!(!socket.exists(), "socket {} left", socket.display());
-    assert!(common::cgroup_dirs(&id).is_empty(), "cgroup left");
-    assert!(common::mounts_of(&id).is_empty(), "mount left");
-    assert!(
-        !Path::new("/run/containerd/youki/default")
-            .join(&id)
-            .exists(),
-        "libcontainer state left"
-    );
+    assert_removed(&id, &[pid, shim_pid], &socket, &out);
     let (code, out) = tool(&p, &["--containerd-gone", &sock]);
     assert_eq!(code, 0, "nothing left of it: {out}");
 }
