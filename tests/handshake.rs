@@ -10,6 +10,7 @@ use containerd_shim_protos::api::{ConnectRequest, DeleteResponse, ShutdownReques
 use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
+use containerd_shim_youki_v2::inventory;
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-youki-v2");
 
@@ -41,37 +42,13 @@ struct Daemons(Vec<String>);
 
 impl Drop for Daemons {
     fn drop(&mut self) {
-        let Ok(procs) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for pid in procs
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        {
-            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let args: Vec<String> = raw
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            let flag = |name: &str| {
-                args.iter()
-                    .position(|a| a == name)
-                    .and_then(|i| args.get(i + 1))
-            };
-            let ours = args
-                .first()
-                .is_some_and(|a| Path::new(a).file_name() == Path::new(SHIM).file_name())
-                && flag("-namespace").is_some_and(|n| n == "hs")
-                && flag("-id").is_some_and(|id| self.0.contains(id));
-            if ours {
-                // SAFETY: kill(2) of a daemon this test started (its binary, namespace and ID).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                if let Some(socket) = flag("-socket") {
-                    let _ = std::fs::remove_file(socket.trim_start_matches("unix://"));
-                }
-            }
+        let ours = inventory::scan_shims(Path::new("/proc"))
+            .into_iter()
+            .filter(|s| s.namespace == "hs" && self.0.contains(&s.id));
+        for s in ours {
+            // SAFETY: kill(2) of a daemon this test started (its namespace and ID).
+            unsafe { libc::kill(s.pid, libc::SIGKILL) };
+            let _ = std::fs::remove_file(&s.socket);
         }
     }
 }

@@ -382,7 +382,9 @@ fn youki_shims_removes_the_shims_of_a_containerd_gone_for_good() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["shims"][0]["verdict"], "unverified", "{out}");
 
-    let (code, out) = tool(&p, &["--json", "--containerd-gone", &sock]);
+    // As a URL too: the same containerd as the shims' plain -address.
+    let url = format!("unix://{sock}");
+    let (code, out) = tool(&p, &["--json", "--containerd-gone", &url]);
     assert_eq!(code, 1, "unknown once the operator says it is gone: {out}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     let shim = &report["shims"][0];

@@ -72,7 +72,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
         match a.as_str() {
             "--json" => o.json = true,
             "--kill" => o.kill = true,
-            "--address" => o.address = Some(value("--address")?),
+            "--address" => o.address = Some(socket_path(value("--address")?)),
             "-n" | "--namespace" => o.namespace = Some(value("--namespace")?),
             "--grace" => {
                 let v = value("--grace")?;
@@ -81,12 +81,20 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
                     .map_err(|_| format!("--grace {v:?}: not a number of seconds"))?;
                 o.grace = Duration::from_secs(secs);
             }
-            "--containerd-gone" => o.gone.push(value("--containerd-gone")?),
+            "--containerd-gone" => o.gone.push(socket_path(value("--containerd-gone")?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     Ok(o)
+}
+
+/// A containerd address as shims carry it in `-address`: the socket path, without `unix://`.
+fn socket_path(address: String) -> String {
+    match address.strip_prefix("unix://") {
+        Some(path) => path.to_string(),
+        None => address,
+    }
 }
 
 fn main() {
@@ -219,14 +227,13 @@ fn ask_containerd(
 
 /// `--containerd-gone SOCK` is refused while anything answers on SOCK: removing the
 /// containers of a containerd that is only restarting would destroy workloads.
-fn check_gone(address: &str) -> Result<(), String> {
-    let path = address.strip_prefix("unix://").unwrap_or(address);
+fn check_gone(path: &str) -> Result<(), String> {
     if path.is_empty() {
         return Err("--containerd-gone needs a socket path".into());
     }
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(_) => Err(format!(
-            "--containerd-gone {address:?}: a containerd answers there; it is not gone"
+            "--containerd-gone {path:?}: a containerd answers there; it is not gone"
         )),
         Err(_) => Ok(()),
     }
