@@ -5,20 +5,29 @@
 # and 50 pods, threads per shim. Prints the machine, a markdown table, and BENCH lines.
 #
 #   BENCH_N=20 BENCH_PODS=50 BENCH_CONCURRENCY=10 hack/bench.sh
+#   CONTAINERD=2.1 hack/bench.sh      # against another containerd (as hack/test.sh)
 #
 # The private containerd is started if it is not running (and stopped again afterwards).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 bash hack/prepare.sh
+if [ -z "${CONTAINERD_BIN:-}" ] && [ -n "${CONTAINERD:-}" ]; then
+  CONTAINERD_BIN=$(bash hack/containerd-versions.sh "$CONTAINERD")/containerd
+  export CONTAINERD_BIN
+fi
+eval "$(bash hack/containerd.sh env | sed 's/^/export /')"
 started=0
-if ! ctr --address /run/youki-test/containerd.sock version >/dev/null 2>&1; then
+if ! ctr --address "$CONTAINERD_ADDRESS" version >/dev/null 2>&1; then
   SHIM_DIR="$top/target/dist" bash hack/containerd.sh start
   started=1
+elif ! ctr --address "$CONTAINERD_ADDRESS" version | grep -q "$("$CONTAINERD_BIN" --version | awk '{print $3}')"; then
+  echo "a containerd of another version is running at $CONTAINERD_ADDRESS: hack/containerd.sh stop it first" >&2
+  exit 1
 fi
 [ "$started" = 0 ] || trap 'bash hack/containerd.sh stop' EXIT
 cargo build --release --quiet --example bench
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
-echo "containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), shim $(ls -l --time-style=+ "$top/target/dist/containerd-shim-youki-v2" | awk '{print $5}') bytes"
+echo "containerd $("$CONTAINERD_BIN" --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), shim $(ls -l --time-style=+ "$top/target/dist/containerd-shim-youki-v2" | awk '{print $5}') bytes"
 echo
 "$top/target/release/examples/bench"

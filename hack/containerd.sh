@@ -6,19 +6,27 @@
 #   hack/containerd.sh stop    # stops it (the PID it recorded, nothing else)
 #   hack/containerd.sh env     # prints the variables the tests and ctr use
 #
-# CONTAINERD_BIN picks the containerd binary (default: containerd on PATH);
+# CONTAINERD picks a containerd release by name (1.6, 1.7, 2.1: hack/containerd-versions.sh
+# provides it); CONTAINERD_BIN a binary by path (default: containerd on PATH). The ctr and
+# containerd-shim-runc-v2 next to that binary are used with it;
 # SHIM_DIR is where containerd-shim-youki-v2 is found (default target/dist, see Cargo.toml).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 dir=${YOUKI_TEST_DIR:-/var/lib/youki-test}
 run=${YOUKI_TEST_RUN:-/run/youki-test}
 sock=$run/containerd.sock
+if [ -z "${CONTAINERD_BIN:-}" ] && [ -n "${CONTAINERD:-}" ]; then
+  CONTAINERD_BIN=$(bash "$top/hack/containerd-versions.sh" "$CONTAINERD")/containerd
+fi
 containerd_bin=${CONTAINERD_BIN:-$(command -v containerd || echo /usr/bin/containerd)}
+bin_dir=$(dirname "$containerd_bin")
+# Its own ctr and runc shim first on PATH (containerd finds shims on PATH too).
+PATH="$bin_dir:$PATH"
 shim_dir=${SHIM_DIR:-$top/target/dist}
 images=${IMAGES_DIR:-$top/target/images}
 pidfile=$run/containerd.pid
 
-ctr_() { ctr --address "$sock" "$@"; }
+ctr_() { ctr --address "$sock" "$@"; }  # the ctr next to containerd_bin: see PATH below
 
 write_config() {
   mkdir -p "$dir/root" "$dir/cni/conf" "$run/state"
@@ -46,8 +54,20 @@ def hook(stage):
 spec["hooks"] = {"createRuntime": hook("create"), "poststart": hook("start"), "poststop": hook("delete")}
 json.dump(spec, sys.stdout, indent=1)
 ' "$dir/slow" >"$dir/slow-spec.json"
-  cat >"$dir/config.toml" <<TOML
-version = 2
+  local cri_images cri_runtime cni_bin
+  if [ "$(major)" -ge 2 ]; then
+    # containerd 2.x: config version 3, CRI split into an images and a runtime plugin.
+    cri_images='plugins."io.containerd.cri.v1.images"'
+    cri_runtime='plugins."io.containerd.cri.v1.runtime"'
+    cni_bin='bin_dirs = ["/usr/lib/cni"]'
+  else
+    cri_images='plugins."io.containerd.grpc.v1.cri"'
+    cri_runtime='plugins."io.containerd.grpc.v1.cri"'
+    cni_bin='bin_dir = "/usr/lib/cni"'
+  fi
+  {
+    cat <<TOML
+version = $([ "$(major)" -ge 2 ] && echo 3 || echo 2)
 root = "$dir/root"
 state = "$run/state"
 oom_score = 0
@@ -58,28 +78,51 @@ oom_score = 0
 [debug]
   level = "${CONTAINERD_LOG_LEVEL:-info}"
 
-[plugins."io.containerd.grpc.v1.cri"]
+TOML
+    if [ "$(major)" -ge 2 ]; then
+      cat <<TOML
+[$cri_images]
+  snapshotter = "overlayfs"
+  [$cri_images.pinned_images]
+    sandbox = "localhost/youki/pause:latest"
+
+TOML
+    else
+      cat <<TOML
+[$cri_images]
   sandbox_image = "localhost/youki/pause:latest"
+  [$cri_images.containerd]
+    snapshotter = "overlayfs"
+
+TOML
+    fi
+    cat <<TOML
+[$cri_runtime]
   restrict_oom_score_adj = true
   enable_selinux = false
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
+  [$cri_runtime.containerd]
     default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    [$cri_runtime.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.youki]
+    [$cri_runtime.containerd.runtimes.youki]
       runtime_type = "io.containerd.youki.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.youki.options]
+      [$cri_runtime.containerd.runtimes.youki.options]
         SystemdCgroup = false
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.youki-slow]
+    [$cri_runtime.containerd.runtimes.youki-slow]
       runtime_type = "io.containerd.youki.v2"
       base_runtime_spec = "$dir/slow-spec.json"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.youki-slow.options]
+      [$cri_runtime.containerd.runtimes.youki-slow.options]
         SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+  [$cri_runtime.cni]
+    $cni_bin
     conf_dir = "$dir/cni/conf"
 TOML
+  } >"$dir/config.toml"
+}
+
+# The containerd binary's major version (1 or 2).
+major() {
+  "$containerd_bin" --version | awk '{ v = $3; sub(/^v/, "", v); split(v, a, "."); print a[1] + 0 }'
 }
 
 # Alive and not a zombie (a killed containerd may wait a while for its reaper).
@@ -94,7 +137,7 @@ start() {
   if running; then echo "containerd already running (pid $(cat "$pidfile"), $sock)"; return; fi
   [ -x "$shim_dir/containerd-shim-youki-v2" ] || { echo "no shim at $shim_dir: run hack/prepare.sh first" >&2; exit 1; }
   write_config
-  PATH="$shim_dir:$PATH" setsid "$containerd_bin" --config "$dir/config.toml" \
+  PATH="$shim_dir:$bin_dir:$PATH" setsid "$containerd_bin" --config "$dir/config.toml" \
     >"$dir/containerd.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   for _ in $(seq 100); do
@@ -124,6 +167,7 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  env) echo "CONTAINERD_ADDRESS=$sock"; echo "YOUKI_TEST_DIR=$dir"; echo "CONTAINERD_BIN=$containerd_bin" ;;
+  env) printf '%s=%q\n' CONTAINERD_ADDRESS "$sock" YOUKI_TEST_DIR "$dir" YOUKI_TEST_RUN "$run" \
+         CONTAINERD_BIN "$containerd_bin" PATH "$PATH" ;;
   *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
 esac
