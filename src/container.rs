@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crate::io::{Keepalive, StdioPaths};
 use crate::process::{Exit, ExitCell};
@@ -26,6 +27,9 @@ pub struct Container {
     pub started: bool,
     pub paused: bool,
     pub exit: Arc<ExitCell>,
+    /// containerd has the init's exit: its TaskExit was accepted, or State, Wait or Delete
+    /// answered it. Until then Pids keeps listing the exited init (see `Pod::pids`).
+    pub exit_seen: Arc<AtomicBool>,
     pub io: Keepalive,
     pub execs: HashMap<String, Exec>,
     /// The terminal, for `-t` containers.

@@ -3,6 +3,8 @@
 //! attempt the event is dropped and logged, and the shim never blocks on containerd: after
 //! its restart containerd recovers state through Connect/State/Wait.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use containerd_shim_protos::protobuf::Message;
@@ -31,7 +33,8 @@ pub trait Forwarder: Send + 'static {
 /// What the sending task takes in order: events, and flush marks that answer once every
 /// event queued before them is delivered or dropped.
 enum Item {
-    Event(Envelope),
+    /// An event, and the flag to raise once containerd has accepted it (if anyone asks).
+    Event(Envelope, Option<Arc<AtomicBool>>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -56,6 +59,16 @@ impl Publisher {
     /// Queues an event; never waits. `type_name` is the Go type URL containerd registers,
     /// e.g. `containerd.events.TaskExit`.
     pub fn publish<M: Message>(&self, topic: &str, event: &M) {
+        self.queue(topic, event, None);
+    }
+
+    /// As `publish`, and raises `delivered` once containerd has accepted the event (never,
+    /// if it is dropped after the last attempt).
+    pub fn publish_tracked<M: Message>(&self, topic: &str, event: &M, delivered: Arc<AtomicBool>) {
+        self.queue(topic, event, Some(delivered));
+    }
+
+    fn queue<M: Message>(&self, topic: &str, event: &M, delivered: Option<Arc<AtomicBool>>) {
         let envelope = match envelope(&self.namespace, topic, event) {
             Ok(e) => e,
             Err(e) => {
@@ -63,7 +76,7 @@ impl Publisher {
                 return;
             }
         };
-        if self.tx.try_send(Item::Event(envelope)).is_err() {
+        if self.tx.try_send(Item::Event(envelope, delivered)).is_err() {
             log::error!("event {topic} dropped: queue full or closed");
         }
     }
@@ -102,8 +115,8 @@ fn envelope<M: Message>(namespace: &str, topic: &str, event: &M) -> Result<Envel
 
 async fn drain(mut rx: mpsc::Receiver<Item>, mut fwd: impl Forwarder, first_backoff: Duration) {
     while let Some(item) = rx.recv().await {
-        let env = match item {
-            Item::Event(env) => env,
+        let (env, delivered) = match item {
+            Item::Event(env, delivered) => (env, delivered),
             Item::Flush(done) => {
                 let _ = done.send(());
                 continue;
@@ -112,7 +125,12 @@ async fn drain(mut rx: mpsc::Receiver<Item>, mut fwd: impl Forwarder, first_back
         let mut backoff = first_backoff;
         for attempt in 1..=MAX_ATTEMPTS {
             match fwd.forward(&env).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    if let Some(flag) = &delivered {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    break;
+                }
                 Err(e) if attempt == MAX_ATTEMPTS => {
                     log::error!("event {} dropped after {attempt} attempts: {e}", env.topic);
                 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -162,7 +163,8 @@ impl Pod {
         self.events.publish(topics::TASK_CREATE_EVENT_TOPIC, &ev);
         if let Some(exit) = early_exit {
             container.exit.set(exit);
-            self.publish_exit(&container.id, &container.id, pid, exit);
+            let seen = Some(container.exit_seen.clone());
+            self.publish_exit(&container.id, &container.id, pid, exit, seen);
         }
         *guard = Some(container);
         Ok(pid)
@@ -251,6 +253,7 @@ impl Pod {
             started: false,
             paused: false,
             exit,
+            exit_seen: Arc::new(AtomicBool::new(false)),
             io: keep,
             tty,
             execs: HashMap::new(),
@@ -391,7 +394,7 @@ impl Pod {
             && e.exit.set(exit)
         {
             e.io.release_fifos();
-            self.publish_exit(id, exec_id, pid, exit);
+            self.publish_exit(id, exec_id, pid, exit, None);
         }
         Ok(pid)
     }
@@ -446,32 +449,40 @@ impl Pod {
                 exit: e.exit.get(),
             });
         }
+        let exit = c.exited();
+        if exit.is_some() {
+            c.exit_seen.store(true, Ordering::SeqCst);
+        }
         Ok(StateInfo {
             id: c.id.clone(),
             bundle: c.bundle.clone(),
             pid: c.pid,
             status: c.status(),
             stdio: c.stdio.clone(),
-            exit: c.exited(),
+            exit,
         })
     }
 
     pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
-        let cell = {
+        let (cell, seen) = {
             let slot = self.slot(id)?;
             let g = slot.lock().await;
             let c = g.as_ref().ok_or_else(|| not_found(id))?;
             if exec_id.is_empty() {
-                c.exit.clone()
+                (c.exit.clone(), Some(c.exit_seen.clone()))
             } else {
-                c.execs
+                let e = c
+                    .execs
                     .get(exec_id)
-                    .ok_or_else(|| exec_not_found(id, exec_id))?
-                    .exit
-                    .clone()
+                    .ok_or_else(|| exec_not_found(id, exec_id))?;
+                (e.exit.clone(), None)
             }
         };
-        Ok(cell.wait().await)
+        let exit = cell.wait().await;
+        if let Some(seen) = seen {
+            seen.store(true, Ordering::SeqCst);
+        }
+        Ok(exit)
     }
 
     pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
@@ -670,6 +681,16 @@ impl Pod {
         let g = slot.lock().await;
         let c = g.as_ref().ok_or_else(|| not_found(id))?;
         if c.exited().is_some() {
+            // containerd >= 1.7, loading its shims after a restart, asks each task's shim
+            // for Pids and deletes a task whose list is empty, as a shim "leaked" by a
+            // Create cut off half-way: an exit during its downtime would be lost with it
+            // (the task gone, CRI left with 255). So the init stays listed, like a zombie
+            // until it is reaped, only while containerd has not seen its exit: TaskExit
+            // could not be delivered and nobody asked State or Wait since. Any caller
+            // after that gets the honest empty list.
+            if !c.exit_seen.load(Ordering::SeqCst) {
+                return Ok(vec![c.pid as u32]);
+            }
             return Ok(Vec::new());
         }
         self.runtime.pids(id, c.pid).await
@@ -747,13 +768,13 @@ impl Pod {
         match &owner.exec {
             None => {
                 c.io.release_fifos();
-                self.publish_exit(&id, &id, pid, exit);
+                self.publish_exit(&id, &id, pid, exit, Some(c.exit_seen.clone()));
             }
             Some(exec_id) => {
                 if let Some(e) = c.execs.get_mut(exec_id) {
                     e.io.release_fifos();
                 }
-                self.publish_exit(&id, exec_id, pid, exit);
+                self.publish_exit(&id, exec_id, pid, exit, None);
             }
         }
     }
@@ -785,14 +806,27 @@ impl Pod {
     }
 
     /// TaskExit of the init (`process_id` = container ID) or of an exec (the exec ID).
-    fn publish_exit(&self, id: &str, process_id: &str, pid: i32, exit: Exit) {
+    /// `delivered`, for an init: raised once containerd accepted the event.
+    fn publish_exit(
+        &self,
+        id: &str,
+        process_id: &str,
+        pid: i32,
+        exit: Exit,
+        delivered: Option<Arc<AtomicBool>>,
+    ) {
         let mut ev = TaskExit::new();
         ev.container_id = id.to_string();
         ev.id = process_id.to_string();
         ev.pid = pid as u32;
         ev.exit_status = exit.status;
         ev.exited_at = Some(timestamp(exit.at)).into();
-        self.events.publish(topics::TASK_EXIT_EVENT_TOPIC, &ev);
+        match delivered {
+            Some(flag) => self
+                .events
+                .publish_tracked(topics::TASK_EXIT_EVENT_TOPIC, &ev, flag),
+            None => self.events.publish(topics::TASK_EXIT_EVENT_TOPIC, &ev),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use super::*;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
@@ -24,12 +25,16 @@ const PATIENCE: Duration = Duration::from_secs(2);
 
 type Recorded = Arc<Mutex<Vec<(String, Envelope)>>>;
 
-/// Records every envelope it is handed, in order.
-struct Recorder(Recorded);
+/// Records every envelope it is handed, in order; refuses them all while `.1` (containerd
+/// is down) is raised.
+struct Recorder(Recorded, Arc<AtomicBool>);
 
 #[async_trait::async_trait]
 impl Forwarder for Recorder {
     async fn forward(&mut self, envelope: &Envelope) -> Result<()> {
+        if self.1.load(Ordering::SeqCst) {
+            return Err(Error::Runtime("containerd is down".into()));
+        }
         self.0
             .lock()
             .unwrap()
@@ -44,6 +49,8 @@ struct Harness {
     events: Recorded,
     /// The reaper's channel: what the fake sends exits on.
     exits: UnboundedSender<(i32, u32)>,
+    /// Raised: containerd refuses every event (it is down or restarting).
+    containerd_down: Arc<AtomicBool>,
 }
 
 /// Must be called inside a tokio runtime (the publisher and the exit pump are tasks).
@@ -58,7 +65,8 @@ fn harness_opts(setup: impl FnOnce(&mut FakeRuntime), pump: bool) -> Harness {
     setup(&mut rt);
     let rt = Arc::new(rt);
     let events: Recorded = Arc::new(Mutex::new(Vec::new()));
-    let publisher = Publisher::spawn(NS.to_string(), Recorder(events.clone()));
+    let down = Arc::new(AtomicBool::new(false));
+    let publisher = Publisher::spawn(NS.to_string(), Recorder(events.clone(), down.clone()));
     let pod = Arc::new(Pod::new(rt.clone(), publisher));
     let p = pod.clone();
     tokio::spawn(async move {
@@ -76,6 +84,7 @@ fn harness_opts(setup: impl FnOnce(&mut FakeRuntime), pump: bool) -> Harness {
         rt,
         events,
         exits: tx,
+        containerd_down: down,
     }
 }
 
@@ -949,4 +958,47 @@ async fn checkpoint_needs_a_running_container() {
     assert!(e.to_string().contains("not running"), "{e}");
     assert_code(h.pod.checkpoint("nope", &spec).await, Code::NOT_FOUND);
     assert!(!h.calls().iter().any(|c| c.starts_with("checkpoint")));
+}
+
+/// containerd >= 1.7 deletes, on its restart, every task whose Pids is empty: an init that
+/// exited while containerd was down stays listed until containerd has seen the exit; for
+/// everyone after that, Pids is honest again.
+#[tokio::test]
+async fn pids_keep_an_exit_containerd_has_not_seen() {
+    let h = harness();
+    h.containerd_down.store(true, Ordering::SeqCst);
+    let pid = h.pod.create(params("c1")).await.unwrap();
+    h.pod.start("c1", "").await.unwrap();
+    h.rt.exit("c1", 7);
+    // The exit is recorded (through the reaper) but its TaskExit is not delivered.
+    let deadline = Instant::now() + PATIENCE;
+    while lock(&h.pod.exits).by_pid.get(&pid).and_then(|o| o.exit.get()).is_none() {
+        assert!(Instant::now() < deadline, "the exit never reached the pod");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(h.pod.pids("c1").await.unwrap(), vec![pid as u32]);
+    assert_eq!(h.pod.pids("c1").await.unwrap(), vec![pid as u32], "Pids alone sees nothing");
+    // containerd is back and asks for the state: from then on the list is empty.
+    h.containerd_down.store(false, Ordering::SeqCst);
+    let st = h.pod.state("c1", "").await.unwrap();
+    assert_eq!(st.status, Status::Stopped);
+    assert_eq!(st.exit.map(|e| e.status), Some(7));
+    assert!(h.pod.pids("c1").await.unwrap().is_empty());
+
+    // A delivered TaskExit is seen too, without any State or Wait.
+    let pid2 = h.pod.create(params("c2")).await.unwrap();
+    h.pod.start("c2", "").await.unwrap();
+    h.rt.exit("c2", 3);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let delivered = h.events.lock().unwrap().iter().any(|(t, e)| {
+            t == topics::TASK_EXIT_EVENT_TOPIC && decode::<TaskExit>(e).pid == pid2 as u32
+        });
+        if delivered {
+            break;
+        }
+        assert!(Instant::now() < deadline, "TaskExit of c2 never delivered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(h.pod.pids("c2").await.unwrap().is_empty());
 }
