@@ -7,6 +7,10 @@
 #   hack/containerd-versions.sh 2.1    # Debian forky/sid's 2.1.x
 #   hack/containerd-versions.sh list   # the names it knows
 #
+# Any other name (e.g. 2.3, which no Debian suite packages) is served from the cache only:
+# put containerd, ctr and containerd-shim-runc-v2 you built yourself in
+# /var/cache/youki-test/containerd/<name>/bin (CONTAINERD_CACHE moves the cache).
+#
 # The later suites' .deb files come from the Debian archive this machine already uses: the
 # URI is read from its apt sources, added with the newer suite names in a private apt
 # directory under the cache (the system's apt state is never touched), and the package is
@@ -54,7 +58,10 @@ provide() {
     return
   fi
   local suites uri apt=$cache/apt
-  suites=$(suites_of "$want") || { echo "unknown containerd version '$want' (known: 1.6 1.7 2.1)" >&2; exit 2; }
+  suites=$(suites_of "$want") || {
+    echo "unknown containerd version '$want' (packaged: 1.6 1.7 2.1; others only from $dest/bin when built by hand)" >&2
+    exit 2
+  }
   uri=$(archive_uri)
   mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/etc"
   : >"$apt/etc/sources.list"
