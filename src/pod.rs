@@ -431,6 +431,16 @@ impl Pod {
         Ok(c.pid)
     }
 
+    /// The init's PID, for Connect. Unlike State it does not count as containerd seeing
+    /// an exit: containerd's loader calls Connect right before the Pids that decides
+    /// whether it keeps the task (see `pids`).
+    pub async fn init_pid(&self, id: &str) -> Result<u32> {
+        let slot = self.slot(id)?;
+        let g = slot.lock().await;
+        let c = g.as_ref().ok_or_else(|| not_found(id))?;
+        Ok(c.pid as u32)
+    }
+
     pub async fn state(&self, id: &str, exec_id: &str) -> Result<StateInfo> {
         let slot = self.slot(id)?;
         let g = slot.lock().await;

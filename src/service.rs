@@ -174,7 +174,9 @@ impl Task for TaskService {
     }
 
     async fn pids(&self, _: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
-        let pids = self.pod.pids(&req.id).await?;
+        let pids = self.pod.pids(&req.id).await;
+        log::debug!("pids {}: {:?}", req.id, pids);
+        let pids = pids?;
         let mut resp = PidsResponse::new();
         resp.processes = pids
             .into_iter()
@@ -208,7 +210,7 @@ impl Task for TaskService {
         resp.shim_pid = std::process::id();
         resp.version = env!("CARGO_PKG_VERSION").to_string();
         if !req.id.is_empty() {
-            resp.task_pid = self.pod.state(&req.id, "").await?.pid as u32;
+            resp.task_pid = self.pod.init_pid(&req.id).await?;
         }
         Ok(resp)
     }
