@@ -61,7 +61,7 @@ json.dump(spec, sys.stdout, indent=1)
     cri_runtime='plugins."io.containerd.cri.v1.runtime"'
     cni_bin='bin_dirs = ["/usr/lib/cni"]'
   else
-    cri_images='plugins."io.containerd.grpc.v1.cri"'
+    cri_images=""
     cri_runtime='plugins."io.containerd.grpc.v1.cri"'
     cni_bin='bin_dir = "/usr/lib/cni"'
   fi
@@ -79,6 +79,8 @@ oom_score = 0
   level = "${CONTAINERD_LOG_LEVEL:-info}"
 
 TOML
+    # 1.x has one CRI plugin table: the image settings go into the runtime's below.
+    local top_extra="" containerd_extra=""
     if [ "$(major)" -ge 2 ]; then
       cat <<TOML
 [$cri_images]
@@ -88,19 +90,16 @@ TOML
 
 TOML
     else
-      cat <<TOML
-[$cri_images]
-  sandbox_image = "localhost/youki/pause:latest"
-  [$cri_images.containerd]
-    snapshotter = "overlayfs"
-
-TOML
+      top_extra='  sandbox_image = "localhost/youki/pause:latest"'
+      containerd_extra='    snapshotter = "overlayfs"'
     fi
     cat <<TOML
 [$cri_runtime]
+$top_extra
   restrict_oom_score_adj = true
   enable_selinux = false
   [$cri_runtime.containerd]
+$containerd_extra
     default_runtime_name = "runc"
     [$cri_runtime.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
