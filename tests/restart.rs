@@ -149,13 +149,23 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
     let short = cri
         .run_container(&pod, &spec, "short", &["sh", "-c", "sleep 2; exit 7"])
         .expect("short");
+    let victim = cri
+        .run_container(&pod, &spec, "victim", &["sleep", "3600"])
+        .expect("victim");
     let pause_pid = cri.pod_pid(&pod).unwrap();
     let long_pid = cri.container_pid(&long).unwrap();
+    let victim_pid = cri.container_pid(&victim).unwrap();
 
     p.kill9();
     drop(cri);
-    // `short` exits while containerd is down.
-    std::thread::sleep(Duration::from_secs(3));
+    // `short` exits while containerd is down and `victim` is SIGKILLed. The downtime
+    // outlasts the shim's TaskExit retries (about 5 s), so only the restarted containerd's
+    // loader can learn these exits from the shim: it must not take the exited tasks for
+    // leaked shims (containerd >= 1.7 asks Pids; CRI then reports 255).
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on a PID this test just read from CRI; no memory is involved.
+    assert_eq!(unsafe { libc::kill(victim_pid, libc::SIGKILL) }, 0);
+    std::thread::sleep(Duration::from_secs(7));
     let restarted = std::time::SystemTime::now();
     p.start();
     // The restarted containerd's CRI may need a moment to load its containers.
@@ -176,6 +186,16 @@ fn pod_survives_containerd_kill_and_reports_exits_from_the_downtime() {
         "finished_at {} not in [{earliest}, {})",
         st.finished_at,
         ns(restarted)
+    );
+    assert!(wait_for(Duration::from_secs(20), || {
+        cri.container_state(&victim).ok() == Some(ContainerState::ContainerExited)
+    }));
+    let st = cri.container_status(&victim).unwrap().status.unwrap();
+    assert_eq!(st.exit_code, 137, "SIGKILL during the downtime");
+    assert!(
+        st.finished_at < ns(restarted),
+        "victim's finished_at {} is after the restart",
+        st.finished_at
     );
     assert_eq!(
         cri.container_state(&long).unwrap(),
