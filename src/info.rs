@@ -262,6 +262,9 @@ pub struct Host {
     pub userns_allowed: bool,
     /// /proc/sys/kernel/cap_last_cap.
     pub cap_last_cap: usize,
+    /// Our own bounding set (`CapBnd`): no container of ours can hold more. A host may
+    /// withhold some (this test machine has no CAP_SYS_RESOURCE).
+    pub cap_bounding: u64,
     pub cgroup: Option<libcgroups::common::CgroupSetup>,
     pub systemd_booted: bool,
     /// libseccomp's API level (0: unusable) and version.
@@ -296,6 +299,11 @@ impl Host {
             cap_last_cap: read("/proc/sys/kernel/cap_last_cap")
                 .trim()
                 .parse()
+                .unwrap_or(0),
+            cap_bounding: read("/proc/self/status")
+                .lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
                 .unwrap_or(0),
             cgroup: libcgroups::common::get_cgroup_setup().ok(),
             systemd_booted: libcgroups::systemd::booted(),
@@ -399,8 +407,10 @@ pub fn features_for(host: &Host) -> Features {
         .collect();
     let capabilities = CAPABILITIES
         .iter()
+        .enumerate()
         .take(host.cap_last_cap + 1)
-        .copied()
+        .filter(|(bit, _)| host.cap_bounding & (1 << bit) != 0)
+        .map(|(_, c)| *c)
         // libcontainer takes every capability oci-spec can name.
         .filter(|c| serde_json::from_value::<oci_spec::runtime::Capability>(json!(c)).is_ok())
         .collect();
@@ -588,6 +598,7 @@ mod tests {
                 .to_vec(),
             userns_allowed: true,
             cap_last_cap: 40,
+            cap_bounding: (1 << 41) - 1,
             cgroup: Some(CgroupSetup::Unified),
             systemd_booted: true,
             seccomp_api: 6,
@@ -669,6 +680,12 @@ mod tests {
         assert_eq!(f.capabilities.len(), 38);
         assert_eq!(f.capabilities.last(), Some(&"CAP_AUDIT_READ"));
         assert_eq!(features_for(&host()).capabilities.len(), 41);
+        let f = features_for(&Host {
+            cap_bounding: ((1 << 41) - 1) & !(1 << 24),
+            ..host()
+        });
+        assert!(!f.capabilities.contains(&"CAP_SYS_RESOURCE"));
+        assert_eq!(f.capabilities.len(), 40);
     }
 
     #[test]

@@ -45,6 +45,15 @@ fn run_info(stdin: &[u8]) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// A failed run's stderr and stdout (libcontainer's init logs its errors to the latter).
+fn output(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    )
+}
+
 /// The features document our shim advertises.
 fn advertised() -> Value {
     let o = run_info(b"");
@@ -71,7 +80,7 @@ fn strings(v: &Value) -> Vec<String> {
 #[test]
 fn info_names_the_runtime_and_carries_features() {
     let o = run_info(b"");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", output(&o));
     assert!(
         o.stderr.is_empty(),
         "{}",
@@ -93,7 +102,7 @@ fn info_names_the_runtime_and_carries_features() {
     let mut opts = Any::new();
     opts.type_url = "containerd.runc.v1.Options".into();
     let o = run_info(&opts.write_to_bytes().unwrap());
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", output(&o));
     let echoed = Any::parse_from_bytes(&field(&o.stdout, 3).unwrap()).unwrap();
     assert_eq!(echoed.type_url, opts.type_url);
 
@@ -169,25 +178,35 @@ struct HostTree(PathBuf);
 
 impl HostTree {
     fn new(tag: &str) -> HostTree {
+        HostTree::with_flags(tag, &[])
+    }
+
+    /// Both mounts remounted with these mount(8) flags (after the files are written).
+    fn with_flags(tag: &str, flags: &[&str]) -> HostTree {
         let dir = std::env::temp_dir().join(unique(tag));
         let tree = HostTree(dir.clone());
         std::fs::create_dir_all(&dir).unwrap();
-        mount_tmpfs(&dir);
+        mount(&["-t", "tmpfs", "tmpfs"], &dir);
         std::fs::create_dir(dir.join("sub")).unwrap();
-        mount_tmpfs(&dir.join("sub"));
+        mount(&["-t", "tmpfs", "tmpfs"], &dir.join("sub"));
         std::fs::write(dir.join("top-file"), "top").unwrap();
         std::fs::write(dir.join("sub/sub-file"), "sub").unwrap();
+        if !flags.is_empty() {
+            let o = format!("remount,{}", flags.join(","));
+            mount(&["-o", &o], &dir.join("sub"));
+            mount(&["-o", &o], &dir);
+        }
         tree
     }
 }
 
-fn mount_tmpfs(at: &Path) {
+fn mount(args: &[&str], at: &Path) {
     let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "tmpfs"])
+        .args(args)
         .arg(at)
         .status()
         .is_ok_and(|s| s.success());
-    assert!(ok, "mount tmpfs on {}", at.display());
+    assert!(ok, "mount {args:?} {}", at.display());
 }
 
 impl Drop for HostTree {
@@ -199,9 +218,12 @@ impl Drop for HostTree {
 
 /// What each advertised mount option must do, seen in the container's mountinfo: the flags
 /// the mount (`top`) and its submount (`sub`, for rbind) must show and must not show.
-/// Options that only clear a flag are given after the option that set it.
+/// Options that only clear a flag are given after the option that set it, or (the
+/// recursive ones, which clear what the source has) on a source with every flag set.
 struct OptionCase {
     options: &'static [&'static str],
+    /// The source is [`FLAGS`]-mounted.
+    flagged: bool,
     top_has: &'static [&'static str],
     top_lacks: &'static [&'static str],
     sub_has: &'static [&'static str],
@@ -217,6 +239,7 @@ const fn case(
 ) -> OptionCase {
     OptionCase {
         options,
+        flagged: false,
         top_has,
         top_lacks,
         sub_has,
@@ -224,7 +247,32 @@ const fn case(
     }
 }
 
+const fn flagged(
+    options: &'static [&'static str],
+    top_has: &'static [&'static str],
+    top_lacks: &'static [&'static str],
+    sub_has: &'static [&'static str],
+    sub_lacks: &'static [&'static str],
+) -> OptionCase {
+    OptionCase {
+        flagged: true,
+        ..case(options, top_has, top_lacks, sub_has, sub_lacks)
+    }
+}
+
+/// How the flagged source tree is mounted.
+const FLAGS: &[&str] = &[
+    "ro",
+    "nosuid",
+    "nodev",
+    "noexec",
+    "noatime",
+    "nodiratime",
+    "nosymfollow",
+];
+
 /// Keyed by the option under test (the last one in `options`).
+#[rustfmt::skip]
 const OPTION_CASES: &[OptionCase] = &[
     case(&["rbind", "defaults"], &[], &["ro"], &[], &["ro"]),
     // Without rbind the submount is not carried over (checked separately).
@@ -240,127 +288,32 @@ const OPTION_CASES: &[OptionCase] = &[
     case(&["rbind", "noexec", "exec"], &[], &["noexec"], &[], &[]),
     case(&["rbind", "noatime"], &["noatime"], &[], &[], &["noatime"]),
     case(&["rbind", "noatime", "atime"], &[], &["noatime"], &[], &[]),
-    case(
-        &["rbind", "nodiratime"],
-        &["nodiratime"],
-        &[],
-        &[],
-        &["nodiratime"],
-    ),
-    case(
-        &["rbind", "nodiratime", "diratime"],
-        &[],
-        &["nodiratime"],
-        &[],
-        &[],
-    ),
+    case(&["rbind", "nodiratime"], &["nodiratime"], &[], &[], &["nodiratime"]),
+    case(&["rbind", "nodiratime", "diratime"], &[], &["nodiratime"], &[], &[]),
     // (strictatime and noatime win over relatime in one mount, as in mount(8).)
     case(&["rbind", "relatime"], &["relatime"], &[], &[], &[]),
-    case(
-        &["rbind", "relatime", "norelatime"],
-        &[],
-        &["noatime"],
-        &[],
-        &[],
-    ),
-    case(
-        &["rbind", "strictatime"],
-        &[],
-        &["relatime", "noatime"],
-        &["relatime"],
-        &[],
-    ),
-    case(
-        &["rbind", "strictatime", "nostrictatime"],
-        &["relatime"],
-        &[],
-        &[],
-        &[],
-    ),
+    case(&["rbind", "relatime", "norelatime"], &[], &["noatime"], &[], &[]),
+    case(&["rbind", "strictatime"], &[], &["relatime", "noatime"], &["relatime"], &[]),
+    case(&["rbind", "strictatime", "nostrictatime"], &["relatime"], &[], &[], &[]),
     case(&["rbind", "rro"], &["ro"], &[], &["ro"], &[]),
-    case(&["rbind", "rro", "rrw"], &[], &[], &[], &[]),
+    flagged(&["rbind", "rrw"], &[], &["ro"], &[], &["ro"]),
     case(&["rbind", "rnosuid"], &["nosuid"], &[], &["nosuid"], &[]),
-    case(
-        &["rbind", "rnosuid", "rsuid"],
-        &[],
-        &["nosuid"],
-        &[],
-        &["nosuid"],
-    ),
+    flagged(&["rbind", "rsuid"], &[], &["nosuid"], &[], &["nosuid"]),
     case(&["rbind", "rnodev"], &["nodev"], &[], &["nodev"], &[]),
-    case(
-        &["rbind", "rnodev", "rdev"],
-        &[],
-        &["nodev"],
-        &[],
-        &["nodev"],
-    ),
+    flagged(&["rbind", "rdev"], &[], &["nodev"], &[], &["nodev"]),
     case(&["rbind", "rnoexec"], &["noexec"], &[], &["noexec"], &[]),
-    case(
-        &["rbind", "rnoexec", "rexec"],
-        &[],
-        &["noexec"],
-        &[],
-        &["noexec"],
-    ),
-    case(
-        &["rbind", "rnodiratime"],
-        &["nodiratime"],
-        &[],
-        &["nodiratime"],
-        &[],
-    ),
-    case(
-        &["rbind", "rnodiratime", "rdiratime"],
-        &[],
-        &["nodiratime"],
-        &[],
-        &["nodiratime"],
-    ),
+    flagged(&["rbind", "rexec"], &[], &["noexec"], &[], &["noexec"]),
+    case(&["rbind", "rnodiratime"], &["nodiratime"], &[], &["nodiratime"], &[]),
+    flagged(&["rbind", "rdiratime"], &[], &["nodiratime"], &[], &["nodiratime"]),
     case(&["rbind", "rnoatime"], &["noatime"], &[], &["noatime"], &[]),
-    case(
-        &["rbind", "rnoatime", "ratime"],
-        &[],
-        &["noatime"],
-        &[],
-        &["noatime"],
-    ),
-    case(
-        &["rbind", "rnoatime", "rrelatime"],
-        &["relatime"],
-        &[],
-        &["relatime"],
-        &[],
-    ),
-    case(&["rbind", "rrelatime", "rnorelatime"], &[], &[], &[], &[]),
-    case(
-        &["rbind", "rstrictatime"],
-        &[],
-        &["relatime", "noatime"],
-        &[],
-        &["relatime", "noatime"],
-    ),
-    case(
-        &["rbind", "rstrictatime", "rnostrictatime"],
-        &[],
-        &[],
-        &[],
-        &[],
-    ),
-    case(
-        &["rbind", "rnosymfollow"],
-        &["nosymfollow"],
-        &[],
-        &["nosymfollow"],
-        &[],
-    ),
-    case(
-        &["rbind", "rnosymfollow", "rsymfollow"],
-        &[],
-        &["nosymfollow"],
-        &[],
-        &["nosymfollow"],
-    ),
+    flagged(&["rbind", "ratime"], &[], &["noatime"], &[], &["noatime"]),
+    flagged(&["rbind", "rrelatime"], &["relatime"], &["noatime"], &["relatime"], &["noatime"]),
+    case(&["rbind", "rstrictatime"], &[], &["relatime", "noatime"], &[], &["relatime", "noatime"]),
+    // Clearing the default atime mode changes nothing visible: the mount must just work.
+    case(&["rbind", "rnorelatime"], &[], &[], &[], &[]),
+    case(&["rbind", "rnostrictatime"], &[], &[], &[], &[]),
+    case(&["rbind", "rnosymfollow"], &["nosymfollow"], &[], &["nosymfollow"], &[]),
+    flagged(&["rbind", "rsymfollow"], &[], &["nosymfollow"], &[], &["nosymfollow"]),
 ];
 
 /// Per-mount options of each mount point in a mountinfo text.
@@ -391,7 +344,8 @@ fn advertised_mount_options_apply() {
             "mount option {o} is advertised but not tested"
         );
     }
-    let tree = HostTree::new("mntopts");
+    let plain = HostTree::new("mntopts");
+    let flagged_tree = HostTree::with_flags("mntopts-flagged", FLAGS);
     let id = unique("mntopts");
     let _rm = RemoveOnDrop(id.clone());
     let mut args = vec![
@@ -409,7 +363,7 @@ fn advertised_mount_options_apply() {
         args.push("--mount".into());
         args.push(format!(
             "type=bind,src={},dst=/m{i},options={}",
-            tree.0.display(),
+            if c.flagged { &flagged_tree.0 } else { &plain.0 }.display(),
             c.options.join(":")
         ));
         cases.push((i, c));
@@ -422,7 +376,7 @@ fn advertised_mount_options_apply() {
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = ctr(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", output(&o));
     let mounts = mount_flags(&String::from_utf8_lossy(&o.stdout));
     let flags_at = |p: &str| {
         mounts
@@ -491,7 +445,7 @@ fn rro_mount_is_read_only_all_the_way_down() {
         "-c",
         script,
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", output(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         "/rro/x readonly\n/rro/sub/x readonly\n/ro/x readonly\n/ro/sub/x writable\n"
@@ -619,18 +573,16 @@ fn advertised_namespaces_are_created() {
         let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
         s.spec["linux"]["uidMappings"] = map.clone();
         s.spec["linux"]["gidMappings"] = map;
-        // A user namespace may not mount cgroup v1 hierarchies; the rest of the defaults stay.
-        let mounts: Vec<Value> = s.spec["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["type"] != "cgroup")
-            .cloned()
-            .collect();
-        s.spec["mounts"] = json!(mounts);
+        // The rootfs belongs to the container's root, as `ctr run --uidmap` would make it.
+        let ok = Command::new("chown")
+            .args(["-R", "-h", "100000:100000"])
+            .arg(s.dir.join("rootfs"))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown rootfs");
     }
     let o = s.run(&id);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", output(&o));
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     for t in &advertised {
         let host = ns_inode(&format!("/proc/self/ns/{}", proc_name(t)));
@@ -658,8 +610,9 @@ fn advertised_hooks_run() {
     std::fs::create_dir_all(&logdir).unwrap();
     let mut spec_hooks = serde_json::Map::new();
     for h in &hooks {
-        // Container-side hooks run in the container's mount namespace and see /log.
-        let inside = matches!(h.as_str(), "createContainer" | "startContainer");
+        // startContainer runs in the container after pivot_root and sees /log; the others
+        // see the host's paths (createContainer runs before pivot_root).
+        let inside = h == "startContainer";
         let log = if inside {
             PathBuf::from("/log")
         } else {
@@ -677,7 +630,7 @@ fn advertised_hooks_run() {
         .unwrap()
         .push(json!({"destination": "/log", "type": "bind", "source": logdir, "options": ["rbind", "rw"]}));
     let o = s.run(&id);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", output(&o));
     let ran = std::fs::read_to_string(logdir.join("hooks.log")).unwrap_or_default();
     for h in &hooks {
         assert!(ran.lines().any(|l| l == h), "hook {h} did not run: {ran:?}");
@@ -685,16 +638,23 @@ fn advertised_hooks_run() {
     assert_nothing_left(&id);
 }
 
-/// The advertised capabilities are exactly the kernel's, and a container gets them all.
+/// The advertised capabilities are exactly the ones our bounding set holds (of those the
+/// kernel has), and a container gets them all.
 #[test]
 fn advertised_capabilities_are_granted() {
     let caps = strings(&advertised()["linux"]["capabilities"]);
-    let last: usize = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+    // Ours is containerd's: the same bounding set the shim has.
+    let bounding = std::fs::read_to_string("/proc/self/status")
         .unwrap()
-        .trim()
-        .parse()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
         .unwrap();
-    assert_eq!(caps.len(), last + 1, "{caps:?}");
+    let mask = u64::from_str_radix(&bounding, 16).unwrap();
+    assert_eq!(
+        caps.len(),
+        mask.count_ones() as usize,
+        "{caps:?} vs CapBnd {bounding}"
+    );
     let id = unique("caps");
     let _rm = RemoveOnDrop(id.clone());
     let mut s = SpecRun::new(&id, "grep -E '^Cap(Bnd|Eff|Prm):' /proc/self/status");
@@ -702,8 +662,8 @@ fn advertised_capabilities_are_granted() {
         s.spec["process"]["capabilities"][set] = json!(caps);
     }
     let o = s.run(&id);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let want = format!("{:016x}", (1u128 << (last + 1)) - 1);
+    assert!(o.status.success(), "{}", output(&o));
+    let want = format!("{mask:016x}");
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(out.lines().count(), 3, "{out}");
     for l in out.lines() {
@@ -779,7 +739,7 @@ fn advertised_seccomp_works() {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     });
     let o = s.run(&id);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", output(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains("Operation not permitted") && out.contains("mkdir=1"),
