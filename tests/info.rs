@@ -460,8 +460,18 @@ fn cri_recursive_read_only_mount() {
     if containerd_major() < 2 {
         return;
     }
-    let tree = HostTree::new("cri-rro");
     let mut cri = Cri::connect(&cri_socket());
+    // Asked first: containerd 2.1 dereferences a handler's nil features (no -info answer)
+    // for a recursive read-only mount and crashes (spec_linux_opts.go:183).
+    let handlers = cri.runtime_handlers().expect("Status");
+    assert!(
+        handlers.iter().any(|h| h.name == BY_PATH_HANDLER
+            && h.features
+                .as_ref()
+                .is_some_and(|f| f.recursive_read_only_mounts)),
+        "{BY_PATH_HANDLER} has no rro feature: {handlers:?}"
+    );
+    let tree = HostTree::new("cri-rro");
     let mut spec = PodSpec::new("info-rro");
     spec.handler = BY_PATH_HANDLER.into();
     let pod = cri.run_pod(&spec).expect("RunPodSandbox");
