@@ -54,7 +54,8 @@ def hook(stage):
 spec["hooks"] = {"createRuntime": hook("create"), "poststart": hook("start"), "poststop": hook("delete")}
 json.dump(spec, sys.stdout, indent=1)
 ' "$dir/slow" >"$dir/slow-spec.json"
-  local cri_images cri_runtime cni_bin
+  local cri_images cri_runtime cni_bin shim_path
+  shim_path=$(cd "$shim_dir" && pwd)/containerd-shim-youki-v2
   if [ "$(major)" -ge 2 ]; then
     # containerd 2.x: config version 3, CRI split into an images and a runtime plugin.
     cri_images='plugins."io.containerd.cri.v1.images"'
@@ -111,6 +112,15 @@ $containerd_extra
       runtime_type = "io.containerd.youki.v2"
       base_runtime_spec = "$dir/slow-spec.json"
       [$cri_runtime.containerd.runtimes.youki-slow.options]
+        SystemdCgroup = false
+    # Handler youki-by-path: our shim under runc's runtime type. containerd 2.1's CRI asks
+    # only io.containerd.runc.v2 handlers for their features (\`-info\`), so this is how
+    # it learns that our shim does recursive read-only mounts (later releases ask every
+    # handler). containerd runs runtime_path as the shim and hands it runc's options.
+    [$cri_runtime.containerd.runtimes.youki-by-path]
+      runtime_type = "io.containerd.runc.v2"
+      runtime_path = "$shim_path"
+      [$cri_runtime.containerd.runtimes.youki-by-path.options]
         SystemdCgroup = false
   [$cri_runtime.cni]
     $cni_bin

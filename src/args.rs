@@ -14,6 +14,8 @@ pub enum Action {
     Serve,
     /// `-v` / `--version`.
     Version,
+    /// `-info` (containerd 2.x): print a protobuf `RuntimeInfo` and exit.
+    Info,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,11 @@ impl Args {
                         args.action = Action::Version;
                     }
                 }
+                "info" => {
+                    if parse_bool(name, inline.as_deref())? {
+                        args.action = Action::Info;
+                    }
+                }
                 "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {
                     let value = match inline {
                         Some(v) => v,
@@ -90,7 +97,7 @@ impl Args {
                 }
             }
         }
-        if args.action == Action::Version {
+        if matches!(args.action, Action::Version | Action::Info) {
             return Ok(args);
         }
         match positional.as_slice() {
@@ -166,6 +173,14 @@ mod tests {
         assert_eq!(Args::parse(["-v"]).unwrap().action, Action::Version);
         assert_eq!(Args::parse(["--version"]).unwrap().action, Action::Version);
         assert_eq!(Args::parse(["-v=false"]).unwrap().action, Action::Serve);
+    }
+
+    #[test]
+    fn info_flag() {
+        // What containerd 2.x runs: the flag alone, options on stdin.
+        assert_eq!(Args::parse(["-info"]).unwrap().action, Action::Info);
+        assert_eq!(Args::parse(["--info=true"]).unwrap().action, Action::Info);
+        assert_eq!(Args::parse(["-info=false"]).unwrap().action, Action::Serve);
     }
 
     #[test]

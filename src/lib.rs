@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod forker;
 pub mod ids;
+pub mod info;
 pub mod inventory;
 pub mod io;
 pub mod log_binary;

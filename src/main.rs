@@ -2,7 +2,7 @@
 //! youki's libcontainer.
 
 use containerd_shim_youki_v2::args::{Action, Args};
-use containerd_shim_youki_v2::{bootstrap, cleanup, daemon};
+use containerd_shim_youki_v2::{bootstrap, cleanup, daemon, info};
 
 fn main() {
     let args = match Args::parse(std::env::args().skip(1)) {
@@ -19,6 +19,9 @@ fn main() {
             println!("  Runtime:  libcontainer (youki)");
             println!("  TaskAPI:  containerd.task.v2.Task, containerd.task.v3.Task");
             Ok(())
+        }
+        Action::Info => {
+            info::run(&mut std::io::stdin().lock()).and_then(|out| bootstrap::write_stdout(&out))
         }
         Action::Start => bootstrap::start(&args, &mut std::io::stdin().lock())
             .and_then(|out| bootstrap::write_stdout(&out)),

@@ -205,6 +205,15 @@ impl Cri {
         }
     }
 
+    /// The runtime handlers CRI lists in Status, with the features it found for each (the
+    /// default handler is listed a second time with an empty name).
+    pub fn runtime_handlers(&mut self) -> Result<Vec<RuntimeHandler>, String> {
+        let r = self
+            .rt
+            .block_on(self.client.status(StatusRequest { verbose: false }));
+        status("Status", r).map(|r| r.runtime_handlers)
+    }
+
     pub fn run_pod(&mut self, spec: &PodSpec) -> Result<String, String> {
         std::fs::create_dir_all(&spec.log_directory).map_err(|e| e.to_string())?;
         let req = RunPodSandboxRequest {

@@ -234,3 +234,21 @@ impl Drop for RemoveOnDrop {
         remove(&self.0);
     }
 }
+
+/// The major version of the containerd the tests drive (`ctr version`'s server part):
+/// tests that differ by version branch on it.
+pub fn containerd_major() -> u32 {
+    let out = ctr_ok(&["version"]);
+    let server = out.split("Server:").nth(1).unwrap_or_default();
+    let version = server
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Version:"))
+        .unwrap_or_else(|| panic!("no server version in `ctr version`: {out}"));
+    version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("containerd version {version:?}"))
+}
