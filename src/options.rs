@@ -1,7 +1,8 @@
 //! Runtime options as containerd sends them with Create: runc's `containerd.runc.v1.Options`
 //! (from `ctr --runc-systemd-cgroup` and friends) or, for any runtime type other than
 //! runc's, CRI's generic `runtimeoptions.v1.Options` whose `config_body` is the TOML text of
-//! the runtime's `[options]` table.
+//! the runtime's `[options]` table. ctr 1.x sends the old `containerd.linux.runc.CreateOptions`
+//! for any runtime but runc's when it sets the stdio owner (`ctr run --uidmap`/`--remap-labels`).
 
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::protobuf::UnknownValueRef;
@@ -25,6 +26,10 @@ struct TomlOptions {
 
 const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
 const CRI_OPTIONS: &str = "runtimeoptions.v1.Options";
+const RUNC_CREATE_OPTIONS: &str = "containerd.linux.runc.CreateOptions";
+/// `CreateOptions`' `io_uid` and `io_gid` (containerd's runtime/linux/runctypes/runc.proto).
+const IO_UID: u32 = 10;
+const IO_GID: u32 = 11;
 
 fn short_name(type_url: &str) -> &str {
     type_url.rsplit('/').next().unwrap_or(type_url)
@@ -68,6 +73,26 @@ pub fn decode(any: Option<&Any>) -> Result<RuntimeOptions> {
             Ok(RuntimeOptions {
                 systemd_cgroup: t.systemd_cgroup,
             })
+        }
+        RUNC_CREATE_OPTIONS => {
+            // Only the stdio owner is accepted. It tells runc's shim whom to chown the pipes
+            // it puts between the fifos and a user-namespaced container; we create no such
+            // pipes (the container gets containerd's fifos as they are), so there is nothing
+            // to chown. Any other field set would be a request we cannot honour: refuse it
+            // by its number rather than ignore it.
+            let msg = Empty::parse_from_bytes(&any.value)
+                .map_err(|e| Error::InvalidArgument(format!("decode {}: {e}", any.type_url)))?;
+            if let Some((n, _)) = msg
+                .special_fields
+                .unknown_fields()
+                .iter()
+                .find(|(n, _)| *n != IO_UID && *n != IO_GID)
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "{RUNC_CREATE_OPTIONS}: field {n} is not supported (only io_uid and io_gid)"
+                )));
+            }
+            Ok(RuntimeOptions::default())
         }
         other => Err(Error::InvalidArgument(format!(
             "unsupported runtime options type {other:?}"
@@ -137,6 +162,19 @@ mod tests {
         let e = decode(Some(&cri_field(0x12, "/nonexistent/opts.toml"))).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
         assert!(e.to_string().contains("/nonexistent/opts.toml"), "{e}");
+    }
+
+    #[test]
+    fn ctr_1x_create_options_with_the_stdio_owner() {
+        let mut any = Any::new();
+        any.type_url = RUNC_CREATE_OPTIONS.into();
+        // io_uid = 1000 (field 10, varint), io_gid = 1000 (field 11, varint).
+        any.value = vec![0x50, 0xe8, 0x07, 0x58, 0xe8, 0x07];
+        assert_eq!(decode(Some(&any)).unwrap(), RuntimeOptions::default());
+        // no_pivot_root = true (field 1) is a request we cannot honour.
+        any.value = vec![0x08, 0x01];
+        let e = decode(Some(&any)).unwrap_err().to_string();
+        assert!(e.contains("field 1"), "{e}");
     }
 
     #[test]
