@@ -3,9 +3,9 @@
 use super::*;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -972,12 +972,21 @@ async fn pids_keep_an_exit_containerd_has_not_seen() {
     h.rt.exit("c1", 7);
     // The exit is recorded (through the reaper) but its TaskExit is not delivered.
     let deadline = Instant::now() + PATIENCE;
-    while lock(&h.pod.exits).by_pid.get(&pid).and_then(|o| o.exit.get()).is_none() {
+    while lock(&h.pod.exits)
+        .by_pid
+        .get(&pid)
+        .and_then(|o| o.exit.get())
+        .is_none()
+    {
         assert!(Instant::now() < deadline, "the exit never reached the pod");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(h.pod.pids("c1").await.unwrap(), vec![pid as u32]);
-    assert_eq!(h.pod.pids("c1").await.unwrap(), vec![pid as u32], "Pids alone sees nothing");
+    assert_eq!(
+        h.pod.pids("c1").await.unwrap(),
+        vec![pid as u32],
+        "Pids alone sees nothing"
+    );
     // containerd is back and asks for the state: from then on the list is empty.
     h.containerd_down.store(false, Ordering::SeqCst);
     let st = h.pod.state("c1", "").await.unwrap();
