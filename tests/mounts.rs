@@ -2,7 +2,7 @@
 //! (what critest's `[Container Mount Propagation]` checks): a container with a Bidirectional
 //! (`rshared`) or HostToContainer (`rslave`) volume starts, and mounts cross between host and
 //! container in exactly the directions Kubernetes promises. Each case runs under youki and,
-//! as the reference, under runc.
+//! as the reference, under runc. `linux.rootfsPropagation` is also checked through ctr.
 
 mod common;
 
@@ -154,6 +154,64 @@ fn private(handler: &str) {
         (false, false),
         "{handler}: Private (rprivate) must not propagate (into container, onto host)"
     );
+}
+
+/// `ctr run --rootfs-propagation VALUE` with the youki runtime, printing the container's
+/// mountinfo line for `/`.
+fn run_with_root_propagation(id: &str, value: &str) -> std::process::Output {
+    common::ctr(&[
+        "run",
+        "--rm",
+        "--rootfs-propagation",
+        value,
+        "--runtime",
+        common::RUNTIME,
+        common::BUSYBOX,
+        id,
+        "sh",
+        "-c",
+        "grep ' / / ' /proc/self/mountinfo",
+    ])
+}
+
+#[test]
+fn recursive_root_propagation_names_are_accepted() {
+    for value in [
+        "rshared", "rslave", "rprivate", "shared", "slave", "private",
+    ] {
+        let id = common::unique("rootprop");
+        let _cleanup = common::RemoveOnDrop(id.clone());
+        let out = run_with_root_propagation(&id, value);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{value}: {} {stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The container's root is shared exactly when asked for (after pivot_root, as runc).
+        assert_eq!(
+            stdout.contains(" shared:"),
+            value.ends_with("shared"),
+            "{value}: root mount {stdout:?}"
+        );
+        common::assert_nothing_left(&id);
+    }
+}
+
+#[test]
+fn unknown_root_propagation_is_refused_by_name_and_leaves_nothing() {
+    let id = common::unique("rootprop-bad");
+    let _cleanup = common::RemoveOnDrop(id.clone());
+    let out = run_with_root_propagation(&id, "sideways");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a rootfsPropagation of sideways ran");
+    // (ctr prints the message, not the code: InvalidArgument is checked in the unit tests.)
+    assert!(
+        stderr.contains("linux.rootfsPropagation \"sideways\""),
+        "{stderr}"
+    );
+    common::remove(&id);
+    common::assert_nothing_left(&id);
 }
 
 #[test]
