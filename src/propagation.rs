@@ -80,8 +80,7 @@ pub fn prepare(bundle: &Path) -> Result<Vec<MountPropagation>> {
             .map_err(|e| Error::Internal(format!("encode {}: {e}", path.display())))?;
         // A reader never sees half a file: write aside, then rename over it.
         let tmp = bundle.join(".config.json.youki");
-        std::fs::write(&tmp, json)
-            .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+        std::fs::write(&tmp, json).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
         std::fs::rename(&tmp, &path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             Error::io(format!("replace {}", path.display()), e)
@@ -168,7 +167,9 @@ pub fn apply(pid: i32, mounts: &[MountPropagation]) -> Result<()> {
     if same_file(&own, &theirs)? {
         // No mount namespace of its own: its mounts are the host's, and a propagation
         // change on them would be a change to the host. Nothing to do for the container.
-        log::warn!("container init {pid} shares the shim's mount namespace: mount propagation options ignored");
+        log::warn!(
+            "container init {pid} shares the shim's mount namespace: mount propagation options ignored"
+        );
         return Ok(());
     }
     let targets: Vec<(std::ffi::CString, libc::c_ulong)> = mounts
