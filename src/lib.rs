@@ -23,6 +23,7 @@ pub mod oom;
 pub mod options;
 pub mod pod;
 pub mod process;
+pub mod propagation;
 pub mod reaper;
 pub mod runtime;
 pub mod service;

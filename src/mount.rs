@@ -37,13 +37,14 @@ pub fn parse_options(options: &[String]) -> (MsFlags, String) {
             "strictatime" => (MsFlags::MS_STRICTATIME, false),
             "sync" => (MsFlags::MS_SYNCHRONOUS, false),
             "remount" => (MsFlags::MS_REMOUNT, false),
-            "private" => (MsFlags::MS_PRIVATE, false),
-            "rprivate" => (MsFlags::MS_PRIVATE | MsFlags::MS_REC, false),
             "defaults" => (MsFlags::empty(), false),
-            other => {
-                data.push(other.to_string());
-                continue;
-            }
+            other => match crate::propagation::flag(other) {
+                Some(propagation) => (propagation, false),
+                None => {
+                    data.push(other.to_string());
+                    continue;
+                }
+            },
         };
         if clear {
             flags.remove(set);
@@ -73,7 +74,8 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
 
 fn mount_one(m: &Mount, target: &Path) -> Result<()> {
     let (flags, data) = parse_options(&m.options);
-    let propagation = flags & (MsFlags::MS_PRIVATE | MsFlags::MS_SHARED | MsFlags::MS_SLAVE);
+    let propagation = flags
+        & (MsFlags::MS_PRIVATE | MsFlags::MS_SHARED | MsFlags::MS_SLAVE | MsFlags::MS_UNBINDABLE);
     let flags = flags - propagation;
     let kind = if m.kind == "bind" {
         None

@@ -25,6 +25,7 @@ use crate::forker::Forker;
 use crate::io::ChildIo;
 use crate::mount::{Mount, mount_all, rootfs_path, unmount_all};
 use crate::oom::MemoryCgroup;
+use crate::propagation;
 
 /// Where libcontainer keeps its state for a namespace: one directory per container.
 pub fn state_root(namespace: &str) -> PathBuf {
@@ -306,6 +307,11 @@ fn create(
 ) -> Result<i32> {
     std::fs::create_dir_all(root)
         .map_err(|e| Error::io(format!("create state root {}", root.display()), e))?;
+    // First, so a spec libcontainer would choke on fails before anything is mounted.
+    let propagation = propagation::prepare(bundle).map_err(|e| match e {
+        Error::InvalidArgument(m) => Error::InvalidArgument(format!("create {id}: {m}")),
+        other => other,
+    })?;
     let target = rootfs_path(bundle);
     if !rootfs.is_empty() {
         mount_all(rootfs, &target)?;
@@ -320,20 +326,22 @@ fn create(
                 .with_detach(true)
                 .build()
         });
-    match built {
-        Ok(c) => c
+    let created = built.map_err(|e| lc_error("create", id, e)).and_then(|c| {
+        let pid = c
             .pid()
             .map(|p| p.as_raw())
-            .ok_or_else(|| Error::Runtime(format!("create {id}: libcontainer returned no pid"))),
-        Err(e) => {
-            let err = lc_error("create", id, e);
-            // Leave nothing behind: a half-made container's state, cgroup and mounts.
-            if let Err(cleanup) = delete(id, root, bundle) {
-                log::warn!("cleanup after failed create of {id}: {cleanup}");
-            }
-            Err(err)
+            .ok_or_else(|| Error::Runtime(format!("create {id}: libcontainer returned no pid")))?;
+        propagation::apply(pid, &propagation)
+            .map_err(|e| Error::Runtime(format!("create {id}: {e}")))?;
+        Ok(pid)
+    });
+    if created.is_err() {
+        // Leave nothing behind: a half-made container's state, cgroup and mounts.
+        if let Err(cleanup) = delete(id, root, bundle) {
+            log::warn!("cleanup after failed create of {id}: {cleanup}");
         }
     }
+    created
 }
 
 /// Capabilities an exec needs until its seccomp filter is loaded (see `ShimExecutor`).

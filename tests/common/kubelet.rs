@@ -56,6 +56,8 @@ pub struct PodSpec {
     pub pid: Share,
     pub ipc: Share,
     pub log_directory: PathBuf,
+    /// Privileged pod and containers (kubelet requires it for Bidirectional mounts).
+    pub privileged: bool,
 }
 
 impl PodSpec {
@@ -72,6 +74,7 @@ impl PodSpec {
             pid: Share::Container,
             ipc: Share::Pod,
             log_directory: std::env::temp_dir().join(format!("youki-pod-logs-{uid}")),
+            privileged: false,
         }
     }
 
@@ -127,6 +130,7 @@ impl PodSpec {
                 cgroup_parent: self.cgroup_parent.clone(),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(self.namespaces()),
+                    privileged: self.privileged,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -152,12 +156,28 @@ impl PodSpec {
             linux: Some(LinuxContainerConfig {
                 security_context: Some(LinuxContainerSecurityContext {
                     namespace_options: Some(self.namespaces()),
+                    privileged: self.privileged,
                     ..Default::default()
                 }),
                 ..Default::default()
             }),
             ..Default::default()
         }
+    }
+}
+
+/// A hostPath volume with its mount propagation, as kubelet passes it in a container's
+/// `mounts`.
+pub fn host_path(
+    host: &Path,
+    container: &str,
+    propagation: MountPropagation,
+) -> k8s_cri::v1::Mount {
+    k8s_cri::v1::Mount {
+        container_path: container.to_string(),
+        host_path: host.to_string_lossy().into_owned(),
+        propagation: propagation as i32,
+        ..Default::default()
     }
 }
 
