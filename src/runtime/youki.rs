@@ -332,6 +332,8 @@ fn create(
 ) -> Result<i32> {
     std::fs::create_dir_all(root)
         .map_err(|e| Error::io(format!("create state root {}", root.display()), e))?;
+    // Several uid or gid ranges: libcontainer runs newuidmap/newgidmap, ours (idmap.rs).
+    crate::idmap::use_helpers(root)?;
     let target = rootfs_path(bundle);
     if !rootfs.is_empty() {
         mount_all(rootfs, &target)?;
