@@ -7,6 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::client::{Client, Fifos, process_of};
 use common::*;
 use containerd_shim_protos::api::ResizePtyRequest;
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
@@ -115,4 +116,72 @@ fn exec_t_is_interactive_and_follows_resize_pty() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("50 132\n"), "{out}");
     no_console_sockets_left();
+}
+
+/// containerd's Go client (cio) with a terminal sends a stderr path but creates no fifo
+/// there (TestContainerPTY, TestContainerExecLargeOutputWithTTY): a task and an exec
+/// must start all the same, their output on stdout.
+#[test]
+fn a_terminal_ignores_the_stderr_path_cio_never_creates() {
+    let c = Client::new();
+    let id = unique("tty-cio");
+    create_container(&id, &["sh", "-c", "echo task-hello"]);
+    let _guard = RemoveOnDrop(id.clone());
+    c.edit_spec(&id, |s| s["process"]["terminal"] = true.into());
+    let f = Fifos::new(&id);
+    let out = f.read_stdout(None);
+    c.create_task(&id, &f, true)
+        .unwrap_or_else(|e| panic!("create with a terminal: {}", e.message()));
+    c.start(&id, "").expect("start");
+    assert_eq!(c.wait(&id, ""), 0);
+    let out = String::from_utf8_lossy(&out.join().expect("reader")).into_owned();
+    assert_eq!(out, "task-hello\r\n");
+    assert!(!f.stderr.exists(), "a stderr fifo appeared");
+    c.delete_task(&id);
+
+    let id = unique("tty-cio-exec");
+    run_detached(&id, &["sleep", "600"]);
+    let _guard = RemoveOnDrop(id.clone());
+    let f = Fifos::new(&id);
+    let out = f.read_stdout(None);
+    let p = process_of(&c.spec(&id), &["sh", "-c", "echo exec-hello"], true);
+    c.exec(&id, "e1", &p, &f).expect("exec");
+    c.start(&id, "e1")
+        .unwrap_or_else(|e| panic!("start an exec with a terminal: {}", e.message()));
+    assert_eq!(c.wait(&id, "e1"), 0);
+    c.delete_process(&id, "e1");
+    let out = String::from_utf8_lossy(&out.join().expect("reader")).into_owned();
+    assert_eq!(out, "exec-hello\r\n");
+    assert!(!f.stderr.exists(), "a stderr fifo appeared");
+}
+
+/// As containerd's client does: Wait for the exec's exit, Delete it, then read the rest of
+/// its output. All of it must be there, though the client reads slower than the process
+/// writes (so at its exit output still waits in the terminal).
+#[test]
+fn exec_terminal_output_arrives_whole_before_the_exit() {
+    const LINES: u32 = 100_000;
+    let c = Client::new();
+    let id = unique("tty-large");
+    run_detached(&id, &["sleep", "600"]);
+    let _guard = RemoveOnDrop(id.clone());
+    let want: String = (1..=LINES).map(|i| format!("{i}\n")).collect();
+    for round in 0..3 {
+        let exec_id = format!("seq{round}");
+        let f = Fifos::new(&format!("{id}-{round}"));
+        let out = f.read_stdout(Some(Duration::from_millis(1)));
+        let p = process_of(&c.spec(&id), &["seq", "1", &LINES.to_string()], true);
+        c.exec(&id, &exec_id, &p, &f).expect("exec");
+        c.start(&id, &exec_id).expect("start");
+        assert_eq!(c.wait(&id, &exec_id), 0);
+        c.delete_process(&id, &exec_id);
+        let got = String::from_utf8_lossy(&out.join().expect("reader")).replace('\r', "");
+        assert!(
+            got == want,
+            "round {round}: {} of {} bytes, ending {:?}",
+            got.len(),
+            want.len(),
+            &got[got.len().saturating_sub(30)..]
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! cannot express a request, straight through the shim's ttrpc socket.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod kubelet;
 pub mod private;
 
@@ -74,6 +75,22 @@ pub fn run_rm(id: &str, cmd: &[&str]) -> Output {
 /// Starts a detached container running `cmd`.
 pub fn run_detached(id: &str, cmd: &[&str]) {
     let mut args = vec!["run", "-d", "--runtime", RUNTIME, BUSYBOX, id];
+    args.extend_from_slice(cmd);
+    ctr_ok(&args);
+}
+
+/// `ctr container create`: a container with its snapshot and no task (see client.rs).
+pub fn create_container(id: &str, cmd: &[&str]) {
+    // "--": ctr reorders flags found among the arguments (the command's `-c` would be ctr's).
+    let mut args = vec![
+        "container",
+        "create",
+        "--runtime",
+        RUNTIME,
+        BUSYBOX,
+        id,
+        "--",
+    ];
     args.extend_from_slice(cmd);
     ctr_ok(&args);
 }
