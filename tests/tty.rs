@@ -160,7 +160,7 @@ fn a_terminal_ignores_the_stderr_path_cio_never_creates() {
 /// writes (so at its exit output still waits in the terminal).
 #[test]
 fn exec_terminal_output_arrives_whole_before_the_exit() {
-    const LINES: u32 = 100_000;
+    const LINES: u32 = 30_000;
     let c = Client::new();
     let id = unique("tty-large");
     run_detached(&id, &["sleep", "600"]);
@@ -169,7 +169,7 @@ fn exec_terminal_output_arrives_whole_before_the_exit() {
     for round in 0..3 {
         let exec_id = format!("seq{round}");
         let f = Fifos::new(&format!("{id}-{round}"));
-        let out = f.read_stdout(Some(Duration::from_millis(1)));
+        let out = f.read_stdout(Some(Duration::from_millis(10)));
         let p = process_of(&c.spec(&id), &["seq", "1", &LINES.to_string()], true);
         c.exec(&id, &exec_id, &p, &f).expect("exec");
         c.start(&id, &exec_id).expect("start");
