@@ -188,9 +188,12 @@ fn a_program_given_by_path_runs_without_path() {
     };
 
     let id = unique("nopath-task");
-    create_container(&id, &["/bin/env"]);
+    create_container(&id);
     let _guard = RemoveOnDrop(id.clone());
-    c.edit_spec(&id, |s| s["process"]["env"] = no_path(&s["process"]["env"]));
+    c.edit_spec(&id, |s| {
+        s["process"]["args"] = serde_json::json!(["/bin/env"]);
+        s["process"]["env"] = no_path(&s["process"]["env"]);
+    });
     let f = Fifos::new(&id);
     let out = f.read_stdout(None);
     c.create_task(&id, &f, false).expect("create");

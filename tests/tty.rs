@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use common::client::{Client, Fifos, process_of};
 use common::*;
-use containerd_shim_protos::api::ResizePtyRequest;
+use containerd_shim_protos::api::{ResizePtyRequest, StateRequest};
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
+use containerd_shim_protos::types::task::Status;
 use ttrpc::context;
 
 /// Runs `shell` (a command line using ctr) under `script`, which gives it a pty of
@@ -39,13 +40,18 @@ fn no_console_sockets_left() {
     let dir = std::path::Path::new("/run/containerd/youki")
         .join(NS)
         .join(".consoles");
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert!(left.is_empty(), "console sockets left: {left:?}");
+    let left = || -> Vec<_> {
+        std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    };
+    // Other tests' terminals come and go meanwhile (the directory is the machine's): a
+    // socket left behind stays.
+    wait_until(Duration::from_secs(10), || left().is_empty());
+    assert!(left().is_empty(), "console sockets left: {:?}", left());
 }
 
 #[test]
@@ -93,10 +99,17 @@ fn exec_t_is_interactive_and_follows_resize_pty() {
         req.width = 132;
         req.height = 50;
         let ctx = || context::with_timeout(Duration::from_secs(5).as_nanos() as i64);
-        // Retry until the exec exists (ctr starts it concurrently).
+        let mut state = StateRequest::new();
+        state.id = req.id.clone();
+        state.exec_id = req.exec_id.clone();
+        // Retry until the exec runs (ctr starts it concurrently): before Start it has no
+        // terminal yet, and a resize then is a no-op that succeeds.
         for _ in 0..40 {
             std::thread::sleep(Duration::from_millis(100));
-            if c.resize_pty(ctx(), &req).is_ok() {
+            let running = c
+                .state(ctx(), &state)
+                .is_ok_and(|s| s.status.enum_value() == Ok(Status::RUNNING));
+            if running && c.resize_pty(ctx(), &req).is_ok() {
                 return true;
             }
         }
@@ -125,9 +138,12 @@ fn exec_t_is_interactive_and_follows_resize_pty() {
 fn a_terminal_ignores_the_stderr_path_cio_never_creates() {
     let c = Client::new();
     let id = unique("tty-cio");
-    create_container(&id, &["sh", "-c", "echo task-hello"]);
+    create_container(&id);
     let _guard = RemoveOnDrop(id.clone());
-    c.edit_spec(&id, |s| s["process"]["terminal"] = true.into());
+    c.edit_spec(&id, |s| {
+        s["process"]["args"] = serde_json::json!(["sh", "-c", "echo task-hello"]);
+        s["process"]["terminal"] = true.into();
+    });
     let f = Fifos::new(&id);
     let out = f.read_stdout(None);
     c.create_task(&id, &f, true)

@@ -30,14 +30,7 @@ fn several_id_ranges_are_written_as_runc_does() {
     let c = Client::new();
     for (n, (uids, gids)) in cases.iter().enumerate() {
         let id = unique(&format!("userns{n}"));
-        create_container(
-            &id,
-            &[
-                "sh",
-                "-c",
-                "cat /proc/self/uid_map; echo; cat /proc/self/gid_map; echo; id -u; id -g",
-            ],
-        );
+        create_container(&id);
         let _guard = RemoveOnDrop(id.clone());
         let json = |r: &[(u32, u32, u32); 2]| -> serde_json::Value {
             r.iter()
@@ -54,6 +47,11 @@ fn several_id_ranges_are_written_as_runc_does() {
             linux["gidMappings"] = json(gids);
             // containerd's test runs as uid 34 ("backup"): an ID of the second range.
             s["process"]["user"] = serde_json::json!({"uid": 34, "gid": 34});
+            s["process"]["args"] = serde_json::json!([
+                "sh",
+                "-c",
+                "cat /proc/self/uid_map; echo; cat /proc/self/gid_map; echo; id -u; id -g"
+            ]);
         });
         let f = Fifos::new(&id);
         let out = f.read_stdout(None);
