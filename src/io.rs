@@ -60,7 +60,7 @@ impl Keepalive {
 }
 
 /// The process's outputs: stdout and stderr fds, plus what keeps them working.
-pub async fn open_outputs(
+async fn open_outputs(
     paths: &StdioPaths,
     container_id: &str,
     namespace: &str,
@@ -82,6 +82,24 @@ pub async fn open_outputs(
         open_output(&paths.stdout, keep)?,
         open_output(&paths.stderr, keep)?,
     ))
+}
+
+/// A terminal's one output stream: stdout, or a logger's stdout for `binary://`. A
+/// terminal has no stderr, and containerd's client names a stderr fifo it never creates
+/// (`cio.NewFIFOSetInDir` sets the path, only a non-terminal opens it): never touch it.
+pub async fn open_terminal_output(
+    paths: &StdioPaths,
+    container_id: &str,
+    namespace: &str,
+    keep: &mut Keepalive,
+) -> Result<OwnedFd> {
+    if let Some(uri) = log_binary::parse(&paths.stdout) {
+        // The logger's stderr pipe is closed at once: it reads end-of-file there.
+        let (out, _err, logger) = log_binary::start(&uri?, container_id, namespace).await?;
+        keep.logger = Some(logger);
+        return Ok(out);
+    }
+    open_output(&paths.stdout, keep)
 }
 
 enum Target<'a> {
@@ -244,6 +262,27 @@ mod tests {
         let mut s = String::new();
         File::from(child.stdin).read_to_string(&mut s).unwrap();
         assert_eq!(s, "x");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_terminal_never_opens_stderr() {
+        let d = tmpdir("tty");
+        let out = d.join("stdout");
+        nix::unistd::mkfifo(&out, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // As containerd's client sends it with a terminal: a stderr path, no fifo there.
+        let paths = StdioPaths {
+            stdout: out.to_string_lossy().into(),
+            stderr: d.join("stderr").to_string_lossy().into(),
+            terminal: true,
+            ..Default::default()
+        };
+        let mut keep = Keepalive::default();
+        let w = open_terminal_output(&paths, "c1", "ns", &mut keep)
+            .await
+            .unwrap();
+        File::from(w).write_all(b"x").unwrap();
+        assert!(!d.join("stderr").exists());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod forker;
+pub mod idmap;
 pub mod ids;
 pub mod info;
 pub mod inventory;

@@ -2,9 +2,13 @@
 //! youki's libcontainer.
 
 use containerd_shim_youki_v2::args::{Action, Args};
-use containerd_shim_youki_v2::{bootstrap, cleanup, daemon, info};
+use containerd_shim_youki_v2::{bootstrap, cleanup, daemon, idmap, info};
 
 fn main() {
+    // Run by libcontainer as newuidmap/newgidmap from a Create worker (see idmap.rs).
+    if let Some(code) = idmap::run_if_called_as_helper() {
+        std::process::exit(code);
+    }
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {

@@ -22,12 +22,12 @@ use crate::container::{Container, Exec, Status};
 use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::ids::validate_id;
-use crate::io::{ChildIo, Keepalive, StdioPaths, open_outputs, open_stdio};
+use crate::io::{ChildIo, Keepalive, StdioPaths, open_stdio, open_terminal_output};
 use crate::mount::Mount;
 use crate::oom;
 use crate::process::{Exit, ExitCell};
 use crate::runtime::{CgroupStats, CreateSpec, ExecSpec, Runtime};
-use crate::tty::{Console, ConsoleSocket};
+use crate::tty::{Console, ConsoleSocket, OutputDrain};
 
 /// Exits of PIDs nobody has claimed yet are kept this many at most.
 const MAX_ORPHAN_EXITS: usize = 1024;
@@ -35,6 +35,8 @@ const MAX_ORPHAN_EXITS: usize = 1024;
 const DELETE_REAP_WAIT: Duration = Duration::from_secs(2);
 /// How long a container's TaskExit waits for its killed exec processes to be reaped.
 const EXEC_DRAIN_WAIT: Duration = Duration::from_secs(5);
+/// How long an exit waits for its terminal's output to reach the client's fifo.
+const TTY_OUTPUT_WAIT: Duration = Duration::from_secs(5);
 
 pub struct CreateParams {
     pub id: String,
@@ -72,6 +74,8 @@ struct Owner {
     container: String,
     exec: Option<String>,
     exit: Arc<ExitCell>,
+    /// The process's terminal output, which must all be copied before its exit is known.
+    tty: Option<OutputDrain>,
 }
 
 #[derive(Default)]
@@ -189,9 +193,8 @@ impl Pod {
             let pid = launch(ChildIo::Fds(child)).await?;
             return Ok((pid, keep, Ok(None)));
         }
-        // A terminal's single output stream goes to stdout (a logger's fd 3 for binary://).
         let mut keep = Keepalive::default();
-        let (out, _stderr) = open_outputs(stdio, id, ns, &mut keep).await?;
+        let out = open_terminal_output(stdio, id, ns, &mut keep).await?;
         let sock = ConsoleSocket::bind(&self.runtime.console_dir())?;
         let path = sock.path().to_path_buf();
         let receiving = tokio::spawn(sock.receive());
@@ -242,6 +245,7 @@ impl Pod {
                 container: p.id.clone(),
                 exec: None,
                 exit: exit.clone(),
+                tty: tty.as_ref().map(Console::drain),
             },
             began,
         );
@@ -370,6 +374,10 @@ impl Pod {
                 container: id.to_string(),
                 exec: Some(exec_id.to_string()),
                 exit: e.exit.clone(),
+                tty: tty
+                    .as_ref()
+                    .ok()
+                    .and_then(|t| t.as_ref().map(Console::drain)),
             },
             began,
         );
@@ -390,9 +398,13 @@ impl Pod {
         ev.pid = pid as u32;
         self.events
             .publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &ev);
-        if let Some(exit) = early
-            && e.exit.set(exit)
-        {
+        if let Some(exit) = early {
+            if let Some(t) = &e.tty {
+                t.drain().finish(TTY_OUTPUT_WAIT).await;
+            }
+            if !e.exit.set(exit) {
+                return Ok(pid);
+            }
             e.io.release_fifos();
             self.publish_exit(id, exec_id, pid, exit, None);
         }
@@ -767,6 +779,11 @@ impl Pod {
         let id = owner.container;
         if owner.exec.is_none() {
             self.drain_execs(&id, pid).await;
+        }
+        // Wait answers once the exit is set, and the client deletes the process next:
+        // its terminal output must be in the client's fifo by then.
+        if let Some(t) = &owner.tty {
+            t.finish(TTY_OUTPUT_WAIT).await;
         }
         if !owner.exit.set(exit) {
             return;

@@ -3,6 +3,13 @@
 //! receives it and copies between it and containerd's fifos: stdin fifo → master,
 //! master → stdout fifo (a terminal has no separate stderr). Two small tasks per terminal,
 //! no thread. ResizePty sets the master's window size.
+//!
+//! A process's output must all reach the client before its exit is known: containerd's
+//! client reads the exit from Wait, then deletes the process, which ends the copy. So the
+//! exit path first asks the copy to finish (`OutputDrain::finish`): it copies what the
+//! process left in the pty, up to the end of the terminal (EIO: every slave fd is closed) or
+//! what is there now when a background process still holds the slave, and closes the
+//! client's fifo, which then reads end-of-file.
 
 use std::fs::File;
 use std::io::{IoSliceMut, Write};
@@ -16,6 +23,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -135,6 +143,39 @@ pub struct Console {
     master: Arc<AsyncFd<OwnedFd>>,
     keep: Keepalive,
     copies: Vec<JoinHandle<()>>,
+    drain: OutputDrain,
+}
+
+/// Tells a terminal's output copy that its process exited, and waits for the copy to end.
+/// Cloned into the exit path, which must not take the container's lock to reach it.
+#[derive(Clone)]
+pub struct OutputDrain {
+    exited: Arc<watch::Sender<bool>>,
+    done: watch::Receiver<bool>,
+}
+
+impl OutputDrain {
+    /// The process exited: returns once everything it wrote to the terminal is in the
+    /// client's fifo and that fifo is closed, or after `limit` (a client that stopped
+    /// reading must not hold the exit back forever).
+    pub async fn finish(&self, limit: Duration) {
+        self.exited.send_replace(true);
+        let mut done = self.done.clone();
+        match tokio::time::timeout(limit, done.wait_for(|d| *d)).await {
+            // Err inside: the copy task is gone (aborted), so it is done too.
+            Ok(_) => {}
+            Err(_) => log::warn!("terminal output still not copied {limit:?} after the exit"),
+        }
+    }
+}
+
+/// Raises `done` when the copy task ends, however it ends (abort included).
+struct DoneOnDrop(watch::Sender<bool>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
 }
 
 impl Console {
@@ -149,8 +190,19 @@ impl Console {
         set_nonblocking(&master)?;
         let master =
             Arc::new(pollable(master).map_err(|(_, e)| Error::io("register pty master", e))?);
+        let (exited, exited_rx) = watch::channel(false);
+        let (done, done_rx) = watch::channel(false);
+        let drain = OutputDrain {
+            exited: Arc::new(exited),
+            done: done_rx,
+        };
         let mut copies = Vec::new();
-        copies.push(tokio::spawn(copy_out(master.clone(), Sink::new(out))));
+        copies.push(tokio::spawn(copy_out(
+            master.clone(),
+            Sink::new(out),
+            exited_rx,
+            DoneOnDrop(done),
+        )));
         if !stdin.is_empty() {
             let input = open_input(stdin, &mut keep)?;
             set_nonblocking(&input)?;
@@ -162,7 +214,13 @@ impl Console {
             master,
             keep,
             copies,
+            drain,
         })
+    }
+
+    /// What the exit path uses to let the output finish (see the module comment).
+    pub fn drain(&self) -> OutputDrain {
+        self.drain.clone()
     }
 
     pub fn resize(&self, width: u32, height: u32) -> Result<()> {
@@ -258,13 +316,48 @@ fn clear_nonblocking(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
-async fn copy_out(master: Arc<AsyncFd<OwnedFd>>, mut sink: Sink) {
+/// Copies the master's output to the sink until the terminal ends, or, once told the
+/// process exited, until what is left in the terminal is copied. Dropping the sink when it
+/// returns closes the client's fifo (its end-of-file).
+async fn copy_out(
+    master: Arc<AsyncFd<OwnedFd>>,
+    mut sink: Sink,
+    mut exited: watch::Receiver<bool>,
+    _done: DoneOnDrop,
+) {
     let mut buf = vec![0u8; 32 << 10];
     loop {
-        let n = match read_async(&master, &mut buf).await {
+        let n = tokio::select! {
+            r = read_async(&master, &mut buf) => match r {
+                Ok(0) => return,
+                Ok(n) => Some(n),
+                // EIO: every slave fd is closed, the process is gone.
+                Err(_) => return,
+            },
+            // Err: the drain handle is gone with the console; finish all the same.
+            _ = exited.wait_for(|e| *e) => None,
+        };
+        let Some(n) = n else {
+            copy_rest(&master, &mut sink, &mut buf).await;
+            return;
+        };
+        if let Err(e) = sink.write_all(&buf[..n]).await {
+            log::debug!("terminal output: {e}");
+            return;
+        }
+    }
+}
+
+/// The process exited: copies what the terminal holds now. The kernel flushes pending
+/// input before a master read reports EIO (slave closed) or EAGAIN (nothing more now, a
+/// background process still holds the slave), so nothing the process wrote is left out.
+async fn copy_rest(master: &AsyncFd<OwnedFd>, sink: &mut Sink, buf: &mut [u8]) {
+    loop {
+        let n = match nix::unistd::read(master.get_ref(), buf) {
             Ok(0) => return,
             Ok(n) => n,
-            // EIO: every slave fd is closed, the process is gone.
+            Err(nix::errno::Errno::EINTR) => continue,
+            // EAGAIN: all there is; EIO: the terminal's end.
             Err(_) => return,
         };
         if let Err(e) = sink.write_all(&buf[..n]).await {

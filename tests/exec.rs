@@ -8,6 +8,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::client::{Client, Fifos, process_of};
 use common::*;
 
 /// A detached container with the default seccomp profile, removed on drop.
@@ -157,4 +158,75 @@ fn duplicate_exec_id_is_refused_and_execs_die_with_the_container() {
 
     drop(guard);
     assert_nothing_left(&id);
+}
+
+/// Without PATH in its environment a program given by its path still runs, in a task and
+/// in an exec, as under runc; a bare name then has nowhere to be found (as under runc).
+#[test]
+fn a_program_given_by_path_runs_without_path() {
+    let c = Client::new();
+    // The environment without PATH, with a mark to recognise it by.
+    let no_path = |env: &serde_json::Value| -> serde_json::Value {
+        let mut v: Vec<serde_json::Value> = env
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| !e.as_str().unwrap_or("").starts_with("PATH="))
+            .cloned()
+            .collect();
+        v.push("MARK=no-path".into());
+        v.into()
+    };
+    // What `env` printed: the mark, and no PATH (a shell would set a default one).
+    let check = |out: &[u8], what: &str| {
+        let out = text(out);
+        assert!(out.lines().any(|l| l == "MARK=no-path"), "{what}: {out}");
+        assert!(
+            !out.lines().any(|l| l.starts_with("PATH=")),
+            "{what}: {out}"
+        );
+    };
+
+    let id = unique("nopath-task");
+    create_container(&id);
+    let _guard = RemoveOnDrop(id.clone());
+    c.edit_spec(&id, |s| {
+        s["process"]["args"] = serde_json::json!(["/bin/env"]);
+        s["process"]["env"] = no_path(&s["process"]["env"]);
+    });
+    let f = Fifos::new(&id);
+    let out = f.read_stdout(None);
+    c.create_task(&id, &f, false).expect("create");
+    c.start(&id, "")
+        .unwrap_or_else(|e| panic!("start a task without PATH: {}", e.message()));
+    assert_eq!(c.wait(&id, ""), 0);
+    check(&out.join().expect("reader"), "task");
+    c.delete_task(&id);
+
+    let id = unique("nopath-exec");
+    run_detached(&id, &["sleep", "600"]);
+    let _guard = RemoveOnDrop(id.clone());
+    let spec = c.spec(&id);
+    for (exec_id, cwd, program) in [("abs", "/", "/bin/env"), ("rel", "/bin", "./env")] {
+        let mut p = process_of(&spec, &[program], false);
+        p["env"] = no_path(&p["env"]);
+        p["cwd"] = cwd.into();
+        let f = Fifos::new(&format!("{id}-{exec_id}"));
+        let out = f.read_stdout(None);
+        c.exec(&id, exec_id, &p, &f).expect("exec");
+        c.start(&id, exec_id)
+            .unwrap_or_else(|e| panic!("start {program} without PATH: {}", e.message()));
+        assert_eq!(c.wait(&id, exec_id), 0, "{program}");
+        c.delete_process(&id, exec_id);
+        check(&out.join().expect("reader"), program);
+    }
+    // A bare name needs PATH: a clear failure naming it.
+    let mut p = process_of(&spec, &["env"], false);
+    p["env"] = no_path(&p["env"]);
+    let f = Fifos::new(&format!("{id}-bare"));
+    c.exec(&id, "bare", &p, &f).expect("exec");
+    let e = c
+        .start(&id, "bare")
+        .expect_err("a bare name ran without PATH");
+    assert!(e.message().contains("PATH"), "{}", e.message());
 }

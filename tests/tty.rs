@@ -7,9 +7,11 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::client::{Client, Fifos, process_of};
 use common::*;
-use containerd_shim_protos::api::ResizePtyRequest;
+use containerd_shim_protos::api::{ResizePtyRequest, StateRequest};
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
+use containerd_shim_protos::types::task::Status;
 use ttrpc::context;
 
 /// Runs `shell` (a command line using ctr) under `script`, which gives it a pty of
@@ -38,13 +40,18 @@ fn no_console_sockets_left() {
     let dir = std::path::Path::new("/run/containerd/youki")
         .join(NS)
         .join(".consoles");
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert!(left.is_empty(), "console sockets left: {left:?}");
+    let left = || -> Vec<_> {
+        std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    };
+    // Other tests' terminals come and go meanwhile (the directory is the machine's): a
+    // socket left behind stays.
+    wait_until(Duration::from_secs(10), || left().is_empty());
+    assert!(left().is_empty(), "console sockets left: {:?}", left());
 }
 
 #[test]
@@ -92,10 +99,17 @@ fn exec_t_is_interactive_and_follows_resize_pty() {
         req.width = 132;
         req.height = 50;
         let ctx = || context::with_timeout(Duration::from_secs(5).as_nanos() as i64);
-        // Retry until the exec exists (ctr starts it concurrently).
+        let mut state = StateRequest::new();
+        state.id = req.id.clone();
+        state.exec_id = req.exec_id.clone();
+        // Retry until the exec runs (ctr starts it concurrently): before Start it has no
+        // terminal yet, and a resize then is a no-op that succeeds.
         for _ in 0..40 {
             std::thread::sleep(Duration::from_millis(100));
-            if c.resize_pty(ctx(), &req).is_ok() {
+            let running = c
+                .state(ctx(), &state)
+                .is_ok_and(|s| s.status.enum_value() == Ok(Status::RUNNING));
+            if running && c.resize_pty(ctx(), &req).is_ok() {
                 return true;
             }
         }
@@ -115,4 +129,75 @@ fn exec_t_is_interactive_and_follows_resize_pty() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("50 132\n"), "{out}");
     no_console_sockets_left();
+}
+
+/// containerd's Go client (cio) with a terminal sends a stderr path but creates no fifo
+/// there (TestContainerPTY, TestContainerExecLargeOutputWithTTY): a task and an exec
+/// must start all the same, their output on stdout.
+#[test]
+fn a_terminal_ignores_the_stderr_path_cio_never_creates() {
+    let c = Client::new();
+    let id = unique("tty-cio");
+    create_container(&id);
+    let _guard = RemoveOnDrop(id.clone());
+    c.edit_spec(&id, |s| {
+        s["process"]["args"] = serde_json::json!(["sh", "-c", "echo task-hello"]);
+        s["process"]["terminal"] = true.into();
+    });
+    let f = Fifos::new(&id);
+    let out = f.read_stdout(None);
+    c.create_task(&id, &f, true)
+        .unwrap_or_else(|e| panic!("create with a terminal: {}", e.message()));
+    c.start(&id, "").expect("start");
+    assert_eq!(c.wait(&id, ""), 0);
+    let out = String::from_utf8_lossy(&out.join().expect("reader")).into_owned();
+    assert_eq!(out, "task-hello\r\n");
+    assert!(!f.stderr.exists(), "a stderr fifo appeared");
+    c.delete_task(&id);
+
+    let id = unique("tty-cio-exec");
+    run_detached(&id, &["sleep", "600"]);
+    let _guard = RemoveOnDrop(id.clone());
+    let f = Fifos::new(&id);
+    let out = f.read_stdout(None);
+    let p = process_of(&c.spec(&id), &["sh", "-c", "echo exec-hello"], true);
+    c.exec(&id, "e1", &p, &f).expect("exec");
+    c.start(&id, "e1")
+        .unwrap_or_else(|e| panic!("start an exec with a terminal: {}", e.message()));
+    assert_eq!(c.wait(&id, "e1"), 0);
+    c.delete_process(&id, "e1");
+    let out = String::from_utf8_lossy(&out.join().expect("reader")).into_owned();
+    assert_eq!(out, "exec-hello\r\n");
+    assert!(!f.stderr.exists(), "a stderr fifo appeared");
+}
+
+/// As containerd's client does: Wait for the exec's exit, Delete it, then read the rest of
+/// its output. All of it must be there, though the client reads slower than the process
+/// writes (so at its exit output still waits in the terminal).
+#[test]
+fn exec_terminal_output_arrives_whole_before_the_exit() {
+    const LINES: u32 = 30_000;
+    let c = Client::new();
+    let id = unique("tty-large");
+    run_detached(&id, &["sleep", "600"]);
+    let _guard = RemoveOnDrop(id.clone());
+    let want: String = (1..=LINES).map(|i| format!("{i}\n")).collect();
+    for round in 0..3 {
+        let exec_id = format!("seq{round}");
+        let f = Fifos::new(&format!("{id}-{round}"));
+        let out = f.read_stdout(Some(Duration::from_millis(10)));
+        let p = process_of(&c.spec(&id), &["seq", "1", &LINES.to_string()], true);
+        c.exec(&id, &exec_id, &p, &f).expect("exec");
+        c.start(&id, &exec_id).expect("start");
+        assert_eq!(c.wait(&id, &exec_id), 0);
+        c.delete_process(&id, &exec_id);
+        let got = String::from_utf8_lossy(&out.join().expect("reader")).replace('\r', "");
+        assert!(
+            got == want,
+            "round {round}: {} of {} bytes, ending {:?}",
+            got.len(),
+            want.len(),
+            &got[got.len().saturating_sub(30)..]
+        );
+    }
 }

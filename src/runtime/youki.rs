@@ -162,7 +162,33 @@ impl Executor for ShimExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
-        DefaultExecutor {}.validate(spec)
+        let program = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .and_then(|a| a.first());
+        match program {
+            // A path (absolute, or relative to the cwd) is run as it is: no PATH needed.
+            // libcontainer's check wants PATH in the environment even then, where runc
+            // (and execvp) only search PATH for a bare name.
+            Some(p) if p.contains('/') => check_executable(Path::new(p)),
+            _ => DefaultExecutor {}.validate(spec),
+        }
+    }
+}
+
+/// What libcontainer checks of a program found in PATH, for a program given by its path:
+/// a regular file with an execute bit. Runs in the container, after its chdir.
+fn check_executable(path: &Path) -> std::result::Result<(), ExecutorValidationError> {
+    use std::os::unix::fs::PermissionsExt;
+    let invalid = |why: String| Err(ExecutorValidationError::ArgValidationError(why));
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(_) => invalid(format!(
+            "executable {} is not a regular file with an execute bit",
+            path.display()
+        )),
+        Err(e) => invalid(format!("executable {}: {e}", path.display())),
     }
 }
 
@@ -312,6 +338,8 @@ fn create(
         Error::InvalidArgument(m) => Error::InvalidArgument(format!("create {id}: {m}")),
         other => other,
     })?;
+    // Several uid or gid ranges: libcontainer runs newuidmap/newgidmap, ours (idmap.rs).
+    crate::idmap::use_helpers(root)?;
     let target = rootfs_path(bundle);
     if !rootfs.is_empty() {
         mount_all(rootfs, &target)?;

@@ -3,6 +3,7 @@
 //! cannot express a request, straight through the shim's ttrpc socket.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod kubelet;
 pub mod private;
 
@@ -76,6 +77,13 @@ pub fn run_detached(id: &str, cmd: &[&str]) {
     let mut args = vec!["run", "-d", "--runtime", RUNTIME, BUSYBOX, id];
     args.extend_from_slice(cmd);
     ctr_ok(&args);
+}
+
+/// `ctr container create`: a container with its snapshot and no task, running the image's
+/// command; tests set the process through `client::Client::edit_spec` (ctr versions parse
+/// a command with flags of its own differently).
+pub fn create_container(id: &str) {
+    ctr_ok(&["container", "create", "--runtime", RUNTIME, BUSYBOX, id]);
 }
 
 /// Kills (SIGKILL), then removes task and container; ignores what is already gone.
