@@ -1,0 +1,204 @@
+//! What is left once containerd is done with a shim (issue 12): a pod whose shim was
+//! SIGKILLed and which is then stopped and removed through CRI; the shim's socket right
+//! after a task's Delete; and the bundle directory, which is containerd's (the same ID run
+//! again and again with the runtime given as the shim's absolute path). Runs against the
+//! shared private containerd of `hack/test.sh`, whatever its version (1.6, 1.7, 2.1).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::kubelet::*;
+use common::{NS, ctr, ctr_ok, proc_alive, shim_pids, unique, wait_until};
+
+const K8S_NS: &str = "k8s.io";
+const SLEEP: &[&str] = &["sleep", "3600"];
+
+/// A process's identity that survives PID reuse: (pid, start time in ticks).
+fn identity(pid: i32) -> (i32, String) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let start = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(19))
+        .unwrap_or("")
+        .to_string();
+    (pid, start)
+}
+
+/// containerd's bundle directory of task `id` in `namespace`.
+fn bundle(namespace: &str, id: &str) -> PathBuf {
+    common::containerd_state()
+        .join("io.containerd.runtime.v2.task")
+        .join(namespace)
+        .join(id)
+}
+
+/// The socket the bundle's `address` file names (our `start` writes it, wherever the
+/// socket dir is).
+fn shim_socket(namespace: &str, id: &str) -> PathBuf {
+    let addr = std::fs::read_to_string(bundle(namespace, id).join("address"))
+        .unwrap_or_else(|e| panic!("address file of {id}: {e}"));
+    PathBuf::from(addr.trim().trim_start_matches("unix://"))
+}
+
+/// Everything of a pod that could outlive it, recorded while it runs.
+struct PodRecord {
+    ids: Vec<String>,
+    processes: Vec<(i32, String)>,
+    cgroup_parent: String,
+    socket: PathBuf,
+}
+
+impl PodRecord {
+    fn take(cri: &mut Cri, spec: &PodSpec, pod: &str, containers: &[String]) -> PodRecord {
+        let mut processes = vec![identity(cri.pod_pid(pod).expect("pause pid"))];
+        for c in containers {
+            processes.push(identity(cri.container_pid(c).expect("container pid")));
+        }
+        PodRecord {
+            ids: std::iter::once(pod.to_string())
+                .chain(containers.iter().cloned())
+                .collect(),
+            processes,
+            cgroup_parent: spec.cgroup_parent.trim_start_matches('/').to_string(),
+            socket: shim_socket(K8S_NS, pod),
+        }
+    }
+
+    fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        for id in &self.ids {
+            for p in shim_pids(id) {
+                left.push(format!("shim process {p} (-id {id})"));
+            }
+        }
+        for (pid, start) in &self.processes {
+            if proc_alive(*pid) && identity(*pid).1 == *start {
+                left.push(format!("process {pid}"));
+            }
+        }
+        for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for id in &self.ids {
+                let dir = ctrl.path().join(&self.cgroup_parent).join(id);
+                if dir.exists() {
+                    left.push(format!("cgroup {}", dir.display()));
+                }
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mounts.lines() {
+            if self.ids.iter().any(|id| line.contains(id.as_str())) {
+                left.push(format!("mount {line}"));
+            }
+        }
+        if self.socket.exists() {
+            left.push(format!("socket {}", self.socket.display()));
+        }
+        for id in &self.ids {
+            let state = Path::new("/run/containerd/youki").join(K8S_NS).join(id);
+            if state.exists() {
+                left.push(format!("state {}", state.display()));
+            }
+        }
+        left
+    }
+}
+
+/// Issue 12 (3): the pod's shim is SIGKILLed; after a few seconds kubelet stops and removes
+/// the sandbox. containerd 1.6 runs `delete` for every task of the dead shim, 2.x only for
+/// the one it started the shim for (the sandbox), whatever else that shim served: nothing
+/// of the pod may be left either way — no process, cgroup, mount, socket or state dir.
+#[test]
+fn killed_shim_then_pod_removal_leaves_nothing() {
+    let mut cri = Cri::connect(&cri_socket());
+    let spec = PodSpec::new("cleanup-kill");
+    let pod = cri.run_pod(&spec).expect("RunPodSandbox");
+    let guard = PodGuard::new(&pod, &spec, &cri_socket());
+    let app = cri
+        .run_container(&pod, &spec, "app", SLEEP)
+        .expect("app container");
+    let record = PodRecord::take(&mut cri, &spec, &pod, std::slice::from_ref(&app));
+    let daemons = shim_pids(&pod);
+    assert!(!daemons.is_empty(), "no shim daemon for pod {pod}");
+    for d in &daemons {
+        // SAFETY: kill takes plain integers; these are the shim processes of the test's pod.
+        unsafe { libc::kill(*d, libc::SIGKILL) };
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    cri.stop_pod(&pod).expect("StopPodSandbox");
+    cri.remove_pod(&pod).expect("RemovePodSandbox");
+    wait_until(Duration::from_secs(10), || record.leftovers().is_empty());
+    let left = record.leftovers();
+    // Clean up before asserting, so a failure leaves the machine as it found it.
+    drop(guard);
+    assert!(left.is_empty(), "left behind by pod {pod}: {left:#?}");
+}
+
+/// Issue 12 (6a), containerd's TestShimDoesNotLeakSockets: once a task's Delete has
+/// returned, the shim's socket is gone (the shim unlinks it before answering Shutdown).
+#[test]
+fn no_shim_socket_right_after_delete() {
+    for round in 0..5 {
+        let id = unique("sock");
+        let _guard = common::RemoveOnDrop(id.clone());
+        common::run_detached(&id, &["sleep", "30"]);
+        let socket = shim_socket(NS, &id);
+        assert!(socket.exists(), "{} not there while {id} runs", socket.display());
+        ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
+        assert!(
+            wait_until(Duration::from_secs(10), || common::task_status(&id)
+                == "STOPPED"),
+            "{id} not stopped"
+        );
+        ctr_ok(&["task", "rm", &id]);
+        let left = socket.exists();
+        ctr_ok(&["container", "rm", &id]);
+        assert!(
+            !left,
+            "round {round}: shim socket {} still there after `ctr task rm {id}` returned",
+            socket.display()
+        );
+    }
+}
+
+/// Issue 12 (6b): the bundle directory is containerd's. The same ID run ten times in a
+/// row, with the runtime given as the shim's absolute path, must start every time: an
+/// exiting shim whose cwd was the bundle, or a `delete` that removes things in it, must
+/// not break the bundle containerd re-creates for the next run.
+#[test]
+fn same_id_by_absolute_runtime_path_ten_times() {
+    // The binary cargo built for this test run: an absolute path.
+    let shim = common::private::SHIM;
+    let id = unique("abs");
+    let _guard = common::RemoveOnDrop(id.clone());
+    let mut failures = Vec::new();
+    for round in 0..10 {
+        let o = ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            shim,
+            common::BUSYBOX,
+            &id,
+            "echo",
+            "hello",
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        if !o.status.success() || out.trim() != "hello" {
+            failures.push(format!(
+                "round {round}: {} stdout {out:?} stderr {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+            // Whatever a failed run left, the next one starts clean.
+            common::remove(&id);
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
