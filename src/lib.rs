@@ -26,4 +26,5 @@ pub mod process;
 pub mod reaper;
 pub mod runtime;
 pub mod service;
+pub mod socket;
 pub mod tty;

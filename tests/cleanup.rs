@@ -149,7 +149,11 @@ fn no_shim_socket_right_after_delete() {
         let _guard = common::RemoveOnDrop(id.clone());
         common::run_detached(&id, &["sleep", "30"]);
         let socket = shim_socket(NS, &id);
-        assert!(socket.exists(), "{} not there while {id} runs", socket.display());
+        assert!(
+            socket.exists(),
+            "{} not there while {id} runs",
+            socket.display()
+        );
         ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
         assert!(
             wait_until(Duration::from_secs(10), || common::task_status(&id)
