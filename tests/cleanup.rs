@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use common::kubelet::*;
 use common::{NS, ctr, ctr_ok, proc_alive, shim_pids, unique, wait_until};
+use containerd_shim_protos::api::{CreateTaskRequest, StartRequest};
+use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
+use containerd_shim_protos::types::mount::Mount as ProtoMount;
 
 const K8S_NS: &str = "k8s.io";
 const SLEEP: &[&str] = &["sleep", "3600"];
@@ -140,6 +143,124 @@ fn killed_shim_then_pod_removal_leaves_nothing() {
     assert!(left.is_empty(), "left behind by pod {pod}: {left:#?}");
 }
 
+/// Issue 12 (3), as containerd 2.x drives a shim that answered bootstrap version 3: it
+/// dials the pod's shim for the sandbox's siblings itself (no `start`, no `address` file),
+/// and after the shim dies runs `delete` only for the task it started the shim for. The
+/// sibling here is created straight over the shim's ttrpc socket, so containerd knows only
+/// the first task, whatever its version: its one `delete` must take the whole pod.
+#[test]
+fn dead_shim_delete_for_the_sandbox_removes_its_siblings() {
+    let pod = unique("v3pod");
+    let sib = unique("v3sib");
+    let _pod_guard = common::RemoveOnDrop(pod.clone());
+    common::run_detached(&pod, &["sleep", "3600"]);
+    let dir = std::env::temp_dir().join(&sib);
+    let sibling = Sibling {
+        id: sib.clone(),
+        dir: dir.clone(),
+    };
+    std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&ctr_ok(&["oci", "spec"])).expect("ctr oci spec");
+    spec["process"]["args"] = serde_json::json!(["sleep", "3600"]);
+    spec["process"]["env"] = serde_json::json!(["PATH=/bin:/sbin:/usr/bin:/usr/sbin"]);
+    spec["root"] = serde_json::json!({"path": "rootfs"});
+    spec["annotations"] = serde_json::json!({"io.containerd.runc.v2.group": pod});
+    spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NS}/{sib}"));
+    std::fs::write(dir.join("config.json"), spec.to_string()).unwrap();
+
+    // The sibling joins the pod's shim, with the sandbox's image as its rootfs (bound).
+    let socket = shim_socket(NS, &pod);
+    let client = TaskClient::new(
+        ttrpc::Client::connect(&format!("unix://{}", socket.display())).expect("dial pod shim"),
+    );
+    let ctx = || ttrpc::context::with_timeout(Duration::from_secs(10).as_nanos() as i64);
+    let mut rootfs = ProtoMount::new();
+    rootfs.type_ = "bind".into();
+    rootfs.source = bundle(NS, &pod)
+        .join("rootfs")
+        .to_string_lossy()
+        .into_owned();
+    rootfs.options = vec!["rbind".into(), "rw".into()];
+    let mut create = CreateTaskRequest::new();
+    create.id = sib.clone();
+    create.bundle = dir.to_string_lossy().into_owned();
+    create.rootfs = vec![rootfs];
+    let pid = client.create(ctx(), &create).expect("create sibling").pid as i32;
+    let mut start = StartRequest::new();
+    start.id = sib.clone();
+    client.start(ctx(), &start).expect("start sibling");
+    drop(client);
+    let sib_process = identity(pid);
+    assert!(proc_alive(pid));
+
+    for p in shim_pids(&pod) {
+        // SAFETY: kill takes plain integers; these are the shim processes of the test's pod.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    // containerd runs `delete` for the task it knows; the sibling must go with it.
+    assert!(
+        wait_until(Duration::from_secs(20), || common::task_status(&pod)
+            != "RUNNING"),
+        "containerd never noticed the dead shim of {pod}"
+    );
+    wait_until(Duration::from_secs(10), || {
+        sibling.leftovers(&sib_process).is_empty()
+    });
+    let left = sibling.leftovers(&sib_process);
+    assert!(
+        left.is_empty(),
+        "left of {sib} after its pod's shim died: {left:#?}"
+    );
+}
+
+/// A container made behind containerd's back; removed by our `delete` if a test fails.
+struct Sibling {
+    id: String,
+    dir: PathBuf,
+}
+
+impl Sibling {
+    fn leftovers(&self, init: &(i32, String)) -> Vec<String> {
+        let mut left = Vec::new();
+        if proc_alive(init.0) && identity(init.0).1 == init.1 {
+            left.push(format!("process {}", init.0));
+        }
+        for c in common::cgroup_dirs(&self.id) {
+            left.push(format!("cgroup {}", c.display()));
+        }
+        let state = Path::new("/run/containerd/youki").join(NS).join(&self.id);
+        if state.exists() {
+            left.push(format!("state {}", state.display()));
+        }
+        let rootfs = self.dir.join("rootfs").to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mounts.lines().filter(|l| l.contains(&rootfs)) {
+            left.push(format!("mount {line}"));
+        }
+        left
+    }
+}
+
+impl Drop for Sibling {
+    fn drop(&mut self) {
+        let bundle = self.dir.to_string_lossy().into_owned();
+        let _ = std::process::Command::new(common::private::SHIM)
+            .args([
+                "-namespace",
+                NS,
+                "-id",
+                &self.id,
+                "-bundle",
+                &bundle,
+                "delete",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Issue 12 (6a), containerd's TestShimDoesNotLeakSockets: once a task's Delete has
 /// returned, the shim's socket is gone (the shim unlinks it before answering Shutdown).
 #[test]
@@ -205,4 +326,78 @@ fn same_id_by_absolute_runtime_path_ten_times() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Issue 12 (6b): a shim daemon does not keep containerd's bundle as its working directory
+/// (containerd removes the bundle after Delete, and may make it again for the same ID while
+/// the old daemon is still on its way out; libcontainer asks for the cwd in Create).
+#[test]
+fn shim_daemon_does_not_live_in_the_bundle() {
+    let id = unique("cwd");
+    let _guard = common::RemoveOnDrop(id.clone());
+    common::run_detached(&id, &["sleep", "30"]);
+    let shims = shim_pids(&id);
+    assert!(!shims.is_empty(), "no shim for {id}");
+    for p in shims {
+        let cwd = std::fs::read_link(format!("/proc/{p}/cwd")).unwrap_or_default();
+        assert_eq!(
+            cwd,
+            Path::new("/"),
+            "shim {p} of {id} works in {}",
+            cwd.display()
+        );
+    }
+}
+
+/// Issue 12 (6b): `delete` without a bundle, or with a relative one, touches nothing in the
+/// directory it runs in (the bundle is containerd's: a rootfs mounted there is not ours).
+#[test]
+fn delete_without_an_absolute_bundle_leaves_the_cwd_alone() {
+    let id = unique("nobundle");
+    let dir = std::env::temp_dir().join(&id);
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let mounted = || {
+        let line = format!(" {} ", rootfs.display());
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(&line))
+    };
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&rootfs)
+        .status()
+        .expect("mount");
+    assert!(status.success());
+    let delete = |extra: &[&str]| {
+        std::process::Command::new(common::private::SHIM)
+            .args(["-namespace", NS, "-id", &id])
+            .args(extra)
+            .arg("delete")
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run delete")
+    };
+    let no_bundle = delete(&[]);
+    let relative = delete(&["-bundle", "."]);
+    let was_mounted = mounted();
+    let _ = std::process::Command::new("umount").arg(&rootfs).status();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        no_bundle.status.success(),
+        "delete without -bundle: {}",
+        String::from_utf8_lossy(&no_bundle.stderr)
+    );
+    let err = String::from_utf8_lossy(&relative.stderr);
+    assert!(
+        !relative.status.success() && err.contains("\".\""),
+        "delete -bundle . must be refused, naming it: {err}"
+    );
+    assert!(
+        was_mounted,
+        "delete unmounted {} in its cwd",
+        rootfs.display()
+    );
 }
