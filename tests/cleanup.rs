@@ -401,3 +401,91 @@ fn delete_without_an_absolute_bundle_leaves_the_cwd_alone() {
         rootfs.display()
     );
 }
+
+/// Issue 12 (6a/6b), without containerd: once Shutdown has answered, the daemon's socket is
+/// gone, so a `start` for the same group right after spawns a new daemon instead of
+/// joining the one on its way out (whose connection would drop under containerd's feet:
+/// "failed to write bootstrap.json", "failed to get cwd").
+#[test]
+fn start_right_after_shutdown_gets_a_new_daemon() {
+    use containerd_shim_protos::api::{ConnectRequest, ShutdownRequest};
+    const HS_NS: &str = "cleanup-hs";
+    let id = unique("again");
+    let dir = std::env::temp_dir().join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), r#"{"ociVersion":"1.0.2"}"#).unwrap();
+    let _daemons = HsDaemons(HS_NS, id.clone(), dir.clone());
+    let address = format!("/run/cleanup-hs-{}/containerd.sock", std::process::id());
+    let start = || {
+        let o = std::process::Command::new(common::private::SHIM)
+            .args([
+                "-namespace",
+                HS_NS,
+                "-address",
+                &address,
+                "-id",
+                &id,
+                "start",
+            ])
+            .current_dir(&dir)
+            .env_remove("TTRPC_ADDRESS")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run start");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let ctx = || ttrpc::context::with_timeout(Duration::from_secs(5).as_nanos() as i64);
+    let connect = |addr: &str| -> Result<u32, String> {
+        let c = ttrpc::Client::connect(addr).map_err(|e| e.to_string())?;
+        TaskClient::new(c)
+            .connect(ctx(), &ConnectRequest::new())
+            .map(|r| r.shim_pid)
+            .map_err(|e| e.to_string())
+    };
+    let addr = start();
+    let socket = PathBuf::from(addr.trim_start_matches("unix://"));
+    let first = connect(&addr).expect("first daemon answers");
+    let client = TaskClient::new(ttrpc::Client::connect(&addr).unwrap());
+    client
+        .shutdown(ctx(), &ShutdownRequest::new())
+        .expect("shutdown");
+    let socket_left = socket.exists();
+    let again = start();
+    assert_eq!(again, addr, "same group, same socket name");
+    let second = connect(&again);
+    // Whatever happened, no daemon is left behind (HsDaemons kills what remains).
+    assert!(
+        !socket_left,
+        "{} still there when Shutdown answered",
+        socket.display()
+    );
+    let second = second.expect("the address start printed answers");
+    assert_ne!(
+        second, first,
+        "start joined daemon {first}, which is exiting"
+    );
+    let c = TaskClient::new(ttrpc::Client::connect(&again).unwrap());
+    c.shutdown(ctx(), &ShutdownRequest::new())
+        .expect("shutdown");
+}
+
+/// Kills, when dropped, any serving daemon of (namespace, id) a test started without
+/// containerd, and removes its socket and the test's bundle directory.
+struct HsDaemons(&'static str, String, PathBuf);
+
+impl Drop for HsDaemons {
+    fn drop(&mut self) {
+        // Give a daemon that was shut down its moment to exit.
+        std::thread::sleep(Duration::from_millis(300));
+        let ours = containerd_shim_youki_v2::inventory::scan_shims(Path::new("/proc"))
+            .into_iter()
+            .filter(|s| s.namespace == self.0 && s.id == self.1);
+        for s in ours {
+            // SAFETY: kill(2) of a daemon this test started (its namespace and ID).
+            unsafe { libc::kill(s.pid, libc::SIGKILL) };
+            let _ = std::fs::remove_file(&s.socket);
+        }
+        let _ = std::fs::remove_dir_all(&self.2);
+    }
+}
