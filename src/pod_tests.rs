@@ -1033,5 +1033,9 @@ async fn a_closed_pod_refuses_create() {
     assert_eq!(e.code(), Code::FAILED_PRECONDITION, "{e}");
     assert!(e.to_string().contains("c3"), "{e}");
     assert!(h.pod.close_if_empty(), "closed stays closed");
-    assert!(!h.calls().contains(&"create c3".to_string()), "{:?}", h.calls());
+    assert!(
+        !h.calls().contains(&"create c3".to_string()),
+        "{:?}",
+        h.calls()
+    );
 }
