@@ -9,7 +9,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -114,14 +114,18 @@ struct SpecAnnotations {
 pub fn group_id(config_json: &[u8], id: &str) -> Result<String> {
     let spec: SpecAnnotations = serde_json::from_slice(config_json)
         .map_err(|e| Error::InvalidArgument(format!("bundle config.json: {e}")))?;
-    let group = spec
-        .annotations
-        .get(SANDBOX_ID)
-        .or_else(|| spec.annotations.get(GROUP))
-        .cloned()
-        .unwrap_or_else(|| id.to_string());
+    let group = group_of(&spec.annotations, id);
     validate_id(&group)?;
     Ok(group)
+}
+
+/// The group named by a container's annotations (not validated).
+pub fn group_of(annotations: &std::collections::HashMap<String, String>, id: &str) -> String {
+    annotations
+        .get(SANDBOX_ID)
+        .or_else(|| annotations.get(GROUP))
+        .cloned()
+        .unwrap_or_else(|| id.to_string())
 }
 
 /// containerd's socket naming: sha256 of `<containerd address>/<namespace>/<group>`.
@@ -169,7 +173,13 @@ fn bind_or_join(socket: &Path) -> Result<Option<UnixListener>> {
 
 /// Spawns the daemon in a new session with the listener as fd 3 and returns its PID.
 /// Its parent (us) exits right after, so it is re-parented away from containerd.
-fn spawn_daemon(args: &Args, socket: &Path, listener: OwnedFd, input: &Input) -> Result<u32> {
+fn spawn_daemon(
+    args: &Args,
+    bundle: &Path,
+    socket: &Path,
+    listener: OwnedFd,
+    input: &Input,
+) -> Result<u32> {
     let exe = std::env::current_exe().map_err(|e| Error::io("find own executable", e))?;
     let mut cmd = Command::new(exe);
     cmd.arg("-namespace")
@@ -197,9 +207,22 @@ fn spawn_daemon(args: &Args, socket: &Path, listener: OwnedFd, input: &Input) ->
     if let Some(t) = ttrpc_address {
         cmd.env("TTRPC_ADDRESS", t);
     }
-    cmd.stdin(Stdio::null())
+    // The bundle's `log` fifo (containerd reads it) is the daemon's stderr. O_RDWR never
+    // blocks on a fifo and keeps it writable while containerd restarts; O_NONBLOCK drops
+    // lines rather than stalling when nobody reads. The daemon's working directory is `/`:
+    // the bundle is containerd's, removed after Delete and perhaps made again for the same
+    // ID while an old daemon is still exiting (libcontainer asks for the cwd in Create).
+    let log = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(bundle.join("log"))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null());
+    cmd.current_dir("/")
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(log);
     let fd = listener.as_raw_fd();
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -253,7 +276,7 @@ pub fn start(args: &Args, stdin: &mut dyn Read) -> Result<Vec<u8>> {
     let socket = socket_path(Path::new(&socket_dir), &address, &args.namespace, &group);
     let addr = address_of(&socket);
     if let Some(listener) = bind_or_join(&socket)?
-        && let Err(e) = spawn_daemon(args, &socket, listener.into(), &input)
+        && let Err(e) = spawn_daemon(args, &bundle, &socket, listener.into(), &input)
     {
         let _ = std::fs::remove_file(&socket);
         return Err(e);

@@ -8,8 +8,19 @@
 //! That shim is asked to remove the container and to exit if its pod is empty; a shim
 //! left serving nothing would be an "unknown" one. The rest works from disk only, so it
 //! also cleans up after a shim that is gone.
+//!
+//! When the shim is dead, the whole pod goes: containerd 2.x runs `delete` once per dead
+//! shim (for the task it started that shim for, the sandbox), not once per task as 1.6
+//! does, so the pod's other containers would otherwise be left running with nobody to
+//! serve them. Every container of the group that no live shim serves is removed too,
+//! each under a lock on its state directory, since 1.6 runs one `delete` per task at once.
+//!
+//! The bundle is containerd's: it is used only when given as an absolute path, and
+//! nothing in it but the container's own rootfs mount is touched.
 
-use std::os::unix::fs::FileTypeExt;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -22,22 +33,43 @@ use containerd_shim_protos::shim_async::{Client, TaskClient};
 use libcontainer::container::Container;
 
 use crate::args::Args;
+use crate::bootstrap::{group_id, group_of};
 use crate::error::{Error, Result};
 use crate::ids::{validate_id, validate_namespace};
+use crate::inventory::parse_shim_cmdline;
 use crate::pod::timestamp;
 use crate::runtime::youki::{delete, state_root};
 
 pub const KILLED_STATUS: u32 = 128 + libc::SIGKILL as u32;
 
 pub fn run(args: &Args) -> Result<Vec<u8>> {
-    let bundle = if args.bundle.is_empty() {
-        std::env::current_dir().map_err(|e| Error::io("bundle (working directory)", e))?
-    } else {
-        PathBuf::from(&args.bundle)
+    validate_namespace(&args.namespace)?;
+    validate_id(&args.id)?;
+    // containerd always names the bundle, absolutely. Without one there is nothing of
+    // the bundle to clean (its rootfs is found through the container's state); a relative
+    // one would mean some directory we were merely run in.
+    let bundle = match args.bundle.as_str() {
+        "" => None,
+        b if Path::new(b).is_absolute() => Some(PathBuf::from(b)),
+        b => {
+            return Err(Error::InvalidArgument(format!(
+                "delete {}: -bundle {b:?} is not an absolute path",
+                args.id
+            )));
+        }
     };
-    let socket = bundle_socket(&bundle);
-    let pid = remove_container(&args.namespace, &args.id, &bundle, socket.as_deref())?;
-    if let Some(s) = &socket {
+    let socket = bundle.as_deref().and_then(bundle_socket);
+    let root = state_root(&args.namespace);
+    // Before the container goes: its state says which pod it was in.
+    let group = group_of_container(&root, &args.id, bundle.as_deref());
+    let pid = remove_container(
+        &args.namespace,
+        &args.id,
+        bundle.as_deref().unwrap_or(Path::new("")),
+        socket.as_deref(),
+    )?;
+    if let Some(s) = socket.as_deref().filter(|s| !answers(s)) {
+        remove_unserved_siblings(&root, &group, &args.id);
         remove_dead_socket(s);
     }
 
@@ -52,7 +84,8 @@ pub fn run(args: &Args) -> Result<Vec<u8>> {
 /// Removes container `id` of `namespace` the way `delete` does, and returns the PID its
 /// init had (0 if none is recorded). `shim_socket` is the socket of the shim that ran it,
 /// if known: a live shim is asked first; the from-disk removal follows either way (it
-/// finds nothing left to do when the shim did it all).
+/// finds nothing left to do when the shim did it all). `bundle` is used only if absolute;
+/// otherwise the rootfs of the bundle libcontainer recorded is unmounted.
 pub fn remove_container(
     namespace: &str,
     id: &str,
@@ -62,20 +95,129 @@ pub fn remove_container(
     validate_namespace(namespace)?;
     validate_id(id)?;
     let root = state_root(namespace);
-    let pid = Container::load(root.join(id))
-        .ok()
+    let state = Container::load(root.join(id)).ok();
+    let pid = state
+        .as_ref()
         .and_then(|c| c.pid())
         .map(|p| p.as_raw() as u32)
         .unwrap_or(0);
-    if let Some(socket) = shim_socket.filter(|s| UnixStream::connect(s).is_ok())
+    if let Some(socket) = shim_socket.filter(|s| answers(s))
         && let Err(e) = delete_through_shim(socket, id)
     {
         log::warn!("delete {id} through {}: {e}", socket.display());
     }
-    // This process is single-threaded again (the runtime above had no worker threads):
-    // libcontainer may fork here (poststop hooks).
-    delete(id, &root, bundle)?;
+    let bundle = Some(bundle)
+        .filter(|b| b.is_absolute())
+        .map(Path::to_path_buf)
+        .or_else(|| state.map(|c| c.bundle().clone()));
+    remove_from_disk(&root, id, bundle.as_deref())?;
     Ok(pid)
+}
+
+/// libcontainer's delete under the lock on the container's state directory. This process
+/// is single-threaded here (any runtime used before had no worker threads): libcontainer
+/// may fork (poststop hooks).
+fn remove_from_disk(root: &Path, id: &str, bundle: Option<&Path>) -> Result<()> {
+    let _lock = lock_state(&root.join(id))?;
+    delete(id, root, bundle)
+}
+
+/// An exclusive `flock` on a container's state directory, held while it is removed: two
+/// `delete`s of one pod (1.6 runs one per task, each sweeping the pod) must not remove the
+/// same container at once. `None`: no state directory (any more).
+struct StateLock(#[allow(dead_code)] File);
+
+fn lock_state(dir: &Path) -> Result<Option<StateLock>> {
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("open {}", dir.display()), e)),
+    };
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(Error::io(format!("lock {}", dir.display()), e));
+        }
+    }
+    // Removed (or replaced) while we waited: whoever held the lock did the work.
+    let ours = f.metadata().map(|m| (m.dev(), m.ino())).ok();
+    let now = std::fs::symlink_metadata(dir)
+        .map(|m| (m.dev(), m.ino()))
+        .ok();
+    Ok((ours.is_some() && ours == now).then_some(StateLock(f)))
+}
+
+/// The group (pod) container `id` belongs to: from its libcontainer state, else from the
+/// bundle's config.json, else the container alone.
+fn group_of_container(root: &Path, id: &str, bundle: Option<&Path>) -> String {
+    if let Ok(c) = Container::load(root.join(id)) {
+        return group_of(&c.state.annotations.clone().unwrap_or_default(), id);
+    }
+    bundle
+        .and_then(|b| std::fs::read(b.join("config.json")).ok())
+        .and_then(|cfg| group_id(&cfg, id).ok())
+        .unwrap_or_else(|| id.to_string())
+}
+
+/// After a dead shim: removes every other container of `group` that no live shim serves.
+/// Failures are logged, not returned: containerd asked about `id`, which is gone.
+fn remove_unserved_siblings(root: &Path, group: &str, id: &str) {
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let sibling = e.file_name().to_string_lossy().into_owned();
+        if sibling == id || validate_id(&sibling).is_err() || !e.path().is_dir() {
+            continue;
+        }
+        let Ok(c) = Container::load(e.path()) else {
+            continue;
+        };
+        let ann = c.state.annotations.clone().unwrap_or_default();
+        if group_of(&ann, &sibling) != group || served_by_live_shim(&c) {
+            continue;
+        }
+        log::warn!("delete {id}: its shim is dead; removing {sibling} of pod {group} too");
+        let bundle = Some(c.bundle().clone()).filter(|b| b.is_absolute());
+        if let Err(e) = remove_from_disk(root, &sibling, bundle.as_deref()) {
+            log::warn!("delete {id}: remove {sibling} of pod {group}: {e}");
+        }
+    }
+}
+
+/// Whether a live shim serves container `c`: the socket in its bundle's `address` file
+/// answers (containerd 1.x and 2.0–2.2 ran `start` for it), or its init is the child of a
+/// serving shim daemon (a shim is the subreaper of its containers; containerd 2.3 runs no
+/// `start` for a sandbox's siblings). Only a socket that answers counts.
+fn served_by_live_shim(c: &Container) -> bool {
+    if let Some(s) = bundle_socket(c.bundle())
+        && answers(&s)
+    {
+        return true;
+    }
+    let parent = c.pid().and_then(|p| {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", p.as_raw())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|v| v.trim().parse::<i32>().ok())
+    });
+    parent.is_some_and(|ppid| {
+        std::fs::read(format!("/proc/{ppid}/cmdline"))
+            .ok()
+            .and_then(|raw| parse_shim_cmdline(ppid, &raw))
+            .is_some_and(|shim| answers(&shim.socket))
+    })
+}
+
+/// Something accepts connections on `socket`.
+fn answers(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
 }
 
 /// How long each call to a live shim may take: one that hangs is left to the from-disk path.
@@ -145,8 +287,10 @@ fn is_not_found(e: &ttrpc::Error) -> bool {
 }
 
 /// The shim socket named in the bundle's `address` file: an absolute path without `..`
-/// to a unix socket. Not only under SOCKET_DIR: containerd 2.x may name another socket
-/// dir in BootstrapParams, and the shim serving there must be reached all the same.
+/// (its file may be gone with its shim). Not only under SOCKET_DIR: containerd 2.x may
+/// name another socket dir in BootstrapParams, and the shim serving there must be reached
+/// all the same. Only a socket is ever connected to or removed (`answers`,
+/// `remove_dead_socket`).
 fn bundle_socket(bundle: &Path) -> Option<PathBuf> {
     let addr = std::fs::read_to_string(bundle.join("address")).ok()?;
     socket_of_address(addr.trim())
@@ -158,7 +302,7 @@ fn socket_of_address(addr: &str) -> Option<PathBuf> {
         && path
             .components()
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-    (plain && is_socket(path)).then(|| path.to_path_buf())
+    plain.then(|| path.to_path_buf())
 }
 
 fn is_socket(path: &Path) -> bool {
@@ -188,7 +332,9 @@ mod tests {
         let addr = |p: &Path| format!("unix://{}", p.display());
 
         assert_eq!(socket_of_address(&addr(&sock)), Some(sock.clone()));
-        assert_eq!(socket_of_address(&addr(&file)), None, "not a socket");
+        // A plain file is named, but nothing connects to it and it is never removed.
+        assert_eq!(socket_of_address(&addr(&file)), Some(file.clone()));
+        assert!(!answers(&file));
         let dotted = dir.join("..").join(dir.file_name().unwrap()).join("s");
         assert_eq!(socket_of_address(&addr(&dotted)), None, "`..` in the path");
         assert_eq!(socket_of_address("unix://s"), None, "relative");

@@ -1,8 +1,7 @@
 //! The serving daemon that `start` spawned: subreaper, workers, log, ttrpc server, and
 //! exit once containerd shuts down an empty pod.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,26 +17,11 @@ use crate::forker::Forker;
 use crate::pod::Pod;
 use crate::runtime::youki::{YoukiRuntime, state_root, worker, worker_failed};
 use crate::service::{TaskService, services};
+use crate::socket::ServedSocket;
 use crate::{logger, reaper};
 
 /// `start` hands the listening socket over as this fd.
 pub const LISTENER_FD: i32 = 3;
-
-/// Opens the bundle's `log` fifo (containerd reads it) as our stderr. O_RDWR never blocks
-/// on a fifo and keeps it writable while containerd restarts; O_NONBLOCK drops lines
-/// rather than stalling when nobody reads.
-fn redirect_log() {
-    let Ok(f) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("log")
-    else {
-        return;
-    };
-    // SAFETY: dup2 onto stderr of an fd we own.
-    unsafe { libc::dup2(f.as_raw_fd(), 2) };
-}
 
 pub fn run(args: Args) -> Result<()> {
     if args.socket.is_empty() {
@@ -45,7 +29,9 @@ pub fn run(args: Args) -> Result<()> {
             "no action given: containerd runs this binary with `start` or `delete` (try -v)".into(),
         ));
     }
-    redirect_log();
+    // `start` made the bundle's log fifo our stderr and our working directory `/`: the
+    // bundle is containerd's, which removes it after Delete and may make it again for the
+    // same ID while this process is still exiting; nothing here may depend on it.
     logger::init(&args.id, args.debug);
     // SAFETY: fd 3 is the listener `start` passed us; nothing else owns it.
     let listener = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
@@ -60,13 +46,14 @@ pub fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("start async runtime", e))?;
-    let socket = PathBuf::from(&args.socket);
-    let result = rt.block_on(serve(args, listener));
-    let _ = std::fs::remove_file(&socket);
+    let socket = Arc::new(ServedSocket::new(PathBuf::from(&args.socket)));
+    let result = rt.block_on(serve(args, listener, socket.clone()));
+    // Normally gone already (Shutdown removed it); never a successor's.
+    socket.remove();
     result
 }
 
-async fn serve(args: Args, listener: OwnedFd) -> Result<()> {
+async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Result<()> {
     let forker = Arc::new(Forker::new(worker, worker_failed));
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
     let events = Publisher::spawn(args.namespace.clone(), TtrpcForwarder::new(&ttrpc_address));
@@ -104,6 +91,7 @@ async fn serve(args: Args, listener: OwnedFd) -> Result<()> {
     let task = Arc::new(TaskService {
         pod,
         shutdown: shutdown.clone(),
+        socket,
     });
     let mut server = Server::new()
         .add_listener(Listener::from(listener))

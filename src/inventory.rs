@@ -10,15 +10,13 @@ use std::time::{Duration, SystemTime};
 use libcontainer::container::Container;
 use serde::Serialize;
 
-use crate::bootstrap::{SOCKET_DIR, socket_path};
+use crate::bootstrap::{SOCKET_DIR, group_of, socket_path};
 use crate::ids::{validate_id, validate_namespace};
 
 pub const SHIM_BINARY: &str = "containerd-shim-youki-v2";
 /// Where libcontainer state lives: `<root>/<namespace>/<id>` (see runtime::youki::state_root).
 pub const STATE_ROOT: &str = "/run/containerd/youki";
 
-const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-const GROUP: &str = "io.containerd.runc.v2.group";
 const POD_NAME: &str = "io.kubernetes.cri.sandbox-name";
 const POD_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
 const CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
@@ -190,11 +188,7 @@ fn load_container(namespace: &str, id: &str, dir: &Path, proc: &Path) -> Found {
         bundle: c.bundle().clone(),
         pod,
         name,
-        group: ann
-            .get(SANDBOX_ID)
-            .or_else(|| ann.get(GROUP))
-            .cloned()
-            .unwrap_or_else(|| id.to_string()),
+        group: group_of(&ann, id),
         age,
         parent: pid.and_then(|p| parent_of(proc, p)),
     }

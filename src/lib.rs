@@ -28,4 +28,5 @@ pub mod propagation;
 pub mod reaper;
 pub mod runtime;
 pub mod service;
+pub mod socket;
 pub mod tty;

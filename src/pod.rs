@@ -91,6 +91,10 @@ pub struct Pod {
     events: Publisher,
     containers: Mutex<HashMap<String, Slot>>,
     exits: Mutex<Exits>,
+    /// Raised (under the `containers` lock) when Shutdown found the pod empty: the daemon
+    /// is going away, so a Create that slipped in now would leave a container nobody
+    /// serves.
+    closing: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,11 +113,23 @@ impl Pod {
             events,
             containers: Mutex::new(HashMap::new()),
             exits: Mutex::new(Exits::default()),
+            closing: AtomicBool::new(false),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         lock(&self.containers).is_empty()
+    }
+
+    /// If the pod serves nothing, closes it for good (every later Create is refused) and
+    /// says so; the daemon then exits. Checked and raised under one lock with Create's
+    /// insertion, so a container is either in before it or refused.
+    pub fn close_if_empty(&self) -> bool {
+        let map = lock(&self.containers);
+        if map.is_empty() {
+            self.closing.store(true, Ordering::SeqCst);
+        }
+        self.closing.load(Ordering::SeqCst)
     }
 
     fn slot(&self, id: &str) -> Result<Slot> {
@@ -137,6 +153,13 @@ impl Pod {
         let mut guard = slot.clone().lock_owned().await;
         {
             let mut map = lock(&self.containers);
+            if self.closing.load(Ordering::SeqCst) {
+                return Err(Error::FailedPrecondition(format!(
+                    "create {:?}: this shim is shutting down (its pod was empty and containerd \
+                     asked it to exit); start a new one",
+                    p.id
+                )));
+            }
             if map.contains_key(&p.id) {
                 return Err(Error::AlreadyExists(format!(
                     "container {:?} already exists",

@@ -1013,3 +1013,29 @@ async fn pids_keep_an_exit_containerd_has_not_seen() {
     }
     assert!(h.pod.pids("c2").await.unwrap().is_empty());
 }
+
+/// Shutdown closes an empty pod for good: a Create that comes after (a `start` that found
+/// the dying daemon's socket) is refused, and nothing reaches the runtime.
+#[tokio::test]
+async fn a_closed_pod_refuses_create() {
+    let h = harness();
+    h.pod.create(params("c1")).await.unwrap();
+    assert!(!h.pod.close_if_empty(), "a pod with a container stays open");
+    h.pod.create(params("c2")).await.unwrap();
+    h.rt.exit("c1", 0);
+    h.rt.exit("c2", 0);
+    h.wait_exit("c1").await;
+    h.wait_exit("c2").await;
+    h.pod.delete("c1", "").await.unwrap();
+    h.pod.delete("c2", "").await.unwrap();
+    assert!(h.pod.close_if_empty());
+    let e = h.pod.create(params("c3")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FAILED_PRECONDITION, "{e}");
+    assert!(e.to_string().contains("c3"), "{e}");
+    assert!(h.pod.close_if_empty(), "closed stays closed");
+    assert!(
+        !h.calls().contains(&"create c3".to_string()),
+        "{:?}",
+        h.calls()
+    );
+}

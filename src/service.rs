@@ -25,6 +25,7 @@ use crate::io::StdioPaths;
 use crate::metrics;
 use crate::options;
 use crate::pod::{CreateParams, ExecParams, Pod, from_proto_mount, timestamp};
+use crate::socket::ServedSocket;
 
 pub const TASK_V2: &str = "containerd.task.v2.Task";
 pub const TASK_V3: &str = "containerd.task.v3.Task";
@@ -33,6 +34,8 @@ pub struct TaskService {
     pub pod: Arc<Pod>,
     /// Notified when Shutdown finds the pod empty: the daemon then exits.
     pub shutdown: Arc<Notify>,
+    /// Our socket file, removed before that Shutdown is answered.
+    pub socket: Arc<ServedSocket>,
 }
 
 /// The Task service under both names containerd may call it by.
@@ -217,8 +220,12 @@ impl Task for TaskService {
 
     async fn shutdown(&self, _: &TtrpcContext, _: ShutdownRequest) -> ttrpc::Result<Empty> {
         // containerd calls Shutdown after every Delete; a pod's shim stays while any
-        // container of the pod remains.
-        if self.pod.is_empty() {
+        // container of the pod remains. Once empty, the pod is closed (Create refused) and
+        // the socket file removed before we answer: containerd looks for leaked sockets
+        // right after Delete returns, and a `start` for this group must bind a new shim
+        // rather than join this one on its way out.
+        if self.pod.close_if_empty() {
+            self.socket.remove();
             self.shutdown.notify_one();
         }
         Ok(Empty::new())

@@ -289,7 +289,7 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
             Ok(Response::Done)
         }
         Request::Delete { id, root, bundle } => {
-            delete(&id, &root, &bundle)?;
+            delete(&id, &root, Some(&bundle))?;
             Ok(Response::Done)
         }
     }
@@ -365,7 +365,7 @@ fn create(
     });
     if created.is_err() {
         // Leave nothing behind: a half-made container's state, cgroup and mounts.
-        if let Err(cleanup) = delete(id, root, bundle) {
+        if let Err(cleanup) = delete(id, root, Some(bundle)) {
             log::warn!("cleanup after failed create of {id}: {cleanup}");
         }
     }
@@ -441,7 +441,10 @@ fn exec(
 /// Removes the container's processes, cgroup and state (running poststop hooks) and
 /// unmounts its rootfs. Absent pieces are fine: delete may run after a partial create or
 /// a second time.
-pub fn delete(id: &str, root: &Path, bundle: &Path) -> Result<()> {
+/// Removes container `id`'s processes, cgroup and state, and unmounts the rootfs in
+/// `bundle` when one is given (an absolute path: the bundle is containerd's, and a `delete`
+/// without one must not touch whatever directory it runs in).
+pub fn delete(id: &str, root: &Path, bundle: Option<&Path>) -> Result<()> {
     let dir = root.join(id);
     let result = if dir.exists() {
         match Container::load(dir.clone()) {
@@ -456,7 +459,10 @@ pub fn delete(id: &str, root: &Path, bundle: &Path) -> Result<()> {
     } else {
         Ok(())
     };
-    let unmounted = unmount_all(&rootfs_path(bundle));
+    let unmounted = match bundle.filter(|b| b.is_absolute()) {
+        Some(b) => unmount_all(&rootfs_path(b)),
+        None => Ok(()),
+    };
     result.and(unmounted)
 }
 
