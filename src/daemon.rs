@@ -50,8 +50,14 @@ pub fn run(args: Args) -> Result<()> {
     let result = rt.block_on(serve(args, listener, socket.clone()));
     // Normally gone already (Shutdown removed it); never a successor's.
     socket.remove();
+    // The pod is empty and its last events are out: a blocking task still running (a
+    // fifo open or copy whose peer is gone) must not keep an idle shim alive.
+    rt.shutdown_timeout(EXIT_GRACE);
     result
 }
+
+/// How long an exiting shim waits for in-flight calls and blocking tasks.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Result<()> {
     let forker = Arc::new(Forker::new(worker, worker_failed));
@@ -107,6 +113,14 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
     // also gives the Shutdown reply time to leave before the connection goes.
     events.flush(std::time::Duration::from_secs(2)).await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let _ = server.shutdown().await;
+    // ttrpc's shutdown waits up to 10 s for every connection's handlers; a handler still
+    // running now (a call from a containerd that was killed mid-call) answers nobody, and
+    // waiting for it kept idle shims alive for those 10 s (seen in the chaos test).
+    if tokio::time::timeout(EXIT_GRACE, server.shutdown())
+        .await
+        .is_err()
+    {
+        log::warn!("ttrpc connections still busy after {EXIT_GRACE:?}: exiting anyway");
+    }
     Ok(())
 }
