@@ -20,7 +20,7 @@ eval "$(bash hack/containerd.sh env | sed 's/^/export /')"
 version=$("$CONTAINERD_BIN" --version | awk '{print $3}')
 log=$(mktemp)
 status=0
-cargo test --release --locked -- --test-threads=2 "$@" 2>&1 | tee "$log" || status=$?
+cargo test --release --locked --no-fail-fast -- --test-threads=2 "$@" 2>&1 | tee "$log" || status=$?
 awk -v v="$version" '
   /^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1); if ($i == "ignored;") s += $(i-1) } }
   END { printf "containerd %s: %d passed, %d failed, %d skipped\n", v, p, f, s }' "$log"
