@@ -6,6 +6,12 @@
 #
 #   BENCH_N=20 BENCH_PODS=50 BENCH_CONCURRENCY=10 hack/bench.sh
 #   CONTAINERD=2.1 hack/bench.sh      # against another containerd (as hack/test.sh)
+#   YOUKI_TEST_DIR=/var/lib/youki-x YOUKI_TEST_RUN=/run/youki-x hack/bench.sh  # own dirs
+#   CONTAINERD_LOG_LEVEL=debug ...    # per-phase timings in $YOUKI_TEST_DIR/containerd.log
+#
+# Each pod's container is stopped only after it printed "ready" (its SIGTERM trap is set):
+# see examples/bench.rs. Ratios (same run, alternating) are what compare; the
+# "runc − youki" column is what our shim saves, which containerd's own share does not move.
 #
 # The private containerd is started if it is not running (and stopped again afterwards).
 set -euo pipefail
