@@ -177,6 +177,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   env) printf '%s=%q\n' CONTAINERD_ADDRESS "$sock" YOUKI_TEST_DIR "$dir" YOUKI_TEST_RUN "$run" \
-         CONTAINERD_BIN "$containerd_bin" PATH "$PATH" ;;
+         CONTAINERD_BIN "$containerd_bin" PATH "$PATH" \
+         CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS 1 ;;
   *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
 esac

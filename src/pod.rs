@@ -342,7 +342,7 @@ impl Pod {
             p.exec_id.clone(),
             Exec {
                 id: p.exec_id.clone(),
-                process: p.process,
+                process: with_terminal(&p.process, p.stdio.terminal, &p.exec_id)?,
                 stdio: p.stdio,
                 pid: None,
                 exit: Arc::new(ExitCell::default()),
@@ -902,6 +902,31 @@ pub fn from_proto_mount(p: &ProtoMount) -> Mount {
         source: p.source.clone(),
         options: p.options.clone(),
     }
+}
+
+/// An exec's process JSON with `terminal` set as the request says. containerd's client
+/// passes the container's own process (often `terminal: false`) with a terminal requested
+/// on the request alone (`cio.WithTerminal`); runc's shim lets the request decide too, and
+/// libcontainer refuses a console socket for a process without a terminal.
+fn with_terminal(process: &[u8], terminal: bool, exec_id: &str) -> Result<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(process)
+        .map_err(|e| Error::InvalidArgument(format!("exec {exec_id:?}: process spec: {e}")))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(Error::InvalidArgument(format!(
+            "exec {exec_id:?}: process spec is not an object"
+        )));
+    };
+    if obj
+        .get("terminal")
+        .and_then(|t| t.as_bool())
+        .unwrap_or(false)
+        == terminal
+    {
+        return Ok(process.to_vec());
+    }
+    obj.insert("terminal".into(), serde_json::Value::Bool(terminal));
+    serde_json::to_vec(&v)
+        .map_err(|e| Error::Internal(format!("exec {exec_id:?}: process spec: {e}")))
 }
 
 #[cfg(test)]

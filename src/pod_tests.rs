@@ -1039,3 +1039,21 @@ async fn a_closed_pod_refuses_create() {
         h.calls()
     );
 }
+
+#[test]
+fn the_exec_request_decides_the_terminal() {
+    let spec = br#"{"args":["sh"],"terminal":false}"#;
+    let on: serde_json::Value =
+        serde_json::from_slice(&super::with_terminal(spec, true, "e1").unwrap()).unwrap();
+    assert_eq!(on["terminal"], true);
+    assert_eq!(on["args"][0], "sh");
+    // Already as asked: the bytes go through untouched.
+    assert_eq!(
+        super::with_terminal(spec, false, "e1").unwrap(),
+        spec.to_vec()
+    );
+    let e = super::with_terminal(b"[]", true, "e1")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("e1"), "{e}");
+}

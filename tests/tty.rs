@@ -186,8 +186,11 @@ fn exec_terminal_output_arrives_whole_before_the_exit() {
         let exec_id = format!("seq{round}");
         let f = Fifos::new(&format!("{id}-{round}"));
         let out = f.read_stdout(Some(Duration::from_millis(10)));
-        let p = process_of(&c.spec(&id), &["seq", "1", &LINES.to_string()], true);
-        c.exec(&id, &exec_id, &p, &f).expect("exec");
+        // The container's own process (no terminal) with a terminal on the request alone,
+        // as containerd's TestContainerExecLargeOutputWithTTY sends it.
+        let p = process_of(&c.spec(&id), &["seq", "1", &LINES.to_string()], false);
+        c.exec_with_terminal(&id, &exec_id, &p, &f, true)
+            .unwrap_or_else(|e| panic!("exec with a terminal on the request: {}", e.message()));
         c.start(&id, &exec_id).expect("start");
         assert_eq!(c.wait(&id, &exec_id), 0);
         c.delete_process(&id, &exec_id);

@@ -196,6 +196,20 @@ impl Client {
         process: &serde_json::Value,
         f: &Fifos,
     ) -> Result<(), Status> {
+        let terminal = process["terminal"].as_bool().unwrap_or(false);
+        self.exec_with_terminal(id, exec_id, process, f, terminal)
+    }
+
+    /// As `exec`, with the request's terminal flag given apart from the process's own, as
+    /// containerd's client sends it (`cio.WithTerminal` on a process with `terminal: false`).
+    pub fn exec_with_terminal(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: &serde_json::Value,
+        f: &Fifos,
+        terminal: bool,
+    ) -> Result<(), Status> {
         // An Any of the right type, without naming prost's type here.
         let mut spec = self
             .rt
@@ -209,7 +223,6 @@ impl Client {
             .expect("spec");
         spec.type_url = PROCESS_TYPE.into();
         spec.value = serde_json::to_vec(process).expect("encode process");
-        let terminal = process["terminal"].as_bool().unwrap_or(false);
         let r = ExecProcessRequest {
             container_id: id.into(),
             exec_id: exec_id.into(),
