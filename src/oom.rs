@@ -3,7 +3,10 @@
 //!
 //! - cgroup v1: an eventfd registered through `cgroup.event_control` against
 //!   `memory.oom_control`; the kernel signals it on every OOM in the cgroup, and once more
-//!   when the cgroup is removed (then the directory is gone and the watch ends).
+//!   when the cgroup is removed (then the directory is gone and the watch ends). One OOM
+//!   signals it more than once: the kernel notifies every charge that meets the OOM, before
+//!   and while its victim dies (a few ms apart). Signals within `OOM_EPISODE` of the last
+//!   TaskOOM are that same OOM: one TaskOOM each, as on v2 (CRI wants the fact, not a count).
 //! - cgroup v2: inotify on `memory.events`; an OOM kill raises its `oom_kill` counter.
 //!
 //! One watch is a tokio task on one fd: no thread, no polling.
@@ -96,6 +99,9 @@ pub fn watch(cgroup: MemoryCgroup, on_oom: impl Fn() + Send + 'static) -> Result
     }
 }
 
+/// How long after a v1 OOM signal further signals count as the same OOM.
+const OOM_EPISODE: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn watch_v1(dir: PathBuf, on_oom: impl Fn() + Send + 'static) -> Result<JoinHandle<()>> {
     let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
     let control_path = dir.join("memory.oom_control");
@@ -110,6 +116,7 @@ fn watch_v1(dir: PathBuf, on_oom: impl Fn() + Send + 'static) -> Result<JoinHand
     // The kernel holds its own references now; `control` may close.
     drop(control);
     let efd = register(efd, "OOM eventfd")?;
+    let mut last: Option<std::time::Instant> = None;
     Ok(tokio::spawn(async move {
         loop {
             let Ok(mut ready) = efd.readable().await else {
@@ -121,6 +128,11 @@ fn watch_v1(dir: PathBuf, on_oom: impl Fn() + Send + 'static) -> Result<JoinHand
                     if !dir.exists() {
                         return;
                     }
+                    let now = std::time::Instant::now();
+                    if last.is_some_and(|t| now.duration_since(t) < OOM_EPISODE) {
+                        continue;
+                    }
+                    last = Some(now);
                     on_oom();
                 }
                 Err(Errno::EAGAIN) => ready.clear_ready(),

@@ -332,7 +332,13 @@ fn youki_shims_finds_and_removes_a_shim_whose_records_were_deleted() {
     let _sweep = Sweep(p.sock());
 
     let (code, out) = tool(&p, &[]);
-    assert_eq!(code, 0, "healthy node: {out}");
+    // Stale sockets in the machine-wide socket dir (another run's killed shims) make the
+    // tool exit 1 too; this node's shims and containers must all be known.
+    assert!(
+        out.contains("unknown: 0 shims, 0 containers")
+            && (code == 0 || out.contains("stale socket")),
+        "healthy node (exit {code}): {out}"
+    );
     // The table shows IDs cut to 13 characters, as crictl does.
     let row = out
         .lines()
