@@ -10,25 +10,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::kubelet::*;
-use common::{NS, ctr, ctr_ok, proc_alive, shim_pids, unique, wait_until};
+use common::{NS, ctr, ctr_ok, identity, proc_alive, shim_pids, unique, wait_until};
 use containerd_shim_protos::api::{CreateTaskRequest, StartRequest};
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 use containerd_shim_protos::types::mount::Mount as ProtoMount;
 
 const K8S_NS: &str = "k8s.io";
 const SLEEP: &[&str] = &["sleep", "3600"];
-
-/// A process's identity that survives PID reuse: (pid, start time in ticks).
-fn identity(pid: i32) -> (i32, String) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let start = stat
-        .rsplit(')')
-        .next()
-        .and_then(|rest| rest.split_whitespace().nth(19))
-        .unwrap_or("")
-        .to_string();
-    (pid, start)
-}
 
 /// containerd's bundle directory of task `id` in `namespace`.
 fn bundle(namespace: &str, id: &str) -> PathBuf {

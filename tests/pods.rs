@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::kubelet::*;
-use common::{proc_alive, shim_pids, wait_until};
+use common::{identity, proc_alive, shim_pids, wait_until};
 use k8s_cri::v1::{ContainerState, PodSandboxState};
 use sha2::{Digest, Sha256};
 
@@ -27,18 +27,6 @@ fn ns_of(pid: i32, kind: &str) -> String {
 /// inspectable, and is the host's anyway).
 fn host_ns(kind: &str) -> String {
     ns_of(std::process::id() as i32, kind)
-}
-
-/// A process's identity that survives PID reuse: (pid, start time in ticks).
-fn identity(pid: i32) -> (i32, String) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let start = stat
-        .rsplit(')')
-        .next()
-        .and_then(|rest| rest.split_whitespace().nth(19))
-        .unwrap_or("")
-        .to_string();
-    (pid, start)
 }
 
 /// Shim daemons (not their fork helpers) serving any of `ids`.

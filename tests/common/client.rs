@@ -14,7 +14,7 @@ use containerd_client::services::v1::snapshots::MountsRequest;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
-    CreateTaskRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest,
+    Container, CreateTaskRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest,
     GetContainerRequest, StartRequest, UpdateContainerRequest, WaitRequest,
 };
 use containerd_client::tonic::transport::Channel;
@@ -114,31 +114,29 @@ impl Client {
         TasksClient::new(self.channel.clone())
     }
 
-    /// The container's OCI spec (JSON).
-    pub fn spec(&self, id: &str) -> serde_json::Value {
-        let c = self
+    /// containerd's record of container `id`.
+    fn container(&self, id: &str) -> Result<Container, Status> {
+        Ok(self
             .rt
             .block_on(
                 ContainersClient::new(self.channel.clone())
                     .get(req(GetContainerRequest { id: id.into() })),
-            )
-            .expect("get container")
+            )?
             .into_inner()
             .container
-            .expect("container");
+            .expect("container"))
+    }
+
+    /// The container's OCI spec (JSON).
+    pub fn spec(&self, id: &str) -> serde_json::Value {
+        let c = self.container(id).expect("get container");
         serde_json::from_slice(&c.spec.expect("spec").value).expect("spec JSON")
     }
 
     /// Replaces the container's spec with `edit` applied to it.
     pub fn edit_spec(&self, id: &str, edit: impl FnOnce(&mut serde_json::Value)) {
         let mut containers = ContainersClient::new(self.channel.clone());
-        let mut c = self
-            .rt
-            .block_on(containers.get(req(GetContainerRequest { id: id.into() })))
-            .expect("get container")
-            .into_inner()
-            .container
-            .expect("container");
+        let mut c = self.container(id).expect("get container");
         let any = c.spec.as_mut().expect("spec");
         let mut spec: serde_json::Value = serde_json::from_slice(&any.value).expect("spec JSON");
         edit(&mut spec);
@@ -154,15 +152,7 @@ impl Client {
 
     /// Tasks.Create of container `id` (made by `ctr container create`) on its snapshot.
     pub fn create_task(&self, id: &str, f: &Fifos, terminal: bool) -> Result<u32, Status> {
-        let c = self
-            .rt
-            .block_on(
-                ContainersClient::new(self.channel.clone())
-                    .get(req(GetContainerRequest { id: id.into() })),
-            )?
-            .into_inner()
-            .container
-            .expect("container");
+        let c = self.container(id)?;
         let mounts = self
             .rt
             .block_on(
@@ -211,16 +201,7 @@ impl Client {
         terminal: bool,
     ) -> Result<(), Status> {
         // An Any of the right type, without naming prost's type here.
-        let mut spec = self
-            .rt
-            .block_on(
-                ContainersClient::new(self.channel.clone())
-                    .get(req(GetContainerRequest { id: id.into() })),
-            )?
-            .into_inner()
-            .container
-            .and_then(|c| c.spec)
-            .expect("spec");
+        let mut spec = self.container(id)?.spec.expect("spec");
         spec.type_url = PROCESS_TYPE.into();
         spec.value = serde_json::to_vec(process).expect("encode process");
         let r = ExecProcessRequest {

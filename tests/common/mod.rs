@@ -260,3 +260,15 @@ pub fn containerd_major() -> u32 {
         .and_then(|m| m.parse().ok())
         .unwrap_or_else(|| panic!("containerd version {version:?}"))
 }
+
+/// A process's identity that survives PID reuse: (pid, start time in ticks).
+pub fn identity(pid: i32) -> (i32, String) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let start = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(19))
+        .unwrap_or("")
+        .to_string();
+    (pid, start)
+}
