@@ -1,32 +1,22 @@
 //! containerd-shim-youki-v2: a containerd shim v2 that runs a pod's containers through
 //! youki's libcontainer. The shim binary (`main.rs`) and the operator tool
 //! (`bin/youki-shims.rs`) share these modules.
+//!
+//! The folders are the layers, from containerd inwards:
+//! - `shim`: the shim protocol: arguments, the start handshake, the daemon, the ttrpc Task
+//!   service, events to containerd, runtime options and `-info`.
+//! - `task`: the Task API's model: the pod, its containers and execs, their exits.
+//! - `runtime`: what really runs containers: libcontainer in forked workers (and a fake for
+//!   unit tests), with mounts, mount propagation and ID maps.
+//! - `stdio`: fifos, files, `binary://` loggers and terminals.
+//! - `cgroup`: statistics and OOM watching.
+//! - `ops`: the operator side: `delete` of a dead shim's containers and `youki-shims`.
 
-pub mod args;
-pub mod bootstrap;
-pub mod checkpoint;
-pub mod cleanup;
-pub mod container;
-pub mod daemon;
+pub mod cgroup;
 pub mod error;
-pub mod events;
-pub mod forker;
-pub mod idmap;
 pub mod ids;
-pub mod info;
-pub mod inventory;
-pub mod io;
-pub mod log_binary;
-pub mod logger;
-pub mod metrics;
-pub mod mount;
-pub mod oom;
-pub mod options;
-pub mod pod;
-pub mod process;
-pub mod propagation;
-pub mod reaper;
+pub mod ops;
 pub mod runtime;
-pub mod service;
-pub mod socket;
-pub mod tty;
+pub mod shim;
+pub mod stdio;
+pub mod task;

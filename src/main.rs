@@ -1,8 +1,10 @@
 //! containerd-shim-youki-v2: a containerd shim v2 that runs a pod's containers through
 //! youki's libcontainer.
 
-use containerd_shim_youki_v2::args::{Action, Args};
-use containerd_shim_youki_v2::{bootstrap, cleanup, daemon, idmap, info};
+use containerd_shim_youki_v2::ops::cleanup;
+use containerd_shim_youki_v2::runtime::idmap;
+use containerd_shim_youki_v2::shim::args::{Action, Args};
+use containerd_shim_youki_v2::shim::{bootstrap, daemon, info};
 
 fn main() {
     // Run by libcontainer as newuidmap/newgidmap from a Create worker (see idmap.rs).

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use common::kubelet::*;
 use common::private::{Events, Private, process_gone, task_exits};
 use common::wait_until;
-use containerd_shim_youki_v2::inventory;
+use containerd_shim_youki_v2::ops::inventory;
 use k8s_cri::v1::{ContainerState, PodSandboxState};
 
 const TOOL: &str = env!("CARGO_BIN_EXE_youki-shims");

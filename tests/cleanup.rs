@@ -462,7 +462,7 @@ impl Drop for HsDaemons {
     fn drop(&mut self) {
         // Give a daemon that was shut down its moment to exit.
         std::thread::sleep(Duration::from_millis(300));
-        let ours = containerd_shim_youki_v2::inventory::scan_shims(Path::new("/proc"))
+        let ours = containerd_shim_youki_v2::ops::inventory::scan_shims(Path::new("/proc"))
             .into_iter()
             .filter(|s| s.namespace == self.0 && s.id == self.1);
         for s in ours {

@@ -10,7 +10,7 @@ use containerd_shim_protos::api::{ConnectRequest, DeleteResponse, ShutdownReques
 use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult};
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
-use containerd_shim_youki_v2::inventory;
+use containerd_shim_youki_v2::ops::inventory;
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-youki-v2");
 

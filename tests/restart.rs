@@ -426,7 +426,7 @@ fn youki_shims_removes_the_shims_of_a_containerd_gone_for_good() {
     assert_eq!(shim["containers"][0]["id"], id.as_str());
     assert_eq!(
         shim["containers"][0]["reason"],
-        containerd_shim_youki_v2::inventory::GONE_REASON
+        containerd_shim_youki_v2::ops::inventory::GONE_REASON
     );
     let shim_pid = shim["pid"].as_i64().unwrap() as i32;
     let socket = PathBuf::from(shim["socket"].as_str().unwrap());

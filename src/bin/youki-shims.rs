@@ -16,11 +16,11 @@ use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{ListContainersRequest, ListTasksRequest};
 use containerd_client::tonic::Request;
-use containerd_shim_youki_v2::bootstrap::SOCKET_DIR;
-use containerd_shim_youki_v2::cleanup::{remove_container, remove_dead_socket, shutdown_shim};
-use containerd_shim_youki_v2::inventory::{
+use containerd_shim_youki_v2::ops::cleanup::{remove_container, remove_dead_socket, shutdown_shim};
+use containerd_shim_youki_v2::ops::inventory::{
     self, ContainerRow, Known, Report, STATE_ROOT, Shim, Verdict, View, judge,
 };
+use containerd_shim_youki_v2::shim::bootstrap::SOCKET_DIR;
 
 const USAGE: &str =
     "usage: youki-shims [--json] [--kill] [--address SOCK] [--namespace NS] [--grace SECS]

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{CgroupStats, CreateSpec, ExecSpec, Runtime};
-use crate::checkpoint::CheckpointSpec;
+use crate::cgroup::oom::MemoryCgroup;
 use crate::error::{Error, Result};
-use crate::oom::MemoryCgroup;
+use crate::task::checkpoint::CheckpointSpec;
 
 pub struct FakeRuntime {
     next_pid: AtomicI32,

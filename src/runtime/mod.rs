@@ -3,12 +3,16 @@
 
 use std::path::PathBuf;
 
-use crate::checkpoint::CheckpointSpec;
+use crate::cgroup::oom::MemoryCgroup;
 use crate::error::Result;
-use crate::io::ChildIo;
-use crate::mount::Mount;
-use crate::oom::MemoryCgroup;
+use crate::runtime::mount::Mount;
+use crate::stdio::ChildIo;
+use crate::task::checkpoint::CheckpointSpec;
 
+pub mod forker;
+pub mod idmap;
+pub mod mount;
+pub mod propagation;
 pub mod youki;
 
 #[cfg(test)]

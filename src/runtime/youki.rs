@@ -19,13 +19,13 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use serde::{Deserialize, Serialize};
 
 use super::{CgroupStats, CreateSpec, ExecSpec, Runtime};
-use crate::checkpoint::CheckpointSpec;
+use crate::cgroup::oom::MemoryCgroup;
 use crate::error::{Error, Result};
-use crate::forker::Forker;
-use crate::io::ChildIo;
-use crate::mount::{Mount, mount_all, rootfs_path, unmount_all};
-use crate::oom::MemoryCgroup;
-use crate::propagation;
+use crate::runtime::forker::Forker;
+use crate::runtime::mount::{Mount, mount_all, rootfs_path, unmount_all};
+use crate::runtime::propagation;
+use crate::stdio::ChildIo;
+use crate::task::checkpoint::CheckpointSpec;
 
 /// Where libcontainer keeps its state for a namespace: one directory per container.
 pub fn state_root(namespace: &str) -> PathBuf {
@@ -339,7 +339,7 @@ fn create(
         other => other,
     })?;
     // Several uid or gid ranges: libcontainer runs newuidmap/newgidmap, ours (idmap.rs).
-    crate::idmap::use_helpers(root)?;
+    crate::runtime::idmap::use_helpers(root)?;
     let target = rootfs_path(bundle);
     if !rootfs.is_empty() {
         mount_all(rootfs, &target)?;
@@ -627,7 +627,7 @@ impl Runtime for YoukiRuntime {
 
     async fn memory_cgroup(&self, _id: &str, pid: i32) -> Result<Option<MemoryCgroup>> {
         // From the init's /proc entry: right for cgroupfs and systemd drivers, v1 and v2.
-        crate::oom::of_pid(pid)
+        crate::cgroup::oom::of_pid(pid)
     }
 
     async fn stats(&self, id: &str) -> Result<CgroupStats> {

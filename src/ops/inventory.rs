@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use libcontainer::container::Container;
 use serde::Serialize;
 
-use crate::bootstrap::{SOCKET_DIR, group_of, socket_path};
 use crate::ids::{validate_id, validate_namespace};
+use crate::shim::bootstrap::{SOCKET_DIR, group_of, socket_path};
 
 pub const SHIM_BINARY: &str = "containerd-shim-youki-v2";
 /// Where libcontainer state lives: `<root>/<namespace>/<id>` (see runtime::youki::state_root).

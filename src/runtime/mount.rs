@@ -38,7 +38,7 @@ pub fn parse_options(options: &[String]) -> (MsFlags, String) {
             "sync" => (MsFlags::MS_SYNCHRONOUS, false),
             "remount" => (MsFlags::MS_REMOUNT, false),
             "defaults" => (MsFlags::empty(), false),
-            other => match crate::propagation::flag(other) {
+            other => match crate::runtime::propagation::flag(other) {
                 Some(propagation) => (propagation, false),
                 None => {
                     data.push(other.to_string());

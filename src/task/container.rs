@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use crate::io::{Keepalive, StdioPaths};
-use crate::process::{Exit, ExitCell};
-use crate::tty::Console;
+use crate::stdio::tty::Console;
+use crate::stdio::{Keepalive, StdioPaths};
+use crate::task::process::{Exit, ExitCell};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {

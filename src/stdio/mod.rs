@@ -6,6 +6,9 @@
 //! end, so the container sees EOF only when containerd says so (CloseIO), not when the
 //! client has not attached yet.
 
+pub mod log_binary;
+pub mod tty;
+
 use std::fs::{File, OpenOptions};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -13,7 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use crate::error::{Error, Result};
-use crate::log_binary::{self, Logger};
+use log_binary::Logger;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StdioPaths {

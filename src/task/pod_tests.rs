@@ -16,8 +16,8 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::time::timeout;
 use ttrpc::Code;
 
-use crate::events::Forwarder;
 use crate::runtime::fake::FakeRuntime;
+use crate::shim::events::Forwarder;
 
 const NS: &str = "pod-tests";
 /// Upper bound for anything asynchronous (event delivery, an exit reaching the pod).
@@ -950,7 +950,7 @@ async fn oom_kills_in_the_memory_cgroup_become_task_oom_events() {
 async fn checkpoint_needs_a_running_container() {
     let h = harness();
     h.pod.create(params("c1")).await.unwrap();
-    let spec = crate::checkpoint::decode("/tmp/cp", None).unwrap();
+    let spec = crate::task::checkpoint::decode("/tmp/cp", None).unwrap();
     let e = assert_code(
         h.pod.checkpoint("c1", &spec).await,
         Code::FAILED_PRECONDITION,

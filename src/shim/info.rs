@@ -20,7 +20,7 @@ use oci_spec::runtime::{Arch, LinuxNamespaceType, LinuxSeccompAction};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
-use crate::options;
+use crate::shim::options;
 
 /// `RuntimeInfo.name`: the runtime type containerd knows us by.
 pub const RUNTIME_NAME: &str = "io.containerd.youki.v2";

@@ -9,7 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::{Error, Result};
-use crate::process::exit_code;
+use crate::task::process::exit_code;
 
 /// Makes this process the reaper of its orphaned descendants. Must run before any container
 /// is created, or an init orphaned earlier would go to PID 1 and its exit would be lost.

@@ -18,14 +18,14 @@ use containerd_shim_protos::types::task::{ProcessInfo, Status as ProtoStatus};
 use tokio::sync::Notify;
 use ttrpc::r#async::{Service, TtrpcContext};
 
-use crate::checkpoint;
-use crate::container::Status;
+use crate::cgroup::metrics;
 use crate::error::{Error, Result};
-use crate::io::StdioPaths;
-use crate::metrics;
-use crate::options;
-use crate::pod::{CreateParams, ExecParams, Pod, from_proto_mount, timestamp};
-use crate::socket::ServedSocket;
+use crate::shim::options;
+use crate::shim::socket::ServedSocket;
+use crate::stdio::StdioPaths;
+use crate::task::checkpoint;
+use crate::task::container::Status;
+use crate::task::pod::{CreateParams, ExecParams, Pod, from_proto_mount, timestamp};
 
 pub const TASK_V2: &str = "containerd.task.v2.Task";
 pub const TASK_V3: &str = "containerd.task.v3.Task";

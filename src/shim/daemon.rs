@@ -10,15 +10,16 @@ use tokio::sync::Notify;
 use ttrpc::r#async::Server;
 use ttrpc::r#async::transport::Listener;
 
-use crate::args::Args;
 use crate::error::{Error, Result};
-use crate::events::{Publisher, TtrpcForwarder};
-use crate::forker::Forker;
-use crate::pod::Pod;
+use crate::runtime::forker::Forker;
 use crate::runtime::youki::{YoukiRuntime, state_root, worker, worker_failed};
-use crate::service::{TaskService, services};
-use crate::socket::ServedSocket;
-use crate::{logger, reaper};
+use crate::shim::args::Args;
+use crate::shim::events::{Publisher, TtrpcForwarder};
+use crate::shim::logger;
+use crate::shim::service::{TaskService, services};
+use crate::shim::socket::ServedSocket;
+use crate::task::pod::Pod;
+use crate::task::reaper;
 
 /// `start` hands the listening socket over as this fd.
 pub const LISTENER_FD: i32 = 3;

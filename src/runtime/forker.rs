@@ -141,7 +141,7 @@ impl Forker {
             ForkResult::Child => {
                 drop(rd);
                 reset_signal_handlers();
-                crate::logger::adopt();
+                crate::shim::logger::adopt();
                 // SAFETY: plain integer arguments: die with the daemon.
                 unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
                 let mut keep = raw.clone();

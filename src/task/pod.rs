@@ -17,17 +17,17 @@ use containerd_shim_protos::topics;
 use containerd_shim_protos::types::mount::Mount as ProtoMount;
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::checkpoint::{self, CheckpointSpec};
-use crate::container::{Container, Exec, Status};
+use crate::cgroup::oom;
 use crate::error::{Error, Result};
-use crate::events::Publisher;
 use crate::ids::validate_id;
-use crate::io::{ChildIo, Keepalive, StdioPaths, open_stdio, open_terminal_output};
-use crate::mount::Mount;
-use crate::oom;
-use crate::process::{Exit, ExitCell};
+use crate::runtime::mount::Mount;
 use crate::runtime::{CgroupStats, CreateSpec, ExecSpec, Runtime};
-use crate::tty::{Console, ConsoleSocket, OutputDrain};
+use crate::shim::events::Publisher;
+use crate::stdio::tty::{Console, ConsoleSocket, OutputDrain};
+use crate::stdio::{ChildIo, Keepalive, StdioPaths, open_stdio, open_terminal_output};
+use crate::task::checkpoint::{self, CheckpointSpec};
+use crate::task::container::{Container, Exec, Status};
+use crate::task::process::{Exit, ExitCell};
 
 /// Exits of PIDs nobody has claimed yet are kept this many at most.
 const MAX_ORPHAN_EXITS: usize = 1024;

@@ -21,10 +21,10 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::args::Args;
-use crate::daemon::LISTENER_FD;
 use crate::error::{Error, Result};
 use crate::ids::{validate_id, validate_namespace};
+use crate::shim::args::Args;
+use crate::shim::daemon::LISTENER_FD;
 
 /// Where containerd's shims put their sockets (containerd's own convention).
 pub const SOCKET_DIR: &str = "/run/containerd/s";

@@ -32,13 +32,13 @@ use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim_async::{Client, TaskClient};
 use libcontainer::container::Container;
 
-use crate::args::Args;
-use crate::bootstrap::{group_id, group_of};
 use crate::error::{Error, Result};
 use crate::ids::{validate_id, validate_namespace};
-use crate::inventory::parse_shim_cmdline;
-use crate::pod::timestamp;
+use crate::ops::inventory::parse_shim_cmdline;
 use crate::runtime::youki::{delete, state_root};
+use crate::shim::args::Args;
+use crate::shim::bootstrap::{group_id, group_of};
+use crate::task::pod::timestamp;
 
 pub const KILLED_STATUS: u32 = 128 + libc::SIGKILL as u32;
 

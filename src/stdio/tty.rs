@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::io::{Keepalive, open_input};
+use crate::stdio::{Keepalive, open_input};
 
 /// How long to wait for the container's init to send its pty master.
 const RECEIVE_WAIT: Duration = Duration::from_secs(10);
