@@ -98,18 +98,8 @@ fn reset_signal_handlers() {
 
 /// Closes every fd except stdio and `keep` (the worker's pipe and the request's fds).
 fn close_all_but(keep: &[RawFd]) {
-    let mut keep: Vec<u32> = keep.iter().filter(|&&f| f > 2).map(|&f| f as u32).collect();
-    keep.sort_unstable();
-    let mut from = 3u32;
-    for k in keep {
-        if k > from {
-            // SAFETY: closing fd ranges of our own process; errors are harmless.
-            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0u32) };
-        }
-        from = from.max(k + 1);
-    }
-    // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
+    // close_range, or one by one where the kernel has none (see fds.rs).
+    crate::runtime::fds::close_all_but(keep)
 }
 
 impl Forker {

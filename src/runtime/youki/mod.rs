@@ -30,6 +30,31 @@ pub fn state_root(namespace: &str) -> PathBuf {
     PathBuf::from("/run/containerd/youki").join(namespace)
 }
 
+/// Creates the state root and its parent (`/run/containerd/youki`) 0700, or tightens them
+/// to 0700 when an older shim left them 0755: whoever gets there first (the daemon at
+/// start, a worker's create, the console and idmap directories below it) must not leave a
+/// world-traversable directory holding containers' state (CVE-2024-25621's lesson).
+pub fn ensure_state_root(root: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .map_err(|e| Error::io(format!("create state root {}", root.display()), e))?;
+    for dir in [Some(root), root.parent()].into_iter().flatten() {
+        let meta = std::fs::symlink_metadata(dir)
+            .map_err(|e| Error::io(format!("stat {}", dir.display()), e))?;
+        // Only our own directories: never chmod a directory someone else made or a link.
+        // SAFETY: geteuid has no preconditions.
+        let ours = meta.is_dir() && meta.uid() == unsafe { libc::geteuid() };
+        if ours && meta.mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
 pub struct YoukiRuntime {
     forker: Arc<Forker>,
     root: PathBuf,
@@ -228,5 +253,36 @@ impl Runtime for YoukiRuntime {
             .into_iter()
             .map(|p| p as u32)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_state_root_is_made_and_kept_private() {
+        let top = std::env::temp_dir().join(format!("state-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        // New: the root and its parent are made 0700.
+        let root = top.join("youki/default");
+        ensure_state_root(&root).unwrap();
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(root.parent().unwrap()), 0o700);
+        // Left 0755 by an older shim: tightened.
+        let old = top.join("old/k8s.io");
+        std::fs::create_dir_all(&old).unwrap();
+        for d in [&old, &top.join("old")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        ensure_state_root(&old).unwrap();
+        assert_eq!(mode(&old), 0o700);
+        assert_eq!(mode(&top.join("old")), 0o700);
+        std::fs::remove_dir_all(&top).unwrap();
     }
 }

@@ -1,7 +1,7 @@
 //! What runs in a forked worker, never in the daemon: libcontainer's create, start, exec,
 //! delete and checkpoint, with our executor. Each call is one request and one reply.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -236,8 +236,7 @@ fn create(
     systemd_cgroup: bool,
     stdio: WorkerIo,
 ) -> Result<i32> {
-    std::fs::create_dir_all(root)
-        .map_err(|e| Error::io(format!("create state root {}", root.display()), e))?;
+    super::ensure_state_root(root)?;
     // First, so a spec libcontainer would choke on fails before anything is mounted.
     let propagation = propagation::prepare(bundle).map_err(|e| match e {
         Error::InvalidArgument(m) => Error::InvalidArgument(format!("create {id}: {m}")),
@@ -322,25 +321,52 @@ fn exec(
         }
         executor.seccomp = Some(seccomp);
     }
-    // libcontainer reads the process from a file. The worker is the only reader, the name
-    // is unique per exec (IDs are validated before they get here) and it goes right after.
-    let file = root.join(format!(".exec-{id}-{exec_id}.json"));
+    // libcontainer's tenant builder reads the process from a path. The process carries the
+    // environment (Kubernetes Secrets among it), so it never touches a filesystem: it is
+    // handed over as an anonymous memfd of this worker, named by /proc/self/fd.
     let json = serde_json::to_vec(&proc)
         .map_err(|e| Error::Internal(format!("encode process of exec {exec_id}: {e}")))?;
-    std::fs::write(&file, json).map_err(|e| Error::io(format!("write {}", file.display()), e))?;
+    let process_fd = process_memfd(&json)
+        .map_err(|e| Error::io(format!("exec {exec_id} in {id}: hand over the process"), e))?;
+    let process_path = PathBuf::from(format!("/proc/self/fd/{}", process_fd.as_raw_fd()));
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
         .map(|b| stdio.apply(b.with_executor(executor)))
         .and_then(|b| {
             b.as_tenant()
-                .with_process(Some(&file))
+                .with_process(Some(&process_path))
                 .with_detach(true)
                 .build()
         });
-    let _ = std::fs::remove_file(&file);
+    drop(process_fd);
     built
         .map(|p| p.as_raw())
         .map_err(|e| lc_error(&format!("exec {exec_id} in"), id, e))
+}
+
+/// An anonymous, close-on-exec memory file holding `bytes`, sealed against change: no
+/// name in any directory, so no mode to get wrong, no name to collide, nothing to remove.
+/// Only this worker (and the processes libcontainer clones from it, until they exec and
+/// close it) holds it.
+fn process_memfd(bytes: &[u8]) -> std::io::Result<OwnedFd> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let fd = memfd_create(
+        "youki-exec-process",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, bytes)?;
+    let fd = OwnedFd::from(file);
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_ADD_SEALS(
+            nix::fcntl::SealFlag::F_SEAL_SEAL
+                | nix::fcntl::SealFlag::F_SEAL_SHRINK
+                | nix::fcntl::SealFlag::F_SEAL_GROW
+                | nix::fcntl::SealFlag::F_SEAL_WRITE,
+        ),
+    )?;
+    Ok(fd)
 }
 
 /// Removes container `id`'s processes, cgroup and state (running poststop hooks), and
