@@ -122,6 +122,7 @@ pub fn worker_failed(message: String) -> Vec<u8> {
 
 /// Runs one request inside a fork-helper worker.
 pub fn worker(req: &[u8], fds: Vec<OwnedFd>) -> Vec<u8> {
+    no_cached_procfs();
     let mut resp = match serde_json::from_slice::<Request>(req) {
         Ok(r) => handle(r, fds).unwrap_or_else(Response::from),
         Err(e) => Response::Failed(Kind::Runtime, format!("bad worker request: {e}")),
@@ -139,6 +140,33 @@ pub fn worker(req: &[u8], fds: Vec<OwnedFd>) -> Vec<u8> {
         m.push_str(" …(truncated)");
     }
     serde_json::to_vec(&resp).unwrap_or_else(|e| worker_failed(format!("encode response: {e}")))
+}
+
+/// pathrs (libcontainer's safe /proc access) caches, for the life of the process, one
+/// handle on a procfs of the caller's PID namespace: made in this worker, the host's. Every
+/// process libcontainer clones from here inherits it, so a created container's init would
+/// hold an O_PATH fd to the host's /proc (every host PID, and through /proc/<pid>/root the
+/// host's files) until it execs at Start: the kind of leak runc's CVE-2024-21626 was.
+/// Closing the cached fd makes pathrs mark its cache bad (it checks the fd at every use,
+/// for runtimes that close fds it did not open) and open a fresh handle for each use, which
+/// the caller drops right after.
+fn no_cached_procfs() {
+    use pathrs::procfs::ProcfsHandle;
+    use std::os::fd::AsFd;
+    let (Ok(a), Ok(b)) = (ProcfsHandle::new(), ProcfsHandle::new()) else {
+        return;
+    };
+    // Two live handles share an fd only when both are the cached one.
+    let fd = a.as_fd().as_raw_fd();
+    let cached = fd == b.as_fd().as_raw_fd();
+    drop((a, b));
+    if cached {
+        // SAFETY: the cached handle's fd, which pathrs validates before any further use;
+        // nothing can reuse the number before the call below (the worker has one thread).
+        unsafe { libc::close(fd) };
+        // Finds the cached fd bad and locks the cache out for good.
+        drop(ProcfsHandle::new());
+    }
 }
 
 fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
@@ -412,6 +440,56 @@ mod tests {
         match serde_json::from_slice::<Response>(&reply).unwrap() {
             Response::Failed(_, m) => assert!(m.ends_with("(truncated)"), "{m}"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_procfs_handle_outlives_its_use() {
+        use pathrs::procfs::ProcfsHandle;
+        use std::os::fd::AsFd;
+        // Open fds that are the root of a procfs mount (what the cache holds).
+        let procfs_roots = || {
+            let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+            fds.into_iter()
+                .filter(|&fd| {
+                    // SAFETY: fstat and fstatfs write the structs we pass; a closed fd fails.
+                    unsafe {
+                        let mut st: libc::stat = std::mem::zeroed();
+                        let mut fs: libc::statfs = std::mem::zeroed();
+                        libc::fstat(fd, &mut st) == 0
+                            && libc::fstatfs(fd, &mut fs) == 0
+                            && st.st_ino == 1
+                            && fs.f_type == libc::PROC_SUPER_MAGIC
+                    }
+                })
+                .count()
+        };
+        // In a forked copy of the test process: pathrs's cache is per process.
+        // SAFETY: the child only opens and closes fds, then _exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // The cache filled, as libcontainer's first use in a worker fills it.
+                let _ = ProcfsHandle::new().map(drop);
+                no_cached_procfs();
+                let (a, b) = (ProcfsHandle::new().unwrap(), ProcfsHandle::new().unwrap());
+                let distinct = a.as_fd().as_raw_fd() != b.as_fd().as_raw_fd();
+                drop((a, b));
+                let left = procfs_roots();
+                let code = if distinct && left == 0 { 0 } else { 1 };
+                // SAFETY: leave the forked test process without running the harness.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "a procfs handle stays open (1)"
+                );
+            }
         }
     }
 
