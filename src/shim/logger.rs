@@ -39,7 +39,12 @@ impl log::Log for Logger {
         let t = humantime::format_rfc3339_nanos(SystemTime::now());
         // Whoever logs (we, libcontainer dumping a spec at debug level, a hook's env),
         // environment values never reach containerd's log: they hold Secrets.
-        let msg = redact_env(&r.args().to_string()).replace('"', "\\\"");
+        // One record, one line, as logrus writes it: a message with newlines (a spec
+        // dumped with {:#?}, a container-chosen string) must not forge log lines.
+        let msg = redact_env(&r.args().to_string())
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let line = format!(
             "time=\"{t}\" level={level} msg=\"{msg}\" id={} runtime=io.containerd.youki.v2\n",
             self.id
