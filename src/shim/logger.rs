@@ -37,14 +37,7 @@ impl log::Log for Logger {
             log::Level::Trace => "trace",
         };
         let t = humantime::format_rfc3339_nanos(SystemTime::now());
-        // Whoever logs (we, libcontainer dumping a spec at debug level, a hook's env),
-        // environment values never reach containerd's log: they hold Secrets.
-        // One record, one line, as logrus writes it: a message with newlines (a spec
-        // dumped with {:#?}, a container-chosen string) must not forge log lines.
-        let msg = redact_env(&r.args().to_string())
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
+        let msg = log_message(&r.args().to_string());
         let line = format!(
             "time=\"{t}\" level={level} msg=\"{msg}\" id={} runtime=io.containerd.youki.v2\n",
             self.id
@@ -82,6 +75,18 @@ pub fn init(id: &str, debug: bool) {
             log::LevelFilter::Info
         });
     }
+}
+
+/// A record's message as it goes between the quotes of `msg="…"`. Whoever logs (we,
+/// libcontainer dumping a spec at debug level, a hook's env), environment values never
+/// reach containerd's log: they hold Secrets. And one record is one line, as logrus writes
+/// it: a message with newlines (a spec dumped with {:#?}, a container-chosen string) must
+/// not forge log lines.
+fn log_message(msg: &str) -> String {
+    redact_env(msg)
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// What an environment's contents become in the log.
@@ -252,6 +257,16 @@ mod tests {
         assert!(out.contains("echo [env] {x}"), "{out}");
         assert!(out.contains("/bin/hook"), "{out}");
         assert!(redact_env(&shapes[6]).ends_with("] then more"));
+    }
+
+    #[test]
+    fn a_record_is_one_line_and_shows_no_environment() {
+        let msg = log_message(&format!("{:#?}", spec()));
+        assert!(!msg.contains('\n') && !msg.contains(SECRET), "{msg}");
+        assert_eq!(
+            log_message("a \"quoted\" \\ path\nlevel=error msg=\"forged\""),
+            "a \\\"quoted\\\" \\\\ path\\nlevel=error msg=\\\"forged\\\""
+        );
     }
 
     #[test]
