@@ -177,6 +177,7 @@ fn spawn_daemon(
     args: &Args,
     bundle: &Path,
     socket: &Path,
+    group: &str,
     listener: OwnedFd,
     input: &Input,
 ) -> Result<u32> {
@@ -189,7 +190,9 @@ fn spawn_daemon(
         .arg("-address")
         .arg(&args.address)
         .arg("-socket")
-        .arg(socket);
+        .arg(socket)
+        .arg("-group")
+        .arg(group);
     if !args.publish_binary.is_empty() {
         cmd.arg("-publish-binary").arg(&args.publish_binary);
     }
@@ -276,7 +279,7 @@ pub fn start(args: &Args, stdin: &mut dyn Read) -> Result<Vec<u8>> {
     let socket = socket_path(Path::new(&socket_dir), &address, &args.namespace, &group);
     let addr = address_of(&socket);
     if let Some(listener) = bind_or_join(&socket)?
-        && let Err(e) = spawn_daemon(args, &bundle, &socket, listener.into(), &input)
+        && let Err(e) = spawn_daemon(args, &bundle, &socket, &group, listener.into(), &input)
     {
         let _ = std::fs::remove_file(&socket);
         return Err(e);
