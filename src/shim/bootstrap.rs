@@ -210,6 +210,9 @@ fn spawn_daemon(
     if let Some(t) = ttrpc_address {
         cmd.env("TTRPC_ADDRESS", t);
     }
+    // The daemon re-executes itself from a sealed view of this binary; only that re-exec
+    // may tell it it has (see shim/sealed.rs).
+    cmd.env_remove(crate::shim::sealed::SEALED_ENV);
     // The bundle's `log` fifo (containerd reads it) is the daemon's stderr. O_RDWR never
     // blocks on a fifo and keeps it writable while containerd restarts; O_NONBLOCK drops
     // lines rather than stalling when nobody reads. The daemon's working directory is `/`:
