@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use containerd_shim_protos::api::{CreateTaskRequest, DeleteRequest, ShutdownRequest, StartRequest, WaitRequest};
+use containerd_shim_protos::api::{
+    CreateTaskRequest, DeleteRequest, ShutdownRequest, StartRequest, WaitRequest,
+};
 use containerd_shim_protos::bootstrap_api::BootstrapParams;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
@@ -78,7 +80,15 @@ fn bundle(id: &str) -> PathBuf {
 fn start(case: &mut Case, address: &str, stdin: &[u8]) -> PathBuf {
     use std::io::Write;
     let mut child = Command::new(common::private::SHIM)
-        .args(["-namespace", NS, "-address", address, "-id", &case.id, "start"])
+        .args([
+            "-namespace",
+            NS,
+            "-address",
+            address,
+            "-id",
+            &case.id,
+            "start",
+        ])
         .current_dir(&case.dir)
         .env_remove("TTRPC_ADDRESS")
         .stdin(Stdio::piped())
@@ -88,7 +98,11 @@ fn start(case: &mut Case, address: &str, stdin: &[u8]) -> PathBuf {
         .expect("run start");
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "start: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "start: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let addr = std::fs::read_to_string(case.dir.join("address")).expect("address file");
     let socket = PathBuf::from(addr.trim().trim_start_matches("unix://"));
     case.socket = Some(socket.clone());

@@ -67,7 +67,12 @@ fn processes_in_namespace_of(pid: i32) -> Vec<i32> {
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok().as_ref() == Some(&ns))
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{p}/ns/pid"))
+                .ok()
+                .as_ref()
+                == Some(&ns)
+        })
         .collect()
 }
 
@@ -287,7 +292,11 @@ fn a_container_can_neither_write_the_shim_binary_nor_keep_a_handle_on_it() {
     }
     remove(&a);
     let gone = wait_until(Duration::from_secs(20), || running(target).is_empty());
-    assert!(gone, "processes still run the binary: {:?}", running(target));
+    assert!(
+        gone,
+        "processes still run the binary: {:?}",
+        running(target)
+    );
     std::thread::sleep(Duration::from_secs(2));
     if wrote() {
         ways_in.push("the shim binary was written once no shim of it ran".into());

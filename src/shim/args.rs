@@ -80,7 +80,8 @@ impl Args {
                         args.action = Action::Info;
                     }
                 }
-                "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" | "group" => {
+                "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket"
+                | "group" => {
                     let value = match inline {
                         Some(v) => v,
                         None => it.next().ok_or_else(|| {

@@ -20,6 +20,7 @@
 //!
 //! The re-executed daemon finds `SEALED_ENV` set (and drops it): it re-executes once only.
 
+use std::convert::Infallible;
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -81,23 +82,29 @@ pub fn reexec_from_sealed_copy() -> Result<()> {
     if std::env::var_os(SEALED_ENV).is_some() {
         // SAFETY: the daemon has a single thread here (the caller's contract).
         unsafe { std::env::remove_var(SEALED_ENV) };
-        return Ok(());
+        // Re-executed once already: never again (no loop), but say if it did not work.
+        return if is_sealed() {
+            Ok(())
+        } else {
+            Err(Error::Internal(
+                "re-executed, yet /proc/self/exe is neither a sealed memfd nor read-only".into(),
+            ))
+        };
     }
     let mut exe = File::open("/proc/self/exe").map_err(|e| Error::io("open /proc/self/exe", e))?;
     if has_seals(&exe) {
         return Ok(());
     }
-    let view = match overlay_view() {
-        Ok(fd) => fd,
-        Err(overlay) => {
-            let copy = sealed_copy(&mut exe).map_err(|memfd| {
-                Error::Internal(format!("no read-only overlay ({overlay}), no memfd ({memfd})"))
-            })?;
-            copy.into()
-        }
+    // Each returns only if its view could not be made or executed.
+    let why = |r: Result<Infallible>| match r {
+        Ok(never) => match never {},
+        Err(e) => e.to_string(),
     };
-    drop(exe);
-    exec_fd(&view)
+    let overlay = why(overlay_view().and_then(|view| exec_fd(&view)));
+    let memfd = why(sealed_copy(&mut exe).and_then(|copy| exec_fd(&copy.into())));
+    Err(Error::Internal(format!(
+        "no read-only overlay ({overlay}), no sealed memfd ({memfd})"
+    )))
 }
 
 /// An `O_PATH` fd of the binary as a private, read-only overlayfs shows it: lower layers
@@ -105,12 +112,19 @@ pub fn reexec_from_sealed_copy() -> Result<()> {
 /// upper layer), mounted nowhere, so the fd is the only way in. The empty directory is
 /// removed at once: the overlay keeps what it needs of it.
 fn overlay_view() -> Result<OwnedFd> {
-    let real = std::fs::read_link("/proc/self/exe").map_err(|e| Error::io("readlink /proc/self/exe", e))?;
+    let real = std::fs::read_link("/proc/self/exe")
+        .map_err(|e| Error::io("readlink /proc/self/exe", e))?;
     let (Some(dir), Some(name)) = (real.parent(), real.file_name()) else {
-        return Err(Error::Internal(format!("odd executable path {}", real.display())));
+        return Err(Error::Internal(format!(
+            "odd executable path {}",
+            real.display()
+        )));
     };
     if !real.is_absolute() || real.to_string_lossy().ends_with(" (deleted)") {
-        return Err(Error::Internal(format!("executable {} is not on disk", real.display())));
+        return Err(Error::Internal(format!(
+            "executable {} is not on disk",
+            real.display()
+        )));
     }
     let empty = tempdir()?;
     let result = mount_lower_only(dir, &empty).and_then(|mnt| {
@@ -125,7 +139,10 @@ fn overlay_view() -> Result<OwnedFd> {
             )
         };
         if fd < 0 {
-            return Err(Error::io("open the binary in the overlay", std::io::Error::last_os_error()));
+            return Err(Error::io(
+                "open the binary in the overlay",
+                std::io::Error::last_os_error(),
+            ));
         }
         // SAFETY: the kernel just gave us this fd.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -265,7 +282,7 @@ fn sealed_copy(exe: &mut File) -> Result<File> {
 /// execveat(fd, "", argv, environ, AT_EMPTY_PATH) with this process's own arguments and
 /// environment, plus `SEALED_ENV`. The fd is close-on-exec: the kernel holds the file by
 /// then, and the new image keeps no fd of it.
-fn exec_fd(view: &OwnedFd) -> Result<()> {
+fn exec_fd(view: &OwnedFd) -> Result<Infallible> {
     let cstrings = |v: Vec<OsString>| -> Result<Vec<CString>> {
         v.into_iter()
             .map(|s| {
@@ -354,10 +371,17 @@ mod tests {
             Err(e) => return eprintln!("no overlay view here: {e}"),
         };
         let through = format!("/proc/self/fd/{}", view.as_raw_fd());
-        assert!(std::fs::read(&through).unwrap() == original, "the view shows the binary");
+        assert!(
+            std::fs::read(&through).unwrap() == original,
+            "the view shows the binary"
+        );
         let seen = std::fs::metadata(&through).unwrap();
         use std::os::unix::fs::MetadataExt;
-        assert_ne!((seen.dev(), seen.ino()), (host.dev(), host.ino()), "not the host's inode");
+        assert_ne!(
+            (seen.dev(), seen.ino()),
+            (host.dev(), host.ino()),
+            "not the host's inode"
+        );
         let w = std::fs::OpenOptions::new().write(true).open(&through);
         assert_eq!(
             w.err().and_then(|e| e.raw_os_error()),
@@ -365,6 +389,8 @@ mod tests {
             "a reopening for writing is refused"
         );
         assert!(is_read_only_overlay(&File::open(&through).unwrap()));
-        assert!(!is_read_only_overlay(&File::open("/proc/self/exe").unwrap()));
+        assert!(!is_read_only_overlay(
+            &File::open("/proc/self/exe").unwrap()
+        ));
     }
 }
