@@ -12,7 +12,7 @@ use ttrpc::r#async::transport::Listener;
 
 use crate::error::{Error, Result};
 use crate::runtime::forker::Forker;
-use crate::runtime::youki::{YoukiRuntime, state_root, worker, worker_failed};
+use crate::runtime::youki::{Deadlines, YoukiRuntime, state_root, worker, worker_failed};
 use crate::shim::args::Args;
 use crate::shim::events::{Publisher, TtrpcForwarder};
 use crate::shim::logger;
@@ -67,6 +67,7 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
     let runtime = Arc::new(YoukiRuntime::new(
         forker.clone(),
         state_root(&args.namespace),
+        Deadlines::from_env(),
     ));
     let pod = Arc::new(Pod::new(runtime, events.clone()));
     let shutdown = Arc::new(Notify::new());
