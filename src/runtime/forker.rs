@@ -127,6 +127,40 @@ fn close_all_but(keep: &[RawFd]) {
     unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
 }
 
+/// Live helpers (`spawn_helper`), daemon-wide: whoever forks one needs no `Forker`.
+static HELPERS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<i32>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Forks a long-lived helper child that runs `body` with only stdio and `keep` open, and
+/// _exits when it returns; for work the daemon must not do on its thread (a blocking
+/// write to a regular file: see `stdio::tty`). It dies with the daemon, and its exit is
+/// not taken for a container's. Returns its PID.
+pub fn spawn_helper(keep: &[RawFd], body: impl FnOnce()) -> Result<i32> {
+    assert_single_threaded()?;
+    // SAFETY: the daemon is single-threaded (checked above); the child runs `body` and
+    // _exits, never returning into the async runtime.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            reset_signal_handlers();
+            crate::shim::logger::adopt();
+            // SAFETY: plain integer arguments: die with the daemon.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            close_all_but(keep);
+            // As in a worker: a panic must not unwind into the daemon's copied stack.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+            // SAFETY: end the helper without running the daemon's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            HELPERS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(child.as_raw());
+            Ok(child.as_raw())
+        }
+    }
+}
+
 impl Forker {
     pub fn new(handler: Handler, failed: fn(String) -> Vec<u8>) -> Forker {
         Forker {
@@ -136,12 +170,19 @@ impl Forker {
         }
     }
 
-    /// The reaper reaped `pid`: true (and forgotten) if it was one of our workers.
+    /// The reaper reaped `pid`: true (and forgotten) if it was one of our workers or
+    /// helpers (`spawn_helper`).
     pub fn reaped(&self, pid: i32) -> bool {
-        self.live
+        let worker = self
+            .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid)
+            .remove(&pid);
+        worker
+            || HELPERS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&pid)
     }
 
     /// Forks a worker for one request (the fds are passed to it as they are) and waits
