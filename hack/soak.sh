@@ -43,7 +43,7 @@ ctr_ run -d --runtime io.containerd.youki.v2 localhost/youki/busybox:latest "$id
 
 # The shim daemon serving $id: a process with "-id $id" in its command line whose parent
 # has not (its forked workers have the daemon for a parent).
-serves() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q -- "-id $id "; }
+serves() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -q -- "-id $id "; }
 shim=
 for _ in $(seq 50); do
   for p in /proc/[0-9]*; do
