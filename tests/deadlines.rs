@@ -221,3 +221,109 @@ fn a_hung_create_hook_fails_at_its_deadline_leaves_nothing_and_blocks_no_one() {
         assert!(leftovers_of(id).is_empty(), "{id}: {:#?}", leftovers_of(id));
     }
 }
+
+/// Runs a command, panicking with its output if it fails.
+fn sh(cmd: &str) {
+    let o = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("sh");
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A small ext4 filesystem on a loop device, unmounted and removed when dropped.
+struct LoopFs(PathBuf);
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let d = self.0.display();
+        let _ = std::process::Command::new("sh")
+            .args(["-c", &format!("umount -l {d}/mnt; rm -rf {d}")])
+            .status();
+    }
+}
+
+/// Thaws a frozen filesystem when dropped (first, so nothing stays stuck on it).
+struct Thaw(PathBuf);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Terminal output to a regular file is written by a helper process, never by the shim's
+/// one thread: with the file's filesystem frozen (every write to it waits for the thaw),
+/// the shim still answers.
+#[test]
+fn terminal_output_to_a_stuck_file_does_not_stop_the_shim() {
+    let id = unique("dl-frozen");
+    let top = std::env::temp_dir().join(&id);
+    std::fs::create_dir_all(top.join("mnt")).expect("mkdir");
+    let fs = LoopFs(top.clone());
+    let d = top.display();
+    sh(&format!(
+        "truncate -s 32M {d}/img && mkfs.ext4 -q -F {d}/img && mount -o loop {d}/img {d}/mnt"
+    ));
+    let mnt = top.join("mnt");
+    let log = mnt.join("out.log");
+
+    create_container(&id);
+    let _guard = RemoveOnDrop(id.clone());
+    let c = Client::new();
+    c.edit_spec(&id, |s| {
+        s["process"]["terminal"] = true.into();
+        s["process"]["args"] = serde_json::json!([
+            "sh",
+            "-c",
+            "i=0; while :; do echo line $i; i=$((i+1)); sleep 0.05; done"
+        ]);
+    });
+    let f = Fifos {
+        dir: top.join("fifos"),
+        stdout: PathBuf::from(format!("file://{}", log.display())),
+        stderr: top.join("fifos/stderr"),
+    };
+    c.create_task(&id, &f, true)
+        .expect("create with a terminal");
+    c.start(&id, "").expect("start");
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::metadata(&log)
+            .is_ok_and(|m| m.len() > 0)),
+        "no terminal output reached {}",
+        log.display()
+    );
+
+    sh(&format!("fsfreeze -f {}", mnt.display()));
+    let thaw = Thaw(mnt.clone());
+    // Output keeps coming: a shim that writes the file itself is stuck in write(2) now.
+    std::thread::sleep(Duration::from_millis(500));
+    let shim = TaskClient::new(
+        ttrpc::Client::connect(&format!("unix://{}", socket_path(&id).display()))
+            .expect("connect to the shim"),
+    );
+    let mut r = StateRequest::new();
+    r.id = id.clone();
+    let began = Instant::now();
+    let s = shim.state(
+        ttrpc::context::with_timeout(Duration::from_secs(3).as_nanos() as i64),
+        &r,
+    );
+    let took = began.elapsed();
+    drop(thaw);
+    let s = s.unwrap_or_else(|e| {
+        panic!("State while the terminal's file is frozen: {e:?} after {took:?}")
+    });
+    assert_eq!(s.status.enum_value(), Ok(Status::RUNNING));
+    assert!(took < Duration::from_secs(1), "State took {took:?}");
+    drop(_guard);
+    assert_nothing_left(&id);
+    drop(fs);
+}
