@@ -452,11 +452,13 @@ mod tests {
     /// Starts a "hook" that sleeps for good, sends its PID on the fd it was given, and
     /// hangs itself: a worker stuck in a createRuntime hook.
     fn hang(_: &[u8], fds: Vec<OwnedFd>) -> Vec<u8> {
-        let hook = std::process::Command::new("sleep")
+        let mut hook = std::process::Command::new("sleep")
             .arg("100000")
             .spawn()
             .expect("spawn sleep");
         let _ = nix::unistd::write(&fds[0], &hook.id().to_le_bytes());
+        // As libcontainer waits for a hook: until the group kill ends both.
+        let _ = hook.wait();
         loop {
             std::thread::sleep(Duration::from_secs(1000));
         }
