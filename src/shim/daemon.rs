@@ -12,7 +12,9 @@ use ttrpc::r#async::transport::Listener;
 
 use crate::error::{Error, Result};
 use crate::runtime::forker::Forker;
-use crate::runtime::youki::{YoukiRuntime, ensure_state_root, state_root, worker, worker_failed};
+use crate::runtime::youki::{
+    Deadlines, YoukiRuntime, ensure_state_root, state_root, worker, worker_failed,
+};
 use crate::shim::args::Args;
 use crate::shim::events::{Publisher, TtrpcForwarder};
 use crate::shim::logger;
@@ -66,7 +68,11 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
     let events = Publisher::spawn(args.namespace.clone(), TtrpcForwarder::new(&ttrpc_address));
     let root = state_root(&args.namespace);
     ensure_state_root(&root)?;
-    let runtime = Arc::new(YoukiRuntime::new(forker.clone(), root));
+    let runtime = Arc::new(YoukiRuntime::new(
+        forker.clone(),
+        root,
+        Deadlines::from_env(),
+    ));
     let pod = Arc::new(Pod::new(runtime, events.clone()));
     let shutdown = Arc::new(Notify::new());
 

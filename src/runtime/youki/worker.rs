@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{CheckpointOptions, Container};
 use libcontainer::error::LibcontainerError;
-use libcontainer::oci_spec::runtime::{Capability, LinuxCapabilities, LinuxSeccomp, Process, Spec};
+use libcontainer::oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxResources, LinuxSeccomp, Process, Spec,
+};
 use libcontainer::syscall::syscall::{SyscallType, create_syscall};
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
@@ -225,7 +227,50 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
             delete(&id, &root, Some(&bundle))?;
             Ok(Response::Done)
         }
+        Request::Pause { id, root } => {
+            let mut c = Container::load(root.join(&id)).map_err(|e| lc_error("pause", &id, e))?;
+            c.pause().map_err(|e| lc_error("pause", &id, e))?;
+            Ok(Response::Done)
+        }
+        Request::Resume { id, root } => {
+            let mut c = Container::load(root.join(&id)).map_err(|e| lc_error("resume", &id, e))?;
+            c.resume().map_err(|e| lc_error("resume", &id, e))?;
+            Ok(Response::Done)
+        }
+        Request::Update {
+            id,
+            root,
+            resources,
+        } => {
+            update(&id, &root, &resources)?;
+            Ok(Response::Done)
+        }
     }
+}
+
+/// Applies `resources` (an OCI LinuxResources as JSON) to container `id`'s cgroup.
+fn update(id: &str, root: &Path, resources: &str) -> Result<()> {
+    use libcgroups::common::{CgroupManager, ControllerOpt};
+    let resources: LinuxResources = serde_json::from_str(resources).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "update {id}: resources are not an OCI LinuxResources: {e}"
+        ))
+    })?;
+    let c = Container::load(root.join(id)).map_err(|e| lc_error("update", id, e))?;
+    let cfg = c.spec().map_err(|e| lc_error("update", id, e))?;
+    libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: cfg.cgroup_path.clone(),
+        systemd_cgroup: c.systemd(),
+        container_name: id.to_string(),
+    })
+    .map_err(|e| Error::Runtime(format!("update {id}: cgroup: {e}")))?
+    .apply(&ControllerOpt {
+        resources: &resources,
+        disable_oom_killer: false,
+        oom_score_adj: None,
+        freezer_state: None,
+    })
+    .map_err(|e| Error::Runtime(format!("update {id}: {e}")))
 }
 
 /// A worker's side of the process's stdio.
@@ -357,6 +402,10 @@ fn exec(
     let process_fd = process_memfd(&json)
         .map_err(|e| Error::io(format!("exec {exec_id} in {id}: hand over the process"), e))?;
     let process_path = PathBuf::from(format!("/proc/self/fd/{}", process_fd.as_raw_fd()));
+    let console = match &stdio {
+        WorkerIo::Console(p) => Some(p.clone()),
+        WorkerIo::Fds(_) => None,
+    };
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
         .map(|b| stdio.apply(b.with_executor(executor)))
@@ -367,6 +416,7 @@ fn exec(
                 .build()
         });
     drop(process_fd);
+    remove_tenant_leftovers(&root.join(id), console.as_deref());
     built
         .map(|p| p.as_raw())
         .map_err(|e| lc_error(&format!("exec {exec_id} in"), id, e))
@@ -395,6 +445,64 @@ fn process_memfd(bytes: &[u8]) -> std::io::Result<OwnedFd> {
         ),
     )?;
     Ok(fd)
+}
+
+/// libcontainer's tenant builder leaves two entries per exec in the container's state
+/// directory and never removes them: `tenant-notify-<random>.sock`, the socket its exec
+/// process waits on for the go, and, for a terminal, `tenant-tty-<random>.sock`, a symlink
+/// to our console socket. Both are dead once the exec has run (or failed), so without this
+/// the directory grows by one entry per exec, for the container's whole life (a probe
+/// every second is 86400 a day). The names are random and other execs of the container may
+/// be under way in other workers, so only what is certainly dead goes:
+/// - a notify socket that no open socket is bound to any more (checked in /proc/net/unix,
+///   which lists bound sockets of this network namespace: the worker binds them before it
+///   joins the container's namespaces; an exec under way keeps its socket bound until it
+///   has exec'd, and this exec's own socket was closed when its process exec'd);
+/// - a terminal link to this exec's console socket, or to a console socket that is gone
+///   (the daemon removes each once it has the pty master).
+///
+/// Best effort: what cannot be read or removed now is left for the next exec's sweep.
+fn remove_tenant_leftovers(dir: &Path, console: Option<&Path>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut bound: Option<Option<std::collections::HashSet<String>>> = None;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = e.path();
+        let dead = if name.starts_with("tenant-notify-") {
+            let bound = bound.get_or_insert_with(bound_unix_socket_names);
+            bound.as_ref().is_some_and(|b| !b.contains(name))
+        } else if name.starts_with("tenant-tty-") {
+            match std::fs::read_link(&path) {
+                Ok(target) => console == Some(target.as_path()) || !target.exists(),
+                Err(_) => false,
+            }
+        } else {
+            false
+        };
+        if dead && let Err(err) = std::fs::remove_file(&path) {
+            log::debug!("remove {}: {err}", path.display());
+        }
+    }
+}
+
+/// The last path component of every bound unix socket in this network namespace. The
+/// tenant notify sockets are bound by a relative name (libcontainer chdirs to the state
+/// directory first), so that name is what /proc/net/unix shows. None if the table cannot
+/// be read: then no socket is removed on a guess.
+fn bound_unix_socket_names() -> Option<std::collections::HashSet<String>> {
+    let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+    let names = table
+        .lines()
+        .skip(1)
+        // Num RefCount Protocol Flags Type St Inode [Path]
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .filter_map(|p| p.rsplit('/').next())
+        .map(str::to_string)
+        .collect();
+    Some(names)
 }
 
 /// Removes container `id`'s processes, cgroup and state (running poststop hooks), and
