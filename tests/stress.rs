@@ -110,7 +110,7 @@ struct Env {
     client: TaskClient,
     findings: Findings,
     /// (container, exec or "") → PID, for every process whose Start answered Ok.
-    started: Mutex<HashMap<(String, String), u32>>,
+    started: Mutex<Vec<((String, String), u32)>>,
     /// Trace of each script's operations and answers, printed for a failing script.
     traces: Mutex<BTreeMap<usize, Vec<String>>>,
 }
@@ -322,7 +322,7 @@ fn run_script(env: &Env, n: usize, seed: u64) {
                         env.started
                             .lock()
                             .unwrap()
-                            .insert((id.clone(), String::new()), s.pid);
+                            .push(((id.clone(), String::new()), s.pid));
                     }
                     Err(_) if expected(code_of(&res).unwrap()) => {}
                     Err(e) => env.findings.add(n, format!("start {id}: {e:?}")),
@@ -377,7 +377,7 @@ fn run_script(env: &Env, n: usize, seed: u64) {
                         env.started
                             .lock()
                             .unwrap()
-                            .insert((id.clone(), exec_id.clone()), s.pid);
+                            .push(((id.clone(), exec_id.clone()), s.pid));
                     }
                     Err(_) if expected(code_of(&res).unwrap()) => {}
                     // A missing binary fails however the runtime reports it.
@@ -758,6 +758,7 @@ fn random_interleavings_keep_the_lifecycle_invariants() {
         }
     }
     for (key, pid) in env.started.lock().unwrap().iter() {
+        let pid = *pid;
         match published.get(key) {
             None => env
                 .findings
@@ -765,7 +766,7 @@ fn random_interleavings_keep_the_lifecycle_invariants() {
                 .lock()
                 .unwrap()
                 .push(format!("no TaskExit for started {key:?} (pid {pid})")),
-            Some(p) if !p.contains(pid) => env.findings.0.lock().unwrap().push(format!(
+            Some(p) if !p.contains(&pid) => env.findings.0.lock().unwrap().push(format!(
                 "TaskExit for {key:?} names pid {p:?}, Start answered {pid}"
             )),
             Some(_) => {}
