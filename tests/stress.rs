@@ -267,14 +267,17 @@ fn run_script(env: &Env, n: usize, seed: u64) {
     env.trace(n, format!("seed {seed:#x} init {init_cmd:?} ops {ops:?}"));
     // Exec IDs this script made (and the command each runs).
     let mut execs: Vec<(String, &[&str])> = Vec::new();
-    // When each process's Wait answered: from then on it is reaped.
-    let reaped: Arc<Mutex<HashMap<Key, Instant>>> = Arc::default();
+    // When each process's Wait answered: from then on it is reaped. Keyed by incarnation
+    // (a deleted ID may be created again) and exec ID ("" for the init).
+    let reaped: Arc<Mutex<HashMap<(usize, String), Instant>>> = Arc::default();
+    let mut incarnation = 0usize;
     let mut waits: Vec<(Key, std::thread::JoinHandle<(ttrpc::Result<u32>, Duration)>)> = Vec::new();
     let mut next_exec = 0;
 
     let spawn_wait = |key: Key,
+                      incarnation: usize,
                       waits: &mut Vec<(Key, std::thread::JoinHandle<_>)>,
-                      reaped: &Arc<Mutex<HashMap<Key, Instant>>>| {
+                      reaped: &Arc<Mutex<HashMap<(usize, String), Instant>>>| {
         let c = c.clone();
         let reaped = reaped.clone();
         let k = key.clone();
@@ -287,13 +290,24 @@ fn run_script(env: &Env, n: usize, seed: u64) {
                 w.exec_id = k.1.clone();
                 let res = c.wait(ctx(WAIT_LIMIT), &w).map(|w| w.exit_status);
                 if res.is_ok() {
-                    reaped.lock().unwrap().entry(k).or_insert_with(Instant::now);
+                    // A Wait sent for one incarnation may reach the next one; then the
+                    // mark lands on the old one, which costs a check, never a false alarm.
+                    reaped
+                        .lock()
+                        .unwrap()
+                        .entry((incarnation, k.1))
+                        .or_insert_with(Instant::now);
                 }
                 (res, began.elapsed())
             }),
         ));
     };
-    let is_reaped = |key: &Key| reaped.lock().unwrap().contains_key(key);
+    let is_reaped = |incarnation: usize, key: &Key| {
+        reaped
+            .lock()
+            .unwrap()
+            .contains_key(&(incarnation, key.1.clone()))
+    };
 
     for op in ops {
         let ekey = |r: &mut Rng| -> Option<(String, &[&str])> {
@@ -306,6 +320,9 @@ fn run_script(env: &Env, n: usize, seed: u64) {
                 req.bundle = bundle.to_string_lossy().into_owned();
                 let res = c.create(ctx(short), &req);
                 env.trace(n, format!("create -> {:?}", res.as_ref().map(|r| r.pid)));
+                if res.is_ok() {
+                    incarnation += 1;
+                }
                 if let Some(code) = code_of(&res)
                     && code != ttrpc::Code::ALREADY_EXISTS
                 {
@@ -339,7 +356,7 @@ fn run_script(env: &Env, n: usize, seed: u64) {
                 spec.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
                 spec.value = process(cmd).to_string().into_bytes();
                 req.spec = Some(spec).into();
-                let init_reaped = is_reaped(&(id.clone(), String::new()));
+                let init_reaped = is_reaped(incarnation, &(id.clone(), String::new()));
                 let res = c.exec(ctx(short), &req);
                 env.trace(n, format!("exec {exec_id} {cmd:?} -> {:?}", code_of(&res)));
                 match code_of(&res) {
@@ -363,7 +380,7 @@ fn run_script(env: &Env, n: usize, seed: u64) {
                 let mut req = StartRequest::new();
                 req.id = id.clone();
                 req.exec_id = exec_id.clone();
-                let init_reaped = is_reaped(&(id.clone(), String::new()));
+                let init_reaped = is_reaped(incarnation, &(id.clone(), String::new()));
                 let res = c.start(ctx(short), &req);
                 env.trace(n, format!("start {exec_id} -> {:?}", code_of(&res)));
                 match &res {
@@ -388,7 +405,7 @@ fn run_script(env: &Env, n: usize, seed: u64) {
             Op::KillInit(sig) | Op::KillAll(sig) => {
                 let all = matches!(op, Op::KillAll(_));
                 let key = (id.clone(), String::new());
-                let was_reaped = is_reaped(&key);
+                let was_reaped = is_reaped(incarnation, &key);
                 let mut req = KillRequest::new();
                 req.id = id.clone();
                 req.signal = sig;
@@ -410,7 +427,7 @@ fn run_script(env: &Env, n: usize, seed: u64) {
                 let Some((exec_id, _)) = ekey(&mut r) else {
                     continue;
                 };
-                let was_reaped = is_reaped(&(id.clone(), exec_id.clone()));
+                let was_reaped = is_reaped(incarnation, &(id.clone(), exec_id.clone()));
                 let mut req = KillRequest::new();
                 req.id = id.clone();
                 req.exec_id = exec_id.clone();
@@ -448,10 +465,15 @@ fn run_script(env: &Env, n: usize, seed: u64) {
                     Some(_) => env.findings.add(n, format!("delete {exec_id:?}: {res:?}")),
                 }
             }
-            Op::WaitInit => spawn_wait((id.clone(), String::new()), &mut waits, &reaped),
+            Op::WaitInit => spawn_wait(
+                (id.clone(), String::new()),
+                incarnation,
+                &mut waits,
+                &reaped,
+            ),
             Op::WaitExec => {
                 if let Some((exec_id, _)) = ekey(&mut r) {
-                    spawn_wait((id.clone(), exec_id), &mut waits, &reaped);
+                    spawn_wait((id.clone(), exec_id), incarnation, &mut waits, &reaped);
                 }
             }
             Op::State | Op::StateExec => {
@@ -464,7 +486,7 @@ fn run_script(env: &Env, n: usize, seed: u64) {
                     String::new()
                 };
                 let key = (id.clone(), exec_id.clone());
-                let was_reaped = is_reaped(&key);
+                let was_reaped = is_reaped(incarnation, &key);
                 let mut req = StateRequest::new();
                 req.id = id.clone();
                 req.exec_id = exec_id.clone();

@@ -204,7 +204,9 @@ impl Outage {
             log::error!(
                 "containerd has not taken events for {:?}: dropped after {MAX_ATTEMPTS} \
                  attempts each so far: {}",
-                self.since.map(|s| now.duration_since(s)).unwrap_or_default(),
+                self.since
+                    .map(|s| now.duration_since(s))
+                    .unwrap_or_default(),
                 self.dropped_summary()
             );
         }
@@ -477,7 +479,11 @@ mod tests {
         for _ in 0..QUEUE_CAPACITY + 3 {
             p.publish("/tasks/create", &TaskCreate::new());
         }
-        assert_eq!(rx.len(), QUEUE_CAPACITY, "events beyond the capacity are dropped");
+        assert_eq!(
+            rx.len(),
+            QUEUE_CAPACITY,
+            "events beyond the capacity are dropped"
+        );
         assert_eq!(p.queue.dropped.load(Ordering::SeqCst), 3, "and counted");
     }
 
@@ -526,13 +532,14 @@ mod tests {
         tokio::task::yield_now().await;
         p.publish("/tasks/create", &TaskCreate::new());
         let began = std::time::Instant::now();
-        let flushed = tokio::time::timeout(
-            Duration::from_secs(3),
-            p.flush(Duration::from_millis(100)),
-        )
-        .await;
+        let flushed =
+            tokio::time::timeout(Duration::from_secs(3), p.flush(Duration::from_millis(100))).await;
         assert!(flushed.is_ok(), "flush(100ms) still waiting after 3 s");
-        assert!(began.elapsed() < Duration::from_secs(1), "{:?}", began.elapsed());
+        assert!(
+            began.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            began.elapsed()
+        );
     }
 
     // A containerd restart: the first event fails every attempt and is dropped, the next
