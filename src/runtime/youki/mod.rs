@@ -3,6 +3,7 @@
 //! block (create, start, exec, delete with its hooks, checkpoint) is sent over `protocol` to
 //! a short-lived forked worker (`forker`) that runs `worker`.
 
+mod kill;
 mod protocol;
 mod worker;
 
@@ -80,14 +81,7 @@ impl YoukiRuntime {
 
     /// The container's cgroup, as libcontainer recorded it at create.
     fn cgroup(&self, what: &str, id: &str) -> Result<AnyCgroupManager> {
-        let c = self.load(what, id)?;
-        let cfg = c.spec().map_err(|e| lc_error(what, id, e))?;
-        libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-            cgroup_path: cfg.cgroup_path.clone(),
-            systemd_cgroup: c.systemd(),
-            container_name: id.to_string(),
-        })
-        .map_err(|e| Error::Runtime(format!("{what} {id}: cgroup: {e}")))
+        cgroup_of(&self.root, what, id)
     }
 
     fn cgroup_pids(&self, id: &str) -> Result<Vec<i32>> {
@@ -96,6 +90,28 @@ impl YoukiRuntime {
             .map(|v| v.into_iter().map(|p| p.as_raw()).collect())
             .map_err(|e| Error::Runtime(format!("pids of {id}: {e}")))
     }
+}
+
+/// The cgroup of container `id` under state root `root`, as libcontainer recorded it.
+fn cgroup_of(root: &Path, what: &str, id: &str) -> Result<AnyCgroupManager> {
+    let c = Container::load(root.join(id)).map_err(|e| lc_error(what, id, e))?;
+    let cfg = c.spec().map_err(|e| lc_error(what, id, e))?;
+    libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: cfg.cgroup_path.clone(),
+        systemd_cgroup: c.systemd(),
+        container_name: id.to_string(),
+    })
+    .map_err(|e| Error::Runtime(format!("{what} {id}: cgroup: {e}")))
+}
+
+/// Runs blocking cgroup work (freezer polling, cgroupfs I/O) off the runtime thread.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("{what}: {e}")))?
 }
 
 /// Splits the process's stdio into what travels as fds and the console socket path.
@@ -161,26 +177,40 @@ impl Runtime for YoukiRuntime {
     }
 
     async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()> {
-        let targets = if all {
-            self.cgroup_pids(id)?
-        } else {
-            vec![pid]
-        };
-        for p in targets {
-            // Raw kill(2): nix's Signal has no real-time signals (SIGRTMIN+3 stops systemd
-            // in a container); the pod already checked the number is 1..=64.
-            // SAFETY: kill takes plain integers.
-            if unsafe { libc::kill(p, signal) } != 0 {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() != Some(libc::ESRCH) {
-                    return Err(Error::io(
-                        format!("kill {p} in {id} with signal {signal}"),
-                        e,
-                    ));
-                }
+        if all {
+            let (root, id) = (self.root.clone(), id.to_string());
+            return blocking("kill", move || {
+                kill::signal_cgroup(&cgroup_of(&root, "kill", &id)?, &id, signal)
+            })
+            .await;
+        }
+        // Raw kill(2): nix's Signal has no real-time signals (SIGRTMIN+3 stops systemd
+        // in a container); the pod already checked the number is 1..=64.
+        // SAFETY: kill takes plain integers.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(Error::io(
+                    format!("kill {pid} in {id} with signal {signal}"),
+                    e,
+                ));
             }
         }
         Ok(())
+    }
+
+    async fn kill_orphans(&self, id: &str) -> Result<bool> {
+        let (root, id) = (self.root.clone(), id.to_string());
+        blocking("kill what the init left", move || {
+            let c = Container::load(root.join(&id)).map_err(|e| lc_error("kill", &id, e))?;
+            let config = std::fs::read(c.bundle().join("config.json"));
+            if config.as_deref().is_ok_and(kill::has_own_pid_namespace) {
+                return Ok(false);
+            }
+            kill::signal_cgroup(&cgroup_of(&root, "kill", &id)?, &id, libc::SIGKILL)?;
+            Ok(true)
+        })
+        .await
     }
 
     // Freezer, update and stats are cgroup file writes and reads: no fork, so they run
