@@ -1,15 +1,20 @@
 //! Signalling every process of a container through its cgroup, so that none escapes by
 //! forking between the listing and the signal: SIGKILL goes through `cgroup.kill` on
 //! cgroup v2 (the kernel kills the whole subtree at once) and through freeze, signal,
-//! thaw where that file is missing (cgroup v1 and hybrid hosts, kernels before 5.14).
-//! Blocking (the v1 freezer is polled until FROZEN): callers run it off the runtime thread.
+//! thaw on cgroup v1 (and hybrid hosts). The freezer is polled with tokio's timer: the
+//! daemon must stay single-threaded (it forks its workers), so nothing here may block it or
+//! start a thread.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use libcgroups::common::{AnyCgroupManager, CgroupManager, FreezerState};
+use libcgroups::common::{AnyCgroupManager, CgroupManager};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+
+/// How long a v1 cgroup may take to report FROZEN before it is signalled anyway.
+const FREEZE_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether the spec (`config.json`) gives the container a PID namespace of its own: a
 /// `pid` namespace without a path. Without one (it joined another container's, or the
@@ -44,7 +49,13 @@ pub fn has_own_pid_namespace(config: &[u8]) -> bool {
 }
 
 /// Sends `signal` to every process in the container's cgroup (`id` names it in errors).
-pub fn signal_cgroup(cgroup: &AnyCgroupManager, id: &str, signal: i32) -> Result<()> {
+/// `v1_freezer`: the container's freezer directory on a v1 or hybrid host.
+pub async fn signal_cgroup(
+    cgroup: &AnyCgroupManager,
+    v1_freezer: Option<&Path>,
+    id: &str,
+    signal: i32,
+) -> Result<()> {
     let pids = all_pids(cgroup, id)?;
     if pids.is_empty() {
         return Ok(());
@@ -61,16 +72,67 @@ pub fn signal_cgroup(cgroup: &AnyCgroupManager, id: &str, signal: i32) -> Result
     {
         return Ok(());
     }
+    let Some(freezer) = v1_freezer else {
+        // v2 before 5.14 (no cgroup.kill): one by one.
+        return signal_each(&all_pids(cgroup, id)?, id, signal);
+    };
     // Frozen, nothing can fork between the listing and the signal; thawed after, so the
     // killed processes (and those of a paused container) can die.
-    if let Err(e) = cgroup.freeze(FreezerState::Frozen) {
-        log::warn!("freeze {id} to kill it: {e}; killing it unfrozen");
+    match freeze(freezer, FREEZE_WAIT).await {
+        Ok(true) => {}
+        Ok(false) => log::warn!("{id} not FROZEN after {FREEZE_WAIT:?}: killing it anyway"),
+        Err(e) => log::warn!("freeze {id} to kill it: {e}; killing it unfrozen"),
     }
     let killed = all_pids(cgroup, id).and_then(|pids| signal_each(&pids, id, signal));
-    if let Err(e) = cgroup.freeze(FreezerState::Thawed) {
+    if let Err(e) = write_state(freezer, "THAWED") {
         log::warn!("thaw {id} after killing it: {e}");
     }
     killed
+}
+
+fn write_state(dir: &Path, state: &str) -> Result<()> {
+    let file = dir.join("freezer.state");
+    std::fs::write(&file, state)
+        .map_err(|e| Error::io(format!("write {state} to {}", file.display()), e))
+}
+
+/// Asks the v1 freezer in `dir` to freeze and waits (on the timer, at most `limit`) until
+/// it says FROZEN: true if it did. A cgroup goes through FREEZING while its tasks stop.
+async fn freeze(dir: &Path, limit: Duration) -> Result<bool> {
+    let file = dir.join("freezer.state");
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        write_state(dir, "FROZEN")?;
+        let now = std::fs::read_to_string(&file)
+            .map_err(|e| Error::io(format!("read {}", file.display()), e))?;
+        if now.trim() == "FROZEN" {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The container's v1 freezer directory: the freezer hierarchy's mount point and the
+/// cgroup path libcontainer recorded (cgroupfs, which libcontainer uses on v1 even with
+/// the systemd driver).
+pub fn v1_freezer_dir(cgroup_path: &Path) -> Result<PathBuf> {
+    let mount =
+        libcgroups::v1::util::get_subsystem_mount_point(&libcgroups::v1::ControllerType::Freezer)
+            .map_err(|e| Error::Runtime(format!("freezer mount point: {e}")))?;
+    let rel = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
+    if rel
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(Error::Runtime(format!(
+            "cgroup path {} leaves the freezer hierarchy",
+            cgroup_path.display()
+        )));
+    }
+    Ok(mount.join(rel))
 }
 
 fn all_pids(cgroup: &AnyCgroupManager, id: &str) -> Result<Vec<i32>> {
@@ -209,6 +271,35 @@ mod tests {
         assert_eq!(unified_dir_of(&[23], &proc.0, mount), None);
         // A process that is gone: no answer rather than a guess.
         assert_eq!(unified_dir_of(&[20, 99], &proc.0, mount), None);
+    }
+
+    #[tokio::test]
+    async fn v1_freeze_writes_frozen_and_waits_until_the_kernel_says_so() {
+        let dir = tempfile_dir::Dir::new("freezer");
+        std::fs::write(dir.0.join("freezer.state"), "THAWED\n").unwrap();
+        // A plain file reads back what was written: FROZEN at once.
+        assert!(freeze(&dir.0, Duration::from_millis(100)).await.unwrap());
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join("freezer.state")).unwrap(),
+            "FROZEN"
+        );
+        write_state(&dir.0, "THAWED").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join("freezer.state")).unwrap(),
+            "THAWED"
+        );
+        // No freezer there: an error naming the file, not a hang.
+        let gone = dir.0.join("gone");
+        let e = freeze(&gone, Duration::from_millis(100)).await.unwrap_err();
+        assert!(e.to_string().contains("freezer.state"), "{e}");
+    }
+
+    #[test]
+    fn v1_freezer_dir_stays_in_the_hierarchy() {
+        if let Ok(d) = v1_freezer_dir(Path::new("/default/c1")) {
+            assert!(d.ends_with("default/c1"), "{}", d.display());
+        }
+        assert!(v1_freezer_dir(Path::new("/../../etc")).is_err());
     }
 
     #[test]

@@ -94,24 +94,30 @@ impl YoukiRuntime {
 
 /// The cgroup of container `id` under state root `root`, as libcontainer recorded it.
 fn cgroup_of(root: &Path, what: &str, id: &str) -> Result<AnyCgroupManager> {
+    Ok(cgroup_and_path(root, what, id)?.0)
+}
+
+/// The cgroup and its path (`linux.cgroupsPath` as libcontainer resolved it).
+fn cgroup_and_path(root: &Path, what: &str, id: &str) -> Result<(AnyCgroupManager, PathBuf)> {
     let c = Container::load(root.join(id)).map_err(|e| lc_error(what, id, e))?;
     let cfg = c.spec().map_err(|e| lc_error(what, id, e))?;
-    libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+    let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
         cgroup_path: cfg.cgroup_path.clone(),
         systemd_cgroup: c.systemd(),
         container_name: id.to_string(),
     })
-    .map_err(|e| Error::Runtime(format!("{what} {id}: cgroup: {e}")))
+    .map_err(|e| Error::Runtime(format!("{what} {id}: cgroup: {e}")))?;
+    Ok((manager, cfg.cgroup_path))
 }
 
-/// Runs blocking cgroup work (freezer polling, cgroupfs I/O) off the runtime thread.
-async fn blocking<T: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("{what}: {e}")))?
+/// Signals every process of container `id` through its cgroup (see `kill`).
+async fn signal_all(root: &Path, id: &str, signal: i32) -> Result<()> {
+    let (cgroup, path) = cgroup_and_path(root, "kill", id)?;
+    let freezer = match &cgroup {
+        AnyCgroupManager::V1(_) => Some(kill::v1_freezer_dir(&path)?),
+        _ => None,
+    };
+    kill::signal_cgroup(&cgroup, freezer.as_deref(), id, signal).await
 }
 
 /// Splits the process's stdio into what travels as fds and the console socket path.
@@ -178,11 +184,7 @@ impl Runtime for YoukiRuntime {
 
     async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()> {
         if all {
-            let (root, id) = (self.root.clone(), id.to_string());
-            return blocking("kill", move || {
-                kill::signal_cgroup(&cgroup_of(&root, "kill", &id)?, &id, signal)
-            })
-            .await;
+            return signal_all(&self.root, id, signal).await;
         }
         // Raw kill(2): nix's Signal has no real-time signals (SIGRTMIN+3 stops systemd
         // in a container); the pod already checked the number is 1..=64.
@@ -200,17 +202,13 @@ impl Runtime for YoukiRuntime {
     }
 
     async fn kill_orphans(&self, id: &str) -> Result<bool> {
-        let (root, id) = (self.root.clone(), id.to_string());
-        blocking("kill what the init left", move || {
-            let c = Container::load(root.join(&id)).map_err(|e| lc_error("kill", &id, e))?;
-            let config = std::fs::read(c.bundle().join("config.json"));
-            if config.as_deref().is_ok_and(kill::has_own_pid_namespace) {
-                return Ok(false);
-            }
-            kill::signal_cgroup(&cgroup_of(&root, "kill", &id)?, &id, libc::SIGKILL)?;
-            Ok(true)
-        })
-        .await
+        let c = self.load("kill", id)?;
+        let config = std::fs::read(c.bundle().join("config.json"));
+        if config.as_deref().is_ok_and(kill::has_own_pid_namespace) {
+            return Ok(false);
+        }
+        signal_all(&self.root, id, libc::SIGKILL).await?;
+        Ok(true)
     }
 
     // Freezer, update and stats are cgroup file writes and reads: no fork, so they run
