@@ -122,8 +122,7 @@ fn init_exit_in_its_own_pid_namespace_is_the_kernels_business() {
         "-c",
         "sleep 1000 & sleep 1",
     ]);
-    assert!(wait_until(Duration::from_secs(20), || task_status(&b)
-        == "STOPPED"));
+    assert!(wait_until(Duration::from_secs(20), || task_status(&b) == "STOPPED"));
     assert!(
         wait_until(Duration::from_secs(5), || cgroup_procs(&b).is_empty()),
         "{:?}",

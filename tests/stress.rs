@@ -248,6 +248,8 @@ const EXEC_CMDS: &[&[&str]] = &[
 ];
 
 type Key = (String, String);
+/// A Wait running on its own thread: its answer and how long it took.
+type PendingWait = (Key, std::thread::JoinHandle<(ttrpc::Result<u32>, Duration)>);
 
 /// One script: a container and its execs, driven by a random sequence of operations.
 fn run_script(env: &Env, n: usize, seed: u64) {
@@ -271,12 +273,12 @@ fn run_script(env: &Env, n: usize, seed: u64) {
     // (a deleted ID may be created again) and exec ID ("" for the init).
     let reaped: Arc<Mutex<HashMap<(usize, String), Instant>>> = Arc::default();
     let mut incarnation = 0usize;
-    let mut waits: Vec<(Key, std::thread::JoinHandle<(ttrpc::Result<u32>, Duration)>)> = Vec::new();
+    let mut waits: Vec<PendingWait> = Vec::new();
     let mut next_exec = 0;
 
     let spawn_wait = |key: Key,
                       incarnation: usize,
-                      waits: &mut Vec<(Key, std::thread::JoinHandle<_>)>,
+                      waits: &mut Vec<PendingWait>,
                       reaped: &Arc<Mutex<HashMap<(usize, String), Instant>>>| {
         let c = c.clone();
         let reaped = reaped.clone();
