@@ -202,6 +202,11 @@ impl Runtime for YoukiRuntime {
     }
 
     async fn kill_orphans(&self, id: &str) -> Result<bool> {
+        if !self.root.join(id).exists() {
+            // Deleted already (the init of a created container dies in Delete), and its
+            // cgroup with it.
+            return Ok(false);
+        }
         let c = self.load("kill", id)?;
         let config = std::fs::read(c.bundle().join("config.json"));
         if config.as_deref().is_ok_and(kill::has_own_pid_namespace) {
