@@ -1,7 +1,7 @@
 //! A runtime that runs nothing: PIDs are made up and exits are reported through the same
 //! channel the real reaper uses, so the pod's rules can be tested without containers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -24,6 +24,8 @@ pub struct FakeRuntime {
     pub exit_during_create: Mutex<Option<u32>>,
     /// Memory cgroups (v2 layout) are `<this>/<id>`, for OOM tests; none by default.
     pub memory_cgroups: Option<std::path::PathBuf>,
+    /// Containers without a PID namespace of their own: their processes outlive the init.
+    pub shared_pid_ns: Mutex<HashSet<String>>,
 }
 
 impl FakeRuntime {
@@ -36,7 +38,24 @@ impl FakeRuntime {
             fail_create: None,
             exit_during_create: Mutex::new(None),
             memory_cgroups: None,
+            shared_pid_ns: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// A process the container's init started and left behind (`id/name`): only a kill
+    /// of the whole container ends it. Returns its PID.
+    pub fn leave_behind(&self, id: &str, name: &str) -> i32 {
+        let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
+        self.live
+            .lock()
+            .unwrap()
+            .insert(format!("{id}/{name}"), pid);
+        pid
+    }
+
+    /// Whether the process `id` (or `id/name`) still runs.
+    pub fn is_live(&self, key: &str) -> bool {
+        self.live.lock().unwrap().contains_key(key)
     }
 
     /// Makes the container's init (`id`) or an exec (`id/exec_id`) exit with `status`, as if
@@ -109,6 +128,26 @@ impl Runtime for FakeRuntime {
             }
         }
         Ok(())
+    }
+
+    async fn kill_orphans(&self, id: &str) -> Result<bool> {
+        if !self.shared_pid_ns.lock().unwrap().contains(id) {
+            return Ok(false);
+        }
+        self.record(format!("kill_orphans {id}"));
+        // What the cgroup still holds: everything of the container but its (gone) init.
+        let mut live = self.live.lock().unwrap();
+        let left: Vec<String> = live
+            .keys()
+            .filter(|k| k.starts_with(&format!("{id}/")))
+            .cloned()
+            .collect();
+        for k in left {
+            if let Some(p) = live.remove(&k) {
+                let _ = self.exits.send((p, 128 + libc::SIGKILL as u32));
+            }
+        }
+        Ok(true)
     }
 
     async fn pause(&self, id: &str) -> Result<()> {

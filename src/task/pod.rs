@@ -553,7 +553,9 @@ impl Pod {
                 ))),
             };
         }
-        if c.exited().is_some() {
+        // With `all`, what is left in a stopped container's cgroup is still signalled
+        // (the cgroup, never the reaped init's PID), as runc-v2 does.
+        if c.exited().is_some() && !all {
             return Err(Error::NotFound(format!(
                 "container {id:?}: process already finished"
             )));
@@ -801,6 +803,11 @@ impl Pod {
         let Some(owner) = owner else { return };
         let id = owner.container;
         if owner.exec.is_none() {
+            // Without a PID namespace of its own the init's children outlive it: end them
+            // before its exit is known, as runc-v2 does (the kernel does it otherwise).
+            if let Err(e) = self.runtime.kill_orphans(&id).await {
+                log::warn!("kill what the init of {id} left running: {e}");
+            }
             self.drain_execs(&id, pid).await;
         }
         // Wait answers once the exit is set, and the client deletes the process next:

@@ -375,15 +375,17 @@ async fn kill_and_start_respect_the_state() {
         h.pod.kill("c1", "", libc::SIGKILL as u32, false).await,
         Code::NOT_FOUND,
     );
-    assert_code(
-        h.pod.kill("c1", "", libc::SIGTERM as u32, true).await,
-        Code::NOT_FOUND,
-    );
     let kills_after = h.calls().iter().filter(|c| c.starts_with("kill")).count();
     assert_eq!(
         kills_before, kills_after,
         "kill of a finished process reached the runtime"
     );
+    // With `all` what is left in the stopped container's cgroup is still signalled, as
+    // with runc-v2 (the runtime signals the cgroup, not the reaped init's PID).
+    h.pod
+        .kill("c1", "", libc::SIGTERM as u32, true)
+        .await
+        .unwrap();
 
     // Start after exit.
     assert_code(h.pod.start("c1", "").await, Code::FAILED_PRECONDITION);
@@ -1056,4 +1058,42 @@ fn the_exec_request_decides_the_terminal() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("e1"), "{e}");
+}
+
+// Kill on init exit (issue 13, behaviour 2): a container without a PID namespace of its
+// own keeps its other processes when its init exits; they must go before the exit is known.
+#[tokio::test]
+async fn init_exit_without_own_pid_namespace_kills_what_it_left() {
+    let h = harness_with(|rt| {
+        rt.shared_pid_ns.lock().unwrap().insert("c1".into());
+    });
+    running(&h, "c1").await;
+    running(&h, "c2").await;
+    h.rt.leave_behind("c1", "sleep");
+    h.rt.leave_behind("c2", "sleep");
+    h.rt.exit("c1", 0);
+    assert_eq!(h.wait_exit("c1").await.status, 0);
+    assert!(
+        !h.rt.is_live("c1/sleep"),
+        "left running after its init's exit was known: {:?}",
+        h.calls()
+    );
+    // A container with its own PID namespace: the kernel's job, nothing killed here.
+    h.rt.exit("c2", 0);
+    h.wait_exit("c2").await;
+    assert!(h.rt.is_live("c2/sleep"));
+}
+
+#[tokio::test]
+async fn kill_all_still_reaches_a_stopped_containers_cgroup() {
+    let h = harness();
+    running(&h, "c1").await;
+    h.rt.leave_behind("c1", "sleep");
+    h.rt.exit("c1", 0);
+    h.wait_exit("c1").await;
+    // The init is reaped: its PID is never signalled again...
+    assert_code(h.pod.kill("c1", "", 9, false).await, Code::NOT_FOUND);
+    // ...but what is left in its cgroup still is, as with runc-v2.
+    h.pod.kill("c1", "", 9, true).await.unwrap();
+    assert!(!h.rt.is_live("c1/sleep"), "{:?}", h.calls());
 }
