@@ -11,3 +11,4 @@ pub mod logger;
 pub mod options;
 pub mod service;
 pub mod socket;
+pub mod validate;
