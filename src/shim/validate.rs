@@ -55,9 +55,26 @@ fn no_nul(what: &str, s: &str) -> Result<()> {
     Ok(())
 }
 
+/// The three stdio URIs: no NUL, no longer than a path can be. What each must name is
+/// checked when it is opened (`stdio`): there a FIFO must be a FIFO and a file a file.
+pub fn stdio(stdin: &str, stdout: &str, stderr: &str) -> Result<()> {
+    for (which, uri) in [("stdin", stdin), ("stdout", stdout), ("stderr", stderr)] {
+        if uri.len() >= PATH_MAX || uri.contains('\0') {
+            return Err(Error::InvalidArgument(format!(
+                "{which} {:?}: not a stdio path or URI (NUL byte, or {} bytes: at most {})",
+                preview(uri),
+                uri.len(),
+                PATH_MAX - 1
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Create: the ID, an absolute bundle, mounts the kernel can take, an absolute checkpoint.
 pub fn create(req: &CreateTaskRequest) -> Result<()> {
     validate_id(&req.id)?;
+    stdio(&req.stdin, &req.stdout, &req.stderr)?;
     // The shim's own working directory is the bundle when containerd starts it; a
     // relative bundle would silently mean something else in the daemon.
     absolute_path("bundle", &req.bundle)?;
@@ -84,6 +101,7 @@ pub fn create(req: &CreateTaskRequest) -> Result<()> {
 pub fn exec(req: &ExecProcessRequest) -> Result<Vec<u8>> {
     validate_id(&req.id)?;
     validate_id(&req.exec_id)?;
+    stdio(&req.stdin, &req.stdout, &req.stderr)?;
     let spec = req.spec.as_ref().ok_or_else(|| {
         Error::InvalidArgument(format!("exec {:?}: no process spec", req.exec_id))
     })?;

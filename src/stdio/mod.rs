@@ -106,7 +106,9 @@ pub async fn open_terminal_output(
     open_output(&paths.stdout, keep).await
 }
 
-enum Target {
+/// Where a stdio URI points (public for the fuzz targets).
+#[derive(Debug)]
+pub enum Target {
     Null,
     Fifo(String),
     File(String),
@@ -115,7 +117,7 @@ enum Target {
 /// Longest stdio path we try to open: the kernel's PATH_MAX, NUL included.
 const PATH_MAX: usize = 4096;
 
-fn target(uri: &str) -> Result<Target> {
+pub fn target(uri: &str) -> Result<Target> {
     if uri.is_empty() {
         return Ok(Target::Null);
     }
