@@ -95,8 +95,8 @@ fn reopen(what: &str, path: &str, handle: &File, options: &OpenOptions) -> Resul
 }
 
 /// Opens (or creates, mode 0644 as runc's shim does) the regular file at `path` for
-/// appending. Never a FIFO, a device or a link to one. Blocking (file systems can be
-/// slow): call it off the runtime's threads.
+/// appending. Never a FIFO, a device or a link to one, so it never waits for another
+/// process (the daemon's one thread may call it).
 pub fn append_regular(what: &str, path: &str) -> Result<OwnedFd> {
     let create = OpenOptions::new()
         .append(true)
@@ -118,7 +118,8 @@ pub fn append_regular(what: &str, path: &str) -> Result<OwnedFd> {
     }
 }
 
-/// Reads the regular file at `path`, at most `limit` bytes (more is refused). Blocking.
+/// Reads the regular file at `path`, at most `limit` bytes (more is refused). Only a
+/// regular file is read, so this never waits for another process.
 pub fn read_regular(what: &str, path: &str, limit: u64) -> Result<Vec<u8>> {
     let fd = open_as(
         what,

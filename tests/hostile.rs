@@ -56,7 +56,13 @@ struct Corpus {
 impl Corpus {
     /// Sends one hostile request; checks the code, that the message names `names`, that it
     /// answered in time, and that the shim still serves its container.
-    fn expect(&mut self, what: &str, want: Code, names: &str, r: impl FnOnce(&TaskClient) -> Outcome) {
+    fn expect(
+        &mut self,
+        what: &str,
+        want: Code,
+        names: &str,
+        r: impl FnOnce(&TaskClient) -> Outcome,
+    ) {
         let began = Instant::now();
         let got = r(&self.client);
         let took = began.elapsed();
@@ -234,8 +240,10 @@ fn every_rpc(c: &mut Corpus, label: &str, id: &str, exec_id: &str, want: Code, n
         let mut r = ExecProcessRequest::new();
         r.id = i.clone();
         r.exec_id = "e1".into();
-        r.spec = Some(process_any(br#"{"args":["true"],"cwd":"/","user":{"uid":0,"gid":0}}"#))
-            .into();
+        r.spec = Some(process_any(
+            br#"{"args":["true"],"cwd":"/","user":{"uid":0,"gid":0}}"#,
+        ))
+        .into();
         outcome(t.exec(ctx(), &r))
     });
     c.expect(&format!("Connect {label}"), w, names, |t| {
@@ -299,25 +307,59 @@ fn a_hundred_hostile_requests_leave_nothing() {
         }
         every_rpc(&mut c, &label, bad, "", Code::INVALID_ARGUMENT, &names);
         let b = bad.clone();
-        c.expect(&format!("Create {label}"), Code::INVALID_ARGUMENT, &names, |t| {
-            outcome(t.create(ctx(), &create_req(&b, "/nonexistent/bundle")))
-        });
+        c.expect(
+            &format!("Create {label}"),
+            Code::INVALID_ARGUMENT,
+            &names,
+            |t| outcome(t.create(ctx(), &create_req(&b, "/nonexistent/bundle"))),
+        );
     }
     // The longest valid ID is accepted as an ID (and is simply not there).
     let longest = "z".repeat(1024);
-    every_rpc(&mut c, "1024-byte id", &longest, "", Code::NOT_FOUND, &quoted(&longest));
+    every_rpc(
+        &mut c,
+        "1024-byte id",
+        &longest,
+        "",
+        Code::NOT_FOUND,
+        &quoted(&longest),
+    );
     // A valid, unknown ID on every RPC; an unknown or invalid exec of the live container.
-    every_rpc(&mut c, "unknown id", "no-such-container", "", Code::NOT_FOUND, "no-such-container");
-    every_rpc(&mut c, "unknown exec", &id, "no-such-exec", Code::NOT_FOUND, "no-such-exec");
-    every_rpc(&mut c, "bad exec id", &id, "../x", Code::INVALID_ARGUMENT, "../x");
+    every_rpc(
+        &mut c,
+        "unknown id",
+        "no-such-container",
+        "",
+        Code::NOT_FOUND,
+        "no-such-container",
+    );
+    every_rpc(
+        &mut c,
+        "unknown exec",
+        &id,
+        "no-such-exec",
+        Code::NOT_FOUND,
+        "no-such-exec",
+    );
+    every_rpc(
+        &mut c,
+        "bad exec id",
+        &id,
+        "../x",
+        Code::INVALID_ARGUMENT,
+        "../x",
+    );
 
     // Non-UTF-8 bytes where protobuf wants a string: the request does not decode.
-    let mut enc = create_req("AAAAAAAA", "/BBBBBBBB").write_to_bytes().unwrap();
+    let mut enc = create_req("AAAAAAAA", "/BBBBBBBB")
+        .write_to_bytes()
+        .unwrap();
     for b in enc.iter_mut().filter(|b| **b == b'A') {
         *b = 0xff;
     }
     let r = c.raw("Create", enc);
-    c.log.push(format!("Create with a non-UTF-8 id (raw bytes) -> {r:?}"));
+    c.log
+        .push(format!("Create with a non-UTF-8 id (raw bytes) -> {r:?}"));
     assert!(matches!(&r, Err((Code::INVALID_ARGUMENT, _))), "{r:?}");
     c.still_serving("non-UTF-8 id");
     let mut enc = {
@@ -331,46 +373,74 @@ fn a_hundred_hostile_requests_leave_nothing() {
         *b = 0xc3;
     }
     let r = c.raw("Kill", enc);
-    c.log.push(format!("Kill with a non-UTF-8 exec id (raw bytes) -> {r:?}"));
+    c.log.push(format!(
+        "Kill with a non-UTF-8 exec id (raw bytes) -> {r:?}"
+    ));
     assert!(matches!(&r, Err((Code::INVALID_ARGUMENT, _))), "{r:?}");
     c.still_serving("non-UTF-8 exec id");
     let r = c.raw("Create", vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]);
-    c.log.push(format!("Create whose protobuf lies about a length -> {r:?}"));
+    c.log.push(format!(
+        "Create whose protobuf lies about a length -> {r:?}"
+    ));
     assert!(r.is_err(), "{r:?}");
     c.still_serving("truncated protobuf");
     let r = c.raw("NoSuchMethod", Vec::new());
     c.log.push(format!("an unknown method -> {r:?}"));
-    assert!(matches!(&r, Err((Code::UNIMPLEMENTED | Code::NOT_FOUND, _))), "{r:?}");
+    assert!(
+        matches!(&r, Err((Code::UNIMPLEMENTED | Code::NOT_FOUND, _))),
+        "{r:?}"
+    );
     c.still_serving("unknown method");
 
     // Create: paths and options.
     let fresh = unique("hostile-new");
     for (what, bundle, names) in [
-        ("relative bundle", "rel/bundle".to_string(), "rel/bundle".to_string()),
+        (
+            "relative bundle",
+            "rel/bundle".to_string(),
+            "rel/bundle".to_string(),
+        ),
         ("empty bundle", String::new(), "bundle \"\"".into()),
         ("bundle with NUL", "/tmp/a\0b".into(), "bundle".into()),
-        ("bundle of 8 KiB", format!("/{}", "b".repeat(8192)), "bundle".into()),
+        (
+            "bundle of 8 KiB",
+            format!("/{}", "b".repeat(8192)),
+            "bundle".into(),
+        ),
     ] {
         let f = fresh.clone();
-        c.expect(&format!("Create with {what}"), Code::INVALID_ARGUMENT, &names, |t| {
-            outcome(t.create(ctx(), &create_req(&f, &bundle)))
-        });
+        c.expect(
+            &format!("Create with {what}"),
+            Code::INVALID_ARGUMENT,
+            &names,
+            |t| outcome(t.create(ctx(), &create_req(&f, &bundle))),
+        );
     }
     let f = fresh.clone();
-    c.expect("Create with a relative checkpoint", Code::INVALID_ARGUMENT, "cp/rel", |t| {
-        let mut r = create_req(&f, "/nonexistent/bundle");
-        r.checkpoint = "cp/rel".into();
-        outcome(t.create(ctx(), &r))
-    });
+    c.expect(
+        "Create with a relative checkpoint",
+        Code::INVALID_ARGUMENT,
+        "cp/rel",
+        |t| {
+            let mut r = create_req(&f, "/nonexistent/bundle");
+            r.checkpoint = "cp/rel".into();
+            outcome(t.create(ctx(), &r))
+        },
+    );
     let f = fresh.clone();
-    c.expect("Create with a NUL in a rootfs mount", Code::INVALID_ARGUMENT, "rootfs mount source", |t| {
-        let mut r = create_req(&f, "/nonexistent/bundle");
-        let mut m = containerd_shim_protos::types::mount::Mount::new();
-        m.type_ = "bind".into();
-        m.source = "/tmp\0/etc".into();
-        r.rootfs.push(m);
-        outcome(t.create(ctx(), &r))
-    });
+    c.expect(
+        "Create with a NUL in a rootfs mount",
+        Code::INVALID_ARGUMENT,
+        "rootfs mount source",
+        |t| {
+            let mut r = create_req(&f, "/nonexistent/bundle");
+            let mut m = containerd_shim_protos::types::mount::Mount::new();
+            m.type_ = "bind".into();
+            m.source = "/tmp\0/etc".into();
+            r.rootfs.push(m);
+            outcome(t.create(ctx(), &r))
+        },
+    );
     let fifo_cfg = dir.join("options.fifo");
     mkfifo(&fifo_cfg);
     let link_cfg = dir.join("options-link.toml");
@@ -378,28 +448,73 @@ fn a_hundred_hostile_requests_leave_nothing() {
     let secret_cfg = dir.join("secret.toml");
     std::fs::write(&secret_cfg, "SystemdCgroup = \"s3cr3t-value\"\n").unwrap();
     let options: Vec<(&str, Any, String)> = vec![
-        ("unknown options type", any("example.com/Bogus", vec![1, 2, 3]), "example.com/Bogus".into()),
-        ("runc options that do not decode", any("containerd.runc.v1.Options", vec![0x0a, 0xff]), "containerd.runc.v1.Options".into()),
-        ("TOML that does not parse", cri_options(3, "SystemdCgroup = = ="), "line 1".into()),
-        ("config_path that is a FIFO", cri_options(2, fifo_cfg.to_str().unwrap()), fifo_cfg.to_string_lossy().into()),
-        ("config_path that links to a FIFO", cri_options(2, link_cfg.to_str().unwrap()), link_cfg.to_string_lossy().into()),
-        ("config_path that is a device", cri_options(2, "/dev/zero"), "/dev/zero".into()),
-        ("config_path that is a directory", cri_options(2, dir.to_str().unwrap()), dir.to_string_lossy().into()),
-        ("config_path that is relative", cri_options(2, "rel.toml"), "rel.toml".into()),
-        ("config_path that is absent", cri_options(2, "/nonexistent/o.toml"), "/nonexistent/o.toml".into()),
-        ("config_path with a bad value", cri_options(2, secret_cfg.to_str().unwrap()), "line 1 column 17".into()),
+        (
+            "unknown options type",
+            any("example.com/Bogus", vec![1, 2, 3]),
+            "example.com/Bogus".into(),
+        ),
+        (
+            "runc options that do not decode",
+            any("containerd.runc.v1.Options", vec![0x0a, 0xff]),
+            "containerd.runc.v1.Options".into(),
+        ),
+        (
+            "TOML that does not parse",
+            cri_options(3, "SystemdCgroup = = ="),
+            "line 1".into(),
+        ),
+        (
+            "config_path that is a FIFO",
+            cri_options(2, fifo_cfg.to_str().unwrap()),
+            fifo_cfg.to_string_lossy().into(),
+        ),
+        (
+            "config_path that links to a FIFO",
+            cri_options(2, link_cfg.to_str().unwrap()),
+            link_cfg.to_string_lossy().into(),
+        ),
+        (
+            "config_path that is a device",
+            cri_options(2, "/dev/zero"),
+            "/dev/zero".into(),
+        ),
+        (
+            "config_path that is a directory",
+            cri_options(2, dir.to_str().unwrap()),
+            dir.to_string_lossy().into(),
+        ),
+        (
+            "config_path that is relative",
+            cri_options(2, "rel.toml"),
+            "rel.toml".into(),
+        ),
+        (
+            "config_path that is absent",
+            cri_options(2, "/nonexistent/o.toml"),
+            "/nonexistent/o.toml".into(),
+        ),
+        (
+            "config_path with a bad value",
+            cri_options(2, secret_cfg.to_str().unwrap()),
+            "line 1 column 17".into(),
+        ),
     ];
     for (what, opts, names) in options {
         let f = fresh.clone();
-        c.expect(&format!("Create with {what}"), Code::INVALID_ARGUMENT, &names, |t| {
-            let mut r = create_req(&f, "/nonexistent/bundle");
-            r.options = Some(opts).into();
-            let o = outcome(t.create(ctx(), &r));
-            if let Err((_, m)) = &o {
-                assert!(!m.contains("s3cr3t"), "{what}: {m}");
-            }
-            o
-        });
+        c.expect(
+            &format!("Create with {what}"),
+            Code::INVALID_ARGUMENT,
+            &names,
+            |t| {
+                let mut r = create_req(&f, "/nonexistent/bundle");
+                r.options = Some(opts).into();
+                let o = outcome(t.create(ctx(), &r));
+                if let Err((_, m)) = &o {
+                    assert!(!m.contains("s3cr3t"), "{what}: {m}");
+                }
+                o
+            },
+        );
     }
 
     // Create: stdio that is not what it claims. Stdio is opened before the bundle is read,
@@ -413,23 +528,125 @@ fn a_hundred_hostile_requests_leave_nothing() {
     let deep = dir.join("d".repeat(300));
     let d = dir.display();
     let stdio: Vec<(&str, &str, String, Code, String)> = vec![
-        ("stdout that is a directory", "stdout", d.to_string(), Code::INVALID_ARGUMENT, "is a directory".into()),
-        ("stdin that is a directory", "stdin", d.to_string(), Code::INVALID_ARGUMENT, "is a directory".into()),
-        ("stdout that is absent", "stdout", format!("{d}/absent"), Code::NOT_FOUND, format!("{d}/absent")),
-        ("stdout that is a regular file", "stdout", regular.display().to_string(), Code::INVALID_ARGUMENT, "not a fifo".into()),
-        ("stderr that is a device", "stderr", "/dev/null".into(), Code::INVALID_ARGUMENT, "character device".into()),
-        ("stdout whose name is too long", "stdout", deep.display().to_string(), Code::INVALID_ARGUMENT, "dddd".into()),
-        ("stdout longer than PATH_MAX", "stdout", format!("/{}", "p/".repeat(3000)), Code::INVALID_ARGUMENT, "stdout".into()),
-        ("stdout with a NUL byte", "stdout", format!("{d}/a\0b"), Code::INVALID_ARGUMENT, "stdout".into()),
-        ("stdout relative", "stdout", "relative/fifo".into(), Code::INVALID_ARGUMENT, "relative/fifo".into()),
-        ("stdout with an unknown scheme", "stdout", "syslog://host/x".into(), Code::INVALID_ARGUMENT, "syslog".into()),
-        ("file:// stdout that is a FIFO", "stdout", format!("file://{}", fifo.display()), Code::INVALID_ARGUMENT, "a fifo".into()),
-        ("file:// stdout that links to a FIFO", "stdout", format!("file://{}", fifo_link.display()), Code::INVALID_ARGUMENT, "a fifo".into()),
-        ("file:// stdout that is a device", "stdout", "file:///dev/null".into(), Code::INVALID_ARGUMENT, "/dev/null".into()),
-        ("file:// stdin that is a FIFO", "stdin", format!("file://{}", fifo.display()), Code::INVALID_ARGUMENT, "a fifo".into()),
-        ("file:// stdout that is relative", "stdout", "file://relative/log".into(), Code::INVALID_ARGUMENT, "file://relative/log".into()),
-        ("binary:// stdout with a relative logger", "stdout", "binary://relative/logger".into(), Code::INVALID_ARGUMENT, "binary://relative/logger".into()),
-        ("binary:// stderr without stdout", "stderr", "binary:///bin/true".into(), Code::INVALID_ARGUMENT, "binary:///bin/true".into()),
+        (
+            "stdout that is a directory",
+            "stdout",
+            d.to_string(),
+            Code::INVALID_ARGUMENT,
+            "is a directory".into(),
+        ),
+        (
+            "stdin that is a directory",
+            "stdin",
+            d.to_string(),
+            Code::INVALID_ARGUMENT,
+            "is a directory".into(),
+        ),
+        (
+            "stdout that is absent",
+            "stdout",
+            format!("{d}/absent"),
+            Code::NOT_FOUND,
+            format!("{d}/absent"),
+        ),
+        (
+            "stdout that is a regular file",
+            "stdout",
+            regular.display().to_string(),
+            Code::INVALID_ARGUMENT,
+            "not a fifo".into(),
+        ),
+        (
+            "stderr that is a device",
+            "stderr",
+            "/dev/null".into(),
+            Code::INVALID_ARGUMENT,
+            "character device".into(),
+        ),
+        (
+            "stdout whose name is too long",
+            "stdout",
+            deep.display().to_string(),
+            Code::INVALID_ARGUMENT,
+            "dddd".into(),
+        ),
+        (
+            "stdout longer than PATH_MAX",
+            "stdout",
+            format!("/{}", "p/".repeat(3000)),
+            Code::INVALID_ARGUMENT,
+            "stdout".into(),
+        ),
+        (
+            "stdout with a NUL byte",
+            "stdout",
+            format!("{d}/a\0b"),
+            Code::INVALID_ARGUMENT,
+            "stdout".into(),
+        ),
+        (
+            "stdout relative",
+            "stdout",
+            "relative/fifo".into(),
+            Code::INVALID_ARGUMENT,
+            "relative/fifo".into(),
+        ),
+        (
+            "stdout with an unknown scheme",
+            "stdout",
+            "syslog://host/x".into(),
+            Code::INVALID_ARGUMENT,
+            "syslog".into(),
+        ),
+        (
+            "file:// stdout that is a FIFO",
+            "stdout",
+            format!("file://{}", fifo.display()),
+            Code::INVALID_ARGUMENT,
+            "a fifo".into(),
+        ),
+        (
+            "file:// stdout that links to a FIFO",
+            "stdout",
+            format!("file://{}", fifo_link.display()),
+            Code::INVALID_ARGUMENT,
+            "a fifo".into(),
+        ),
+        (
+            "file:// stdout that is a device",
+            "stdout",
+            "file:///dev/null".into(),
+            Code::INVALID_ARGUMENT,
+            "/dev/null".into(),
+        ),
+        (
+            "file:// stdin that is a FIFO",
+            "stdin",
+            format!("file://{}", fifo.display()),
+            Code::INVALID_ARGUMENT,
+            "a fifo".into(),
+        ),
+        (
+            "file:// stdout that is relative",
+            "stdout",
+            "file://relative/log".into(),
+            Code::INVALID_ARGUMENT,
+            "file://relative/log".into(),
+        ),
+        (
+            "binary:// stdout with a relative logger",
+            "stdout",
+            "binary://relative/logger".into(),
+            Code::INVALID_ARGUMENT,
+            "binary://relative/logger".into(),
+        ),
+        (
+            "binary:// stderr without stdout",
+            "stderr",
+            "binary:///bin/true".into(),
+            Code::INVALID_ARGUMENT,
+            "binary:///bin/true".into(),
+        ),
     ];
     for (what, which, path, want, names) in stdio {
         let f = fresh.clone();
@@ -446,32 +663,44 @@ fn a_hundred_hostile_requests_leave_nothing() {
     assert!(leftovers(&fresh).is_empty(), "{:?}", leftovers(&fresh));
 
     // Exec into the live container: process specs that are not processes.
-    let secret_env = br#"{"args":["true"],"cwd":"/","env":"TOKEN=s3cr3t-value","user":{"uid":0,"gid":0}}"#;
+    let secret_env =
+        br#"{"args":["true"],"cwd":"/","env":"TOKEN=s3cr3t-value","user":{"uid":0,"gid":0}}"#;
     let big = format!("{{\"args\":[\"{}\"]}}", "a".repeat(2 << 20));
     let specs: Vec<(&str, Option<&[u8]>)> = vec![
         ("no process spec", None),
         ("a process spec that is not JSON", Some(b"not json")),
         ("a process spec that is a list", Some(b"[]")),
-        ("a process spec whose args are a number", Some(br#"{"args":5,"cwd":"/"}"#)),
-        ("a process spec that is not UTF-8", Some(b"{\"args\":[\"\xff\"],\"cwd\":\"/\"}")),
+        (
+            "a process spec whose args are a number",
+            Some(br#"{"args":5,"cwd":"/"}"#),
+        ),
+        (
+            "a process spec that is not UTF-8",
+            Some(b"{\"args\":[\"\xff\"],\"cwd\":\"/\"}"),
+        ),
         ("a process spec whose env is a string", Some(secret_env)),
         ("a 2 MiB process spec", Some(big.as_bytes())),
     ];
     for (what, spec) in specs {
         let i = id.clone();
-        c.expect(&format!("Exec with {what}"), Code::INVALID_ARGUMENT, "\"bad-exec\"", |t| {
-            let mut r = ExecProcessRequest::new();
-            r.id = i.clone();
-            r.exec_id = "bad-exec".into();
-            if let Some(s) = spec {
-                r.spec = Some(process_any(s)).into();
-            }
-            let o = outcome(t.exec(ctx(), &r));
-            if let Err((_, m)) = &o {
-                assert!(!m.contains("s3cr3t"), "{what}: {m}");
-            }
-            o
-        });
+        c.expect(
+            &format!("Exec with {what}"),
+            Code::INVALID_ARGUMENT,
+            "\"bad-exec\"",
+            |t| {
+                let mut r = ExecProcessRequest::new();
+                r.id = i.clone();
+                r.exec_id = "bad-exec".into();
+                if let Some(s) = spec {
+                    r.spec = Some(process_any(s)).into();
+                }
+                let o = outcome(t.exec(ctx(), &r));
+                if let Err((_, m)) = &o {
+                    assert!(!m.contains("s3cr3t"), "{what}: {m}");
+                }
+                o
+            },
+        );
     }
     // An exec whose stdout is a directory: accepted as a request, refused at Start, gone
     // after Delete.
@@ -479,53 +708,115 @@ fn a_hundred_hostile_requests_leave_nothing() {
     ex.id = id.clone();
     ex.exec_id = "dir-out".into();
     ex.stdout = dir.display().to_string();
-    ex.spec = Some(process_any(br#"{"args":["true"],"cwd":"/","user":{"uid":0,"gid":0}}"#)).into();
-    c.client.exec(ctx(), &ex).expect("exec with a directory for stdout");
+    ex.spec = Some(process_any(
+        br#"{"args":["true"],"cwd":"/","user":{"uid":0,"gid":0}}"#,
+    ))
+    .into();
+    c.client
+        .exec(ctx(), &ex)
+        .expect("exec with a directory for stdout");
     let i = id.clone();
-    c.expect("Start of an exec whose stdout is a directory", Code::INVALID_ARGUMENT, "is a directory", |t| {
-        let mut r = StartRequest::new();
-        (r.id, r.exec_id) = (i.clone(), "dir-out".into());
-        outcome(t.start(ctx(), &r))
-    });
+    c.expect(
+        "Start of an exec whose stdout is a directory",
+        Code::INVALID_ARGUMENT,
+        "is a directory",
+        |t| {
+            let mut r = StartRequest::new();
+            (r.id, r.exec_id) = (i.clone(), "dir-out".into());
+            outcome(t.start(ctx(), &r))
+        },
+    );
     let mut del = DeleteRequest::new();
     (del.id, del.exec_id) = (id.clone(), "dir-out".into());
-    c.client.delete(ctx(), &del).expect("delete the unstarted exec");
+    c.client
+        .delete(ctx(), &del)
+        .expect("delete the unstarted exec");
 
     // Kill: signals the kernel does not have.
-    for (what, sig) in [("signal 0", 0u32), ("signal 65", 65), ("signal -1", u32::MAX), ("signal -9", (-9i32) as u32)] {
+    for (what, sig) in [
+        ("signal 0", 0u32),
+        ("signal 65", 65),
+        ("signal -1", u32::MAX),
+        ("signal -9", (-9i32) as u32),
+    ] {
         let i = id.clone();
-        c.expect(&format!("Kill with {what}"), Code::INVALID_ARGUMENT, &sig.to_string(), |t| {
-            let mut r = KillRequest::new();
-            r.id = i.clone();
-            r.signal = sig;
-            outcome(t.kill(ctx(), &r))
-        });
+        c.expect(
+            &format!("Kill with {what}"),
+            Code::INVALID_ARGUMENT,
+            &sig.to_string(),
+            |t| {
+                let mut r = KillRequest::new();
+                r.id = i.clone();
+                r.signal = sig;
+                outcome(t.kill(ctx(), &r))
+            },
+        );
     }
 
     // Update: resources that are not resources, and keys that would leave the cgroup.
     let target = dir.join("update-target");
     std::fs::write(&target, "safe").unwrap();
-    let escape = format!("{}{}", "../".repeat(12), target.display().to_string().trim_start_matches('/'));
+    let escape = format!(
+        "{}{}",
+        "../".repeat(12),
+        target.display().to_string().trim_start_matches('/')
+    );
     let updates: Vec<(&str, Option<String>, String)> = vec![
         ("no resources", None, "no resources".into()),
-        ("resources that are not JSON", Some("not json".into()), "not json".into()),
-        ("resources of the wrong shape", Some(r#"{"cpu":"lots"}"#.into()), "cpu".into()),
-        ("a negative CPU period", Some(r#"{"cpu":{"period":-1}}"#.into()), "period".into()),
-        ("a unified key that climbs out", Some(format!(r#"{{"unified":{{"{escape}":"owned"}}}}"#)), "../".into()),
-        ("a unified key that is absolute", Some(format!(r#"{{"unified":{{"{}":"owned"}}}}"#, target.display())), target.display().to_string()),
-        ("a unified key that is empty", Some(r#"{"unified":{"":"1"}}"#.into()), "\"\"".into()),
-        ("4 KiB of garbage", Some("{".repeat(4096)), "4096 bytes".into()),
+        (
+            "resources that are not JSON",
+            Some("not json".into()),
+            "not json".into(),
+        ),
+        (
+            "resources of the wrong shape",
+            Some(r#"{"cpu":"lots"}"#.into()),
+            "cpu".into(),
+        ),
+        (
+            "a negative CPU period",
+            Some(r#"{"cpu":{"period":-1}}"#.into()),
+            "period".into(),
+        ),
+        (
+            "a unified key that climbs out",
+            Some(format!(r#"{{"unified":{{"{escape}":"owned"}}}}"#)),
+            "../".into(),
+        ),
+        (
+            "a unified key that is absolute",
+            Some(format!(
+                r#"{{"unified":{{"{}":"owned"}}}}"#,
+                target.display()
+            )),
+            target.display().to_string(),
+        ),
+        (
+            "a unified key that is empty",
+            Some(r#"{"unified":{"":"1"}}"#.into()),
+            "\"\"".into(),
+        ),
+        (
+            "4 KiB of garbage",
+            Some("{".repeat(4096)),
+            "4096 bytes".into(),
+        ),
     ];
     for (what, json, names) in updates {
         let i = id.clone();
-        c.expect(&format!("Update with {what}"), Code::INVALID_ARGUMENT, &names, |t| {
-            let mut r = UpdateTaskRequest::new();
-            r.id = i.clone();
-            if let Some(j) = json {
-                r.resources = Some(any("", j.into_bytes())).into();
-            }
-            outcome(t.update(ctx(), &r))
-        });
+        c.expect(
+            &format!("Update with {what}"),
+            Code::INVALID_ARGUMENT,
+            &names,
+            |t| {
+                let mut r = UpdateTaskRequest::new();
+                r.id = i.clone();
+                if let Some(j) = json {
+                    r.resources = Some(any("", j.into_bytes())).into();
+                }
+                outcome(t.update(ctx(), &r))
+            },
+        );
     }
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "safe");
 
@@ -534,18 +825,36 @@ fn a_hundred_hostile_requests_leave_nothing() {
     rel_work.work_path = "work/rel".into();
     let checkpoints: Vec<(&str, &str, Option<Any>, &str)> = vec![
         ("a relative image path", "cp/rel", None, "cp/rel"),
-        ("a relative work path", "/tmp/cp", Some(any("containerd.runc.v1.CheckpointOptions", rel_work.write_to_bytes().unwrap())), "work/rel"),
-        ("options of an unknown type", "/tmp/cp", Some(any("example.com/Nope", vec![])), "example.com/Nope"),
+        (
+            "a relative work path",
+            "/tmp/cp",
+            Some(any(
+                "containerd.runc.v1.CheckpointOptions",
+                rel_work.write_to_bytes().unwrap(),
+            )),
+            "work/rel",
+        ),
+        (
+            "options of an unknown type",
+            "/tmp/cp",
+            Some(any("example.com/Nope", vec![])),
+            "example.com/Nope",
+        ),
     ];
     for (what, path, opts, names) in checkpoints {
         let i = id.clone();
-        c.expect(&format!("Checkpoint with {what}"), Code::INVALID_ARGUMENT, names, |t| {
-            let mut r = CheckpointTaskRequest::new();
-            r.id = i.clone();
-            r.path = path.into();
-            r.options = opts.into();
-            outcome(t.checkpoint(ctx(), &r))
-        });
+        c.expect(
+            &format!("Checkpoint with {what}"),
+            Code::INVALID_ARGUMENT,
+            names,
+            |t| {
+                let mut r = CheckpointTaskRequest::new();
+                r.id = i.clone();
+                r.path = path.into();
+                r.options = opts.into();
+                outcome(t.checkpoint(ctx(), &r))
+            },
+        );
     }
 
     // A container of this shim's own, deleted and created again under the same ID.
@@ -568,21 +877,46 @@ fn a_hundred_hostile_requests_leave_nothing() {
         c.client.kill(ctx(), &k).expect("kill reused");
         let mut w = WaitRequest::new();
         w.id = reused.clone();
-        assert_eq!(c.client.wait(ctx(), &w).expect("wait reused").exit_status, 137);
+        assert_eq!(
+            c.client.wait(ctx(), &w).expect("wait reused").exit_status,
+            137
+        );
         let mut d = DeleteRequest::new();
         d.id = reused.clone();
         let del = c.client.delete(ctx(), &d).expect("delete reused");
         assert_eq!(del.pid, pid);
-        c.log.push(format!("create/start/kill/delete of {reused}, round {round}: pid {pid}, exit 137"));
+        c.log.push(format!(
+            "create/start/kill/delete of {reused}, round {round}: pid {pid}, exit 137"
+        ));
         assert_nothing_left(&reused);
         c.still_serving("reuse");
     }
+    // The same bundle with a unified cgroup key that climbs out of the cgroup.
+    let cfg = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    spec["linux"]["resources"]["unified"] = serde_json::json!({ escape.clone(): "owned" });
+    std::fs::write(&cfg, spec.to_string()).unwrap();
+    let (r, b) = (reused.clone(), bundle.to_string_lossy().into_owned());
+    c.expect(
+        "Create whose config.json has a unified key that climbs out",
+        Code::INVALID_ARGUMENT,
+        "../",
+        |t| outcome(t.create(ctx(), &create_req(&r, &b))),
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "safe");
+    assert_nothing_left(&reused);
     let r = reused.clone();
-    c.expect("State of a deleted container", Code::NOT_FOUND, &reused, |t| {
-        let mut s = StateRequest::new();
-        s.id = r.clone();
-        outcome(t.state(ctx(), &s))
-    });
+    c.expect(
+        "State of a deleted container",
+        Code::NOT_FOUND,
+        &reused,
+        |t| {
+            let mut s = StateRequest::new();
+            s.id = r.clone();
+            outcome(t.state(ctx(), &s))
+        },
+    );
 
     let tried = c.log.len();
     assert!(tried >= 100, "only {tried} requests");
@@ -592,7 +926,10 @@ fn a_hundred_hostile_requests_leave_nothing() {
     }
     println!("{tried} hostile requests");
     assert_eq!(
-        c.client.connect(ctx(), &ConnectRequest::new()).expect("connect").shim_pid,
+        c.client
+            .connect(ctx(), &ConnectRequest::new())
+            .expect("connect")
+            .shim_pid,
         shim_pid,
         "the shim restarted"
     );

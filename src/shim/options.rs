@@ -36,8 +36,8 @@ const IO_GID: u32 = 11;
 const MAX_CONFIG: u64 = 1 << 20;
 
 /// `ctr --runtime-config-path`'s file: a regular file (never a FIFO or a device, which
-/// could block the read or act on being opened), bounded in size. Blocking: `decode`
-/// runs on the blocking pool.
+/// could block the read or act on being opened), bounded in size: the daemon has one
+/// thread, and a FIFO here once stopped it for good.
 fn read_config(path: &str) -> Result<String> {
     if !path.starts_with('/') {
         return Err(Error::InvalidArgument(format!(

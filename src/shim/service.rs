@@ -87,11 +87,10 @@ impl Task for TaskService {
             req.options.as_ref().map(|o| o.type_url.as_str())
         );
         validate::create(&req)?;
-        // Off the runtime's threads: the options may name a file to read.
-        let any = req.options.as_ref().cloned();
-        let opts = tokio::task::spawn_blocking(move || options::decode(any.as_ref()))
-            .await
-            .map_err(|e| Error::Internal(format!("decode runtime options: {e}")))??;
+        // On this (the daemon's only) thread, but never waiting: both files are opened
+        // O_PATH first and read only if they are regular files, and only so much.
+        validate::bundle_config(&req.id, &req.bundle)?;
+        let opts = options::decode(req.options.as_ref())?;
         let began = Instant::now();
         let pod = self.pod.clone();
         let params = CreateParams {

@@ -148,6 +148,47 @@ pub fn resources(id: &str, json: &[u8]) -> Result<LinuxResources> {
     Ok(r)
 }
 
+/// The part of a bundle's config.json checked before libcontainer sees it.
+#[derive(serde::Deserialize, Default)]
+struct BundleConfig {
+    #[serde(default)]
+    linux: Option<BundleLinux>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct BundleLinux {
+    #[serde(default)]
+    resources: Option<BundleResources>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct BundleResources {
+    #[serde(default)]
+    unified: Option<std::collections::HashMap<String, String>>,
+}
+
+/// Largest config.json we read here (libcontainer reads it again, unbounded, but only
+/// once this check passed).
+const MAX_CONFIG_JSON: u64 = 16 << 20;
+
+/// Create: the bundle's `linux.resources.unified` keys, which libcontainer writes at
+/// Create exactly as Update's (see `resources`). A missing or unreadable config.json is
+/// left for libcontainer to report as it always has.
+pub fn bundle_config(id: &str, bundle: &str) -> Result<()> {
+    let path = format!("{}/config.json", bundle.trim_end_matches('/'));
+    let Ok(bytes) = crate::safe_open::read_regular("bundle config", &path, MAX_CONFIG_JSON) else {
+        return Ok(());
+    };
+    let Ok(cfg) = serde_json::from_slice::<BundleConfig>(&bytes) else {
+        return Ok(());
+    };
+    let unified = cfg.linux.and_then(|l| l.resources).and_then(|r| r.unified);
+    for key in unified.unwrap_or_default().keys() {
+        unified_key(id, key)?;
+    }
+    Ok(())
+}
+
 fn unified_key(id: &str, key: &str) -> Result<()> {
     let ok = !key.is_empty()
         && key != "."
@@ -158,7 +199,7 @@ fn unified_key(id: &str, key: &str) -> Result<()> {
         return Ok(());
     }
     Err(Error::InvalidArgument(format!(
-        "update {id:?}: unified cgroup key {:?} must be a file name (no slash)",
+        "container {id:?}: unified cgroup key {:?} must be a file name (no slash)",
         preview(key)
     )))
 }
@@ -282,6 +323,29 @@ mod tests {
         let e = resources("c1", big.as_bytes()).unwrap_err().to_string();
         assert!(e.len() < 1000, "{}", e.len());
         assert!(e.contains("\"c1\""), "{e}");
+    }
+
+    #[test]
+    fn a_bundle_cannot_name_files_outside_its_cgroup() {
+        let d = std::env::temp_dir().join(format!("ysm-validate-b-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let b = d.to_str().unwrap();
+        assert!(bundle_config("c1", "/nonexistent").is_ok());
+        std::fs::write(
+            d.join("config.json"),
+            r#"{"linux":{"resources":{"unified":{"memory.high":"max"}}}}"#,
+        )
+        .unwrap();
+        assert!(bundle_config("c1", b).is_ok());
+        std::fs::write(
+            d.join("config.json"),
+            r#"{"linux":{"resources":{"unified":{"../../../etc/x":"1"}}}}"#,
+        )
+        .unwrap();
+        let e = bundle_config("c1", b).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert!(e.to_string().contains("../../../etc/x"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

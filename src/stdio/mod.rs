@@ -217,22 +217,19 @@ fn open_fifo(path: &str, read: bool, write: bool, flags: i32) -> Result<OwnedFd>
     )
 }
 
-/// Opens an output stream. `file://` is opened on the blocking pool: creating its
-/// directory and file may wait on a slow file system, never on the runtime's thread.
+/// Opens an output stream. Nothing here waits for another process: the daemon has one
+/// thread (see `runtime::forker`), so a FIFO or device named as a `file://` target, or a
+/// FIFO whose reader never comes, must be refused or opened without blocking.
 pub async fn open_output(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
     match target(uri)? {
         Target::Null => null(true),
         Target::File(path) => {
-            let fd = tokio::task::spawn_blocking(move || {
-                if let Some(dir) = std::path::Path::new(&path).parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        safe_open::open_error("stdio file directory", &dir.to_string_lossy(), e)
-                    })?;
-                }
-                safe_open::append_regular("stdio file", &path)
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("open {uri:?}: {e}")))??;
+            if let Some(dir) = std::path::Path::new(&path).parent() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    safe_open::open_error("stdio file directory", &dir.to_string_lossy(), e)
+                })?;
+            }
+            let fd = safe_open::append_regular("stdio file", &path)?;
             clear_nonblock(&fd)?;
             Ok(fd)
         }
