@@ -51,6 +51,12 @@ struct Corpus {
     live: String,
     /// What was tried and what the shim answered, for the closing note.
     log: Vec<String>,
+    /// Wrong answers seen with HOSTILE_KEEP_GOING.
+    wrong: usize,
+}
+
+fn short(m: &str) -> String {
+    m.chars().take(200).collect()
 }
 
 impl Corpus {
@@ -66,18 +72,30 @@ impl Corpus {
         let began = Instant::now();
         let got = r(&self.client);
         let took = began.elapsed();
-        match &got {
-            Err((code, msg)) => {
-                assert_eq!(*code, want, "{what}: {msg}");
-                assert!(
-                    msg.contains(names),
-                    "{what}: message does not name {names:?}: {msg}"
-                );
-                assert!(msg.len() < 4096, "{what}: {} byte message", msg.len());
+        let wrong = match &got {
+            Err((code, msg)) if *code != want => {
+                Some(format!("{what}: {code:?}, wanted {want:?}: {}", short(msg)))
             }
-            Ok(()) => panic!("{what}: accepted, wanted {want:?}"),
+            Err((_, msg)) if !msg.contains(names) => Some(format!(
+                "{what}: message does not name {names:?}: {}",
+                short(msg)
+            )),
+            Err((_, msg)) if msg.len() >= 4096 => {
+                Some(format!("{what}: {} byte message", msg.len()))
+            }
+            Err(_) if took >= Duration::from_secs(8) => Some(format!("{what}: took {took:?}")),
+            Ok(()) => Some(format!("{what}: accepted, wanted {want:?}")),
+            Err(_) => None,
+        };
+        if let Some(w) = wrong {
+            // HOSTILE_KEEP_GOING=1 lists every wrong answer (to compare builds) instead of
+            // stopping at the first.
+            if std::env::var_os("HOSTILE_KEEP_GOING").is_none() {
+                panic!("{w}");
+            }
+            println!("WRONG: {w}");
+            self.wrong += 1;
         }
-        assert!(took < Duration::from_secs(8), "{what}: took {took:?}");
         self.log.push(format!(
             "{what} -> {:?} ({:?})",
             want,
@@ -267,6 +285,7 @@ fn a_hundred_hostile_requests_leave_nothing() {
         raw: ttrpc::Client::connect(&addr).expect("connect shim"),
         live: id.clone(),
         log: Vec::new(),
+        wrong: 0,
     };
     let shim_pid = c
         .client
@@ -360,7 +379,9 @@ fn a_hundred_hostile_requests_leave_nothing() {
     let r = c.raw("Create", enc);
     c.log
         .push(format!("Create with a non-UTF-8 id (raw bytes) -> {r:?}"));
-    assert!(matches!(&r, Err((Code::INVALID_ARGUMENT, _))), "{r:?}");
+    // Refused by ttrpc-rust's request decoding, before any shim code runs; it chooses
+    // UNKNOWN ("Unpack request error Invalid UTF-8 sequence").
+    assert!(matches!(&r, Err((_, m)) if m.contains("UTF-8")), "{r:?}");
     c.still_serving("non-UTF-8 id");
     let mut enc = {
         let mut k = KillRequest::new();
@@ -376,7 +397,7 @@ fn a_hundred_hostile_requests_leave_nothing() {
     c.log.push(format!(
         "Kill with a non-UTF-8 exec id (raw bytes) -> {r:?}"
     ));
-    assert!(matches!(&r, Err((Code::INVALID_ARGUMENT, _))), "{r:?}");
+    assert!(matches!(&r, Err((_, m)) if m.contains("UTF-8")), "{r:?}");
     c.still_serving("non-UTF-8 exec id");
     let r = c.raw("Create", vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]);
     c.log.push(format!(
@@ -441,226 +462,6 @@ fn a_hundred_hostile_requests_leave_nothing() {
             outcome(t.create(ctx(), &r))
         },
     );
-    let fifo_cfg = dir.join("options.fifo");
-    mkfifo(&fifo_cfg);
-    let link_cfg = dir.join("options-link.toml");
-    std::os::unix::fs::symlink(&fifo_cfg, &link_cfg).unwrap();
-    let secret_cfg = dir.join("secret.toml");
-    std::fs::write(&secret_cfg, "SystemdCgroup = \"s3cr3t-value\"\n").unwrap();
-    let options: Vec<(&str, Any, String)> = vec![
-        (
-            "unknown options type",
-            any("example.com/Bogus", vec![1, 2, 3]),
-            "example.com/Bogus".into(),
-        ),
-        (
-            "runc options that do not decode",
-            any("containerd.runc.v1.Options", vec![0x0a, 0xff]),
-            "containerd.runc.v1.Options".into(),
-        ),
-        (
-            "TOML that does not parse",
-            cri_options(3, "SystemdCgroup = = ="),
-            "line 1".into(),
-        ),
-        (
-            "config_path that is a FIFO",
-            cri_options(2, fifo_cfg.to_str().unwrap()),
-            fifo_cfg.to_string_lossy().into(),
-        ),
-        (
-            "config_path that links to a FIFO",
-            cri_options(2, link_cfg.to_str().unwrap()),
-            link_cfg.to_string_lossy().into(),
-        ),
-        (
-            "config_path that is a device",
-            cri_options(2, "/dev/zero"),
-            "/dev/zero".into(),
-        ),
-        (
-            "config_path that is a directory",
-            cri_options(2, dir.to_str().unwrap()),
-            dir.to_string_lossy().into(),
-        ),
-        (
-            "config_path that is relative",
-            cri_options(2, "rel.toml"),
-            "rel.toml".into(),
-        ),
-        (
-            "config_path that is absent",
-            cri_options(2, "/nonexistent/o.toml"),
-            "/nonexistent/o.toml".into(),
-        ),
-        (
-            "config_path with a bad value",
-            cri_options(2, secret_cfg.to_str().unwrap()),
-            "line 1 column 17".into(),
-        ),
-    ];
-    for (what, opts, names) in options {
-        let f = fresh.clone();
-        c.expect(
-            &format!("Create with {what}"),
-            Code::INVALID_ARGUMENT,
-            &names,
-            |t| {
-                let mut r = create_req(&f, "/nonexistent/bundle");
-                r.options = Some(opts).into();
-                let o = outcome(t.create(ctx(), &r));
-                if let Err((_, m)) = &o {
-                    assert!(!m.contains("s3cr3t"), "{what}: {m}");
-                }
-                o
-            },
-        );
-    }
-
-    // Create: stdio that is not what it claims. Stdio is opened before the bundle is read,
-    // so a missing bundle never hides these.
-    let fifo = dir.join("out.fifo");
-    mkfifo(&fifo);
-    let fifo_link = dir.join("out-link");
-    std::os::unix::fs::symlink(&fifo, &fifo_link).unwrap();
-    let regular = dir.join("regular");
-    std::fs::write(&regular, "").unwrap();
-    let deep = dir.join("d".repeat(300));
-    let d = dir.display();
-    let stdio: Vec<(&str, &str, String, Code, String)> = vec![
-        (
-            "stdout that is a directory",
-            "stdout",
-            d.to_string(),
-            Code::INVALID_ARGUMENT,
-            "is a directory".into(),
-        ),
-        (
-            "stdin that is a directory",
-            "stdin",
-            d.to_string(),
-            Code::INVALID_ARGUMENT,
-            "is a directory".into(),
-        ),
-        (
-            "stdout that is absent",
-            "stdout",
-            format!("{d}/absent"),
-            Code::NOT_FOUND,
-            format!("{d}/absent"),
-        ),
-        (
-            "stdout that is a regular file",
-            "stdout",
-            regular.display().to_string(),
-            Code::INVALID_ARGUMENT,
-            "not a fifo".into(),
-        ),
-        (
-            "stderr that is a device",
-            "stderr",
-            "/dev/null".into(),
-            Code::INVALID_ARGUMENT,
-            "character device".into(),
-        ),
-        (
-            "stdout whose name is too long",
-            "stdout",
-            deep.display().to_string(),
-            Code::INVALID_ARGUMENT,
-            "dddd".into(),
-        ),
-        (
-            "stdout longer than PATH_MAX",
-            "stdout",
-            format!("/{}", "p/".repeat(3000)),
-            Code::INVALID_ARGUMENT,
-            "stdout".into(),
-        ),
-        (
-            "stdout with a NUL byte",
-            "stdout",
-            format!("{d}/a\0b"),
-            Code::INVALID_ARGUMENT,
-            "stdout".into(),
-        ),
-        (
-            "stdout relative",
-            "stdout",
-            "relative/fifo".into(),
-            Code::INVALID_ARGUMENT,
-            "relative/fifo".into(),
-        ),
-        (
-            "stdout with an unknown scheme",
-            "stdout",
-            "syslog://host/x".into(),
-            Code::INVALID_ARGUMENT,
-            "syslog".into(),
-        ),
-        (
-            "file:// stdout that is a FIFO",
-            "stdout",
-            format!("file://{}", fifo.display()),
-            Code::INVALID_ARGUMENT,
-            "a fifo".into(),
-        ),
-        (
-            "file:// stdout that links to a FIFO",
-            "stdout",
-            format!("file://{}", fifo_link.display()),
-            Code::INVALID_ARGUMENT,
-            "a fifo".into(),
-        ),
-        (
-            "file:// stdout that is a device",
-            "stdout",
-            "file:///dev/null".into(),
-            Code::INVALID_ARGUMENT,
-            "/dev/null".into(),
-        ),
-        (
-            "file:// stdin that is a FIFO",
-            "stdin",
-            format!("file://{}", fifo.display()),
-            Code::INVALID_ARGUMENT,
-            "a fifo".into(),
-        ),
-        (
-            "file:// stdout that is relative",
-            "stdout",
-            "file://relative/log".into(),
-            Code::INVALID_ARGUMENT,
-            "file://relative/log".into(),
-        ),
-        (
-            "binary:// stdout with a relative logger",
-            "stdout",
-            "binary://relative/logger".into(),
-            Code::INVALID_ARGUMENT,
-            "binary://relative/logger".into(),
-        ),
-        (
-            "binary:// stderr without stdout",
-            "stderr",
-            "binary:///bin/true".into(),
-            Code::INVALID_ARGUMENT,
-            "binary:///bin/true".into(),
-        ),
-    ];
-    for (what, which, path, want, names) in stdio {
-        let f = fresh.clone();
-        c.expect(&format!("Create with {what}"), want, &names, |t| {
-            let mut r = create_req(&f, "/nonexistent/bundle");
-            match which {
-                "stdin" => r.stdin = path.clone(),
-                "stdout" => r.stdout = path.clone(),
-                _ => r.stderr = path.clone(),
-            }
-            outcome(t.create(ctx(), &r))
-        });
-    }
-    assert!(leftovers(&fresh).is_empty(), "{:?}", leftovers(&fresh));
 
     // Exec into the live container: process specs that are not processes.
     let secret_env =
@@ -918,6 +719,228 @@ fn a_hundred_hostile_requests_leave_nothing() {
         },
     );
 
+    // Last: on a shim that blocks on a FIFO, these stop it for good.
+    let fifo_cfg = dir.join("options.fifo");
+    mkfifo(&fifo_cfg);
+    let link_cfg = dir.join("options-link.toml");
+    std::os::unix::fs::symlink(&fifo_cfg, &link_cfg).unwrap();
+    let secret_cfg = dir.join("secret.toml");
+    std::fs::write(&secret_cfg, "SystemdCgroup = \"s3cr3t-value\"\n").unwrap();
+    let options: Vec<(&str, Any, String)> = vec![
+        (
+            "unknown options type",
+            any("example.com/Bogus", vec![1, 2, 3]),
+            "example.com/Bogus".into(),
+        ),
+        (
+            "runc options that do not decode",
+            any("containerd.runc.v1.Options", vec![0x0a, 0xff]),
+            "containerd.runc.v1.Options".into(),
+        ),
+        (
+            "TOML that does not parse",
+            cri_options(3, "SystemdCgroup = = ="),
+            "line 1".into(),
+        ),
+        (
+            "config_path that is a FIFO",
+            cri_options(2, fifo_cfg.to_str().unwrap()),
+            fifo_cfg.to_string_lossy().into(),
+        ),
+        (
+            "config_path that links to a FIFO",
+            cri_options(2, link_cfg.to_str().unwrap()),
+            link_cfg.to_string_lossy().into(),
+        ),
+        (
+            "config_path that is a device",
+            cri_options(2, "/dev/zero"),
+            "/dev/zero".into(),
+        ),
+        (
+            "config_path that is a directory",
+            cri_options(2, dir.to_str().unwrap()),
+            dir.to_string_lossy().into(),
+        ),
+        (
+            "config_path that is relative",
+            cri_options(2, "rel.toml"),
+            "rel.toml".into(),
+        ),
+        (
+            "config_path that is absent",
+            cri_options(2, "/nonexistent/o.toml"),
+            "/nonexistent/o.toml".into(),
+        ),
+        (
+            "config_path with a bad value",
+            cri_options(2, secret_cfg.to_str().unwrap()),
+            "line 1 column 17".into(),
+        ),
+    ];
+    for (what, opts, names) in options {
+        let f = fresh.clone();
+        c.expect(
+            &format!("Create with {what}"),
+            Code::INVALID_ARGUMENT,
+            &names,
+            |t| {
+                let mut r = create_req(&f, "/nonexistent/bundle");
+                r.options = Some(opts).into();
+                let o = outcome(t.create(ctx(), &r));
+                if let Err((_, m)) = &o {
+                    assert!(!m.contains("s3cr3t"), "{what}: {m}");
+                }
+                o
+            },
+        );
+    }
+
+    // Create: stdio that is not what it claims. Stdio is opened before the bundle is read,
+    // so a missing bundle never hides these.
+    let fifo = dir.join("out.fifo");
+    mkfifo(&fifo);
+    let fifo_link = dir.join("out-link");
+    std::os::unix::fs::symlink(&fifo, &fifo_link).unwrap();
+    let regular = dir.join("regular");
+    std::fs::write(&regular, "").unwrap();
+    let deep = dir.join("d".repeat(300));
+    let d = dir.display();
+    let stdio: Vec<(&str, &str, String, Code, String)> = vec![
+        (
+            "stdout that is a directory",
+            "stdout",
+            d.to_string(),
+            Code::INVALID_ARGUMENT,
+            "is a directory".into(),
+        ),
+        (
+            "stdin that is a directory",
+            "stdin",
+            d.to_string(),
+            Code::INVALID_ARGUMENT,
+            "is a directory".into(),
+        ),
+        (
+            "stdout that is absent",
+            "stdout",
+            format!("{d}/absent"),
+            Code::NOT_FOUND,
+            format!("{d}/absent"),
+        ),
+        (
+            "stdout that is a regular file",
+            "stdout",
+            regular.display().to_string(),
+            Code::INVALID_ARGUMENT,
+            "not a fifo".into(),
+        ),
+        (
+            "stderr that is a device",
+            "stderr",
+            "/dev/null".into(),
+            Code::INVALID_ARGUMENT,
+            "character device".into(),
+        ),
+        (
+            "stdout whose name is too long",
+            "stdout",
+            deep.display().to_string(),
+            Code::INVALID_ARGUMENT,
+            "dddd".into(),
+        ),
+        (
+            "stdout longer than PATH_MAX",
+            "stdout",
+            format!("/{}", "p/".repeat(3000)),
+            Code::INVALID_ARGUMENT,
+            "stdout".into(),
+        ),
+        (
+            "stdout with a NUL byte",
+            "stdout",
+            format!("{d}/a\0b"),
+            Code::INVALID_ARGUMENT,
+            "stdout".into(),
+        ),
+        (
+            "stdout relative",
+            "stdout",
+            "relative/fifo".into(),
+            Code::INVALID_ARGUMENT,
+            "relative/fifo".into(),
+        ),
+        (
+            "stdout with an unknown scheme",
+            "stdout",
+            "syslog://host/x".into(),
+            Code::INVALID_ARGUMENT,
+            "syslog".into(),
+        ),
+        (
+            "file:// stdout that is a FIFO",
+            "stdout",
+            format!("file://{}", fifo.display()),
+            Code::INVALID_ARGUMENT,
+            "a fifo".into(),
+        ),
+        (
+            "file:// stdout that links to a FIFO",
+            "stdout",
+            format!("file://{}", fifo_link.display()),
+            Code::INVALID_ARGUMENT,
+            "a fifo".into(),
+        ),
+        (
+            "file:// stdout that is a device",
+            "stdout",
+            "file:///dev/null".into(),
+            Code::INVALID_ARGUMENT,
+            "/dev/null".into(),
+        ),
+        (
+            "file:// stdin that is a FIFO",
+            "stdin",
+            format!("file://{}", fifo.display()),
+            Code::INVALID_ARGUMENT,
+            "a fifo".into(),
+        ),
+        (
+            "file:// stdout that is relative",
+            "stdout",
+            "file://relative/log".into(),
+            Code::INVALID_ARGUMENT,
+            "file://relative/log".into(),
+        ),
+        (
+            "binary:// stdout with a relative logger",
+            "stdout",
+            "binary://relative/logger".into(),
+            Code::INVALID_ARGUMENT,
+            "binary://relative/logger".into(),
+        ),
+        (
+            "binary:// stderr without stdout",
+            "stderr",
+            "binary:///bin/true".into(),
+            Code::INVALID_ARGUMENT,
+            "binary:///bin/true".into(),
+        ),
+    ];
+    for (what, which, path, want, names) in stdio {
+        let f = fresh.clone();
+        c.expect(&format!("Create with {what}"), want, &names, |t| {
+            let mut r = create_req(&f, "/nonexistent/bundle");
+            match which {
+                "stdin" => r.stdin = path.clone(),
+                "stdout" => r.stdout = path.clone(),
+                _ => r.stderr = path.clone(),
+            }
+            outcome(t.create(ctx(), &r))
+        });
+    }
+    assert!(leftovers(&fresh).is_empty(), "{:?}", leftovers(&fresh));
+    assert_eq!(c.wrong, 0, "wrong answers (listed above)");
     let tried = c.log.len();
     assert!(tried >= 100, "only {tried} requests");
     // Print the list for the closing note (shown with --nocapture).

@@ -144,8 +144,9 @@ pub fn decode(any: Option<&Any>) -> Result<RuntimeOptions> {
             }
             Ok(RuntimeOptions::default())
         }
-        other => Err(Error::InvalidArgument(format!(
-            "unsupported runtime options type {other:?}"
+        _ => Err(Error::InvalidArgument(format!(
+            "unsupported runtime options type {:?}",
+            preview(&any.type_url)
         ))),
     }
 }
