@@ -41,8 +41,11 @@ fn scratch() -> &'static PathBuf {
         let root = std::env::temp_dir().join(format!("ysm-fuzz-cg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("c")).expect("scratch cgroup");
-        std::fs::write(root.join("cgroup.controllers"), "cpuset cpu io memory hugetlb pids\n")
-            .expect("controllers");
+        std::fs::write(
+            root.join("cgroup.controllers"),
+            "cpuset cpu io memory hugetlb pids\n",
+        )
+        .expect("controllers");
         std::fs::write(root.join("sentinel"), "untouched").expect("sentinel");
         for f in FILES {
             std::fs::write(root.join("c").join(f), "").expect("cgroup file");
@@ -69,8 +72,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let root = scratch();
     let before = (listing(root), listing(&root.join("c")));
-    let m = libcgroups::v2::manager::Manager::new(root.clone(), PathBuf::from("c"))
-        .expect("manager");
+    let m =
+        libcgroups::v2::manager::Manager::new(root.clone(), PathBuf::from("c")).expect("manager");
     let _ = m.apply(&ControllerOpt {
         resources: &r,
         disable_oom_killer: false,
@@ -79,7 +82,9 @@ fuzz_target!(|data: &[u8]| {
     });
     assert_eq!(before, (listing(root), listing(&root.join("c"))));
     assert_eq!(
-        std::fs::read_to_string(root.join("sentinel")).ok().as_deref(),
+        std::fs::read_to_string(root.join("sentinel"))
+            .ok()
+            .as_deref(),
         Some("untouched")
     );
 });
