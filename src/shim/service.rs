@@ -20,8 +20,9 @@ use ttrpc::r#async::{Service, TtrpcContext};
 
 use crate::cgroup::metrics;
 use crate::error::{Error, Result};
-use crate::shim::options;
+use crate::ids::validate_id;
 use crate::shim::socket::ServedSocket;
+use crate::shim::{options, validate};
 use crate::stdio::StdioPaths;
 use crate::task::checkpoint;
 use crate::task::container::Status;
@@ -85,6 +86,10 @@ impl Task for TaskService {
             req.id,
             req.options.as_ref().map(|o| o.type_url.as_str())
         );
+        validate::create(&req)?;
+        // On this (the daemon's only) thread, but never waiting: both files are opened
+        // O_PATH first and read only if they are regular files, and only so much.
+        validate::bundle_config(&req.id, &req.bundle)?;
         let opts = options::decode(req.options.as_ref())?;
         let began = Instant::now();
         let pod = self.pod.clone();
@@ -109,6 +114,7 @@ impl Task for TaskService {
     }
 
     async fn start(&self, _: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        validate::ids(&req.id, &req.exec_id)?;
         let began = Instant::now();
         let pod = self.pod.clone();
         let (id, exec_id) = (req.id.clone(), req.exec_id.clone());
@@ -125,6 +131,7 @@ impl Task for TaskService {
     }
 
     async fn state(&self, _: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
+        validate::ids(&req.id, &req.exec_id)?;
         let s = self.pod.state(&req.id, &req.exec_id).await?;
         let mut resp = StateResponse::new();
         resp.id = s.id;
@@ -143,6 +150,7 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+        validate::ids(&req.id, &req.exec_id)?;
         let e = self.pod.wait(&req.id, &req.exec_id).await?;
         let mut resp = WaitResponse::new();
         resp.exit_status = e.status;
@@ -151,6 +159,8 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
+        validate::ids(&req.id, &req.exec_id)?;
+        validate::signal(req.signal)?;
         self.pod
             .kill(&req.id, &req.exec_id, req.signal, req.all)
             .await?;
@@ -158,6 +168,7 @@ impl Task for TaskService {
     }
 
     async fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+        validate::ids(&req.id, &req.exec_id)?;
         let began = Instant::now();
         let pod = self.pod.clone();
         let (id, exec_id) = (req.id.clone(), req.exec_id.clone());
@@ -177,6 +188,7 @@ impl Task for TaskService {
     }
 
     async fn pids(&self, _: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
+        validate_id(&req.id)?;
         let pids = self.pod.pids(&req.id).await;
         log::debug!("pids {}: {:?}", req.id, pids);
         let pids = pids?;
@@ -193,6 +205,7 @@ impl Task for TaskService {
     }
 
     async fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
+        validate::ids(&req.id, &req.exec_id)?;
         if req.stdin {
             self.pod.close_stdin(&req.id, &req.exec_id).await?;
         }
@@ -213,6 +226,7 @@ impl Task for TaskService {
         resp.shim_pid = std::process::id();
         resp.version = env!("CARGO_PKG_VERSION").to_string();
         if !req.id.is_empty() {
+            validate_id(&req.id)?;
             resp.task_pid = self.pod.init_pid(&req.id).await?;
         }
         Ok(resp)
@@ -236,6 +250,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::PauseRequest,
     ) -> ttrpc::Result<Empty> {
+        validate_id(&req.id)?;
         let pod = self.pod.clone();
         to_completion("pause", async move { pod.pause(&req.id).await }).await?;
         Ok(Empty::new())
@@ -246,6 +261,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::ResumeRequest,
     ) -> ttrpc::Result<Empty> {
+        validate_id(&req.id)?;
         let pod = self.pod.clone();
         to_completion("resume", async move { pod.resume(&req.id).await }).await?;
         Ok(Empty::new())
@@ -256,7 +272,9 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::CheckpointTaskRequest,
     ) -> ttrpc::Result<Empty> {
+        validate_id(&req.id)?;
         let spec = checkpoint::decode(&req.path, req.options.as_ref())?;
+        validate::checkpoint(&spec)?;
         self.pod.checkpoint(&req.id, &spec).await?;
         Ok(Empty::new())
     }
@@ -266,9 +284,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::ExecProcessRequest,
     ) -> ttrpc::Result<Empty> {
-        let process = req.spec.as_ref().map(|a| a.value.clone()).ok_or_else(|| {
-            Error::InvalidArgument(format!("exec {:?}: no process spec", req.exec_id))
-        })?;
+        let process = validate::exec(&req)?;
         let pod = self.pod.clone();
         let params = ExecParams {
             id: req.id.clone(),
@@ -290,6 +306,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::ResizePtyRequest,
     ) -> ttrpc::Result<Empty> {
+        validate::ids(&req.id, &req.exec_id)?;
         self.pod
             .resize(&req.id, &req.exec_id, req.width, req.height)
             .await?;
@@ -302,6 +319,7 @@ impl Task for TaskService {
         req: containerd_shim_protos::api::UpdateTaskRequest,
     ) -> ttrpc::Result<Empty> {
         // Annotations are accepted and need nothing from us (runc-v2 ignores them too).
+        validate_id(&req.id)?;
         let resources = req
             .resources
             .as_ref()
@@ -309,6 +327,7 @@ impl Task for TaskService {
             .ok_or_else(|| {
                 Error::InvalidArgument(format!("update of {:?}: no resources", req.id))
             })?;
+        validate::resources(&req.id, resources)?;
         self.pod.update(&req.id, resources).await?;
         Ok(Empty::new())
     }
@@ -318,6 +337,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::StatsRequest,
     ) -> ttrpc::Result<containerd_shim_protos::api::StatsResponse> {
+        validate_id(&req.id)?;
         let s = self.pod.stats(&req.id).await?;
         let mut resp = containerd_shim_protos::api::StatsResponse::new();
         resp.stats = Some(metrics::to_any(&s.stats, s.unified)?).into();
