@@ -9,15 +9,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
-use containerd_shim_protos::events::task::TaskDelete;
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
+    TaskStart,
+};
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::event::Envelope;
+use containerd_shim_protos::topics;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::time::timeout;
 use ttrpc::Code;
 
 use crate::runtime::fake::FakeRuntime;
 use crate::shim::events::Forwarder;
+use crate::shim::service::timestamp;
 
 const NS: &str = "pod-tests";
 /// Upper bound for anything asynchronous (event delivery, an exit reaching the pod).
@@ -146,6 +151,16 @@ impl Harness {
             .unwrap_or_else(|_| panic!("wait({id}) did not answer within {PATIENCE:?}"))
             .unwrap_or_else(|e| panic!("wait({id}) failed: {e}"))
     }
+}
+
+async fn pids_of(h: &Harness, id: &str) -> Vec<u32> {
+    h.pod
+        .pids(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.pid)
+        .collect()
 }
 
 fn topics_of(events: &[(String, Envelope)]) -> Vec<String> {
@@ -550,7 +565,7 @@ async fn exit_reaped_before_registration_is_applied_on_create() {
     let pid = h.pod.create(params("early")).await.unwrap();
     assert_eq!(pid, 1000);
     assert!(
-        !lock(&h.pod.exits).orphans.contains_key(&1000),
+        !lock(&h.pod.exits).has_orphan(1000),
         "orphan exit not consumed"
     );
 
@@ -584,7 +599,7 @@ async fn exit_reaped_before_registration_is_applied_on_create() {
     // next container.
     h.exits.send((1001, 1)).unwrap();
     let deadline = Instant::now() + PATIENCE;
-    while !lock(&h.pod.exits).orphans.contains_key(&1001) {
+    while !lock(&h.pod.exits).has_orphan(1001) {
         assert!(
             Instant::now() < deadline,
             "the orphan exit was never recorded"
@@ -613,7 +628,7 @@ async fn concurrent_creates_all_succeed_with_distinct_pids() {
         assert_eq!((st.pid, st.status), (pid, Status::Created));
     }
     assert_eq!(pids.len(), 10);
-    assert_eq!(lock(&h.pod.containers).len(), 10);
+    assert_eq!(h.pod.containers.len(), 10);
 
     let ev = h.events_exactly(10).await;
     assert!(ev.iter().all(|(t, _)| t == topics::TASK_CREATE_EVENT_TOPIC));
@@ -845,7 +860,7 @@ async fn pause_and_resume_follow_the_state() {
     let h = harness();
     h.pod.create(params("c1")).await.unwrap();
     let e = assert_code(h.pod.pause("c1").await, Code::FAILED_PRECONDITION);
-    assert!(e.to_string().contains("Created"), "{e}");
+    assert!(e.to_string().contains("created, not started"), "{e}");
     assert_code(h.pod.resume("c1").await, Code::FAILED_PRECONDITION);
     h.pod.start("c1", "").await.unwrap();
     assert_code(h.pod.resume("c1").await, Code::FAILED_PRECONDITION);
@@ -972,20 +987,15 @@ async fn pids_keep_an_exit_containerd_has_not_seen() {
     h.rt.exit("c1", 7);
     // The exit is recorded (through the reaper) but its TaskExit is not delivered.
     let deadline = Instant::now() + PATIENCE;
-    while lock(&h.pod.exits)
-        .by_pid
-        .get(&pid)
-        .and_then(|o| o.exit.get())
-        .is_none()
-    {
+    while h.pod.containers.get("c1").unwrap().lock().exit.is_none() {
         assert!(Instant::now() < deadline, "the exit never reached the pod");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // What containerd's loader asks after its restart: Connect (init_pid), then Pids.
     assert_eq!(h.pod.init_pid("c1").await.unwrap(), pid as u32);
-    assert_eq!(h.pod.pids("c1").await.unwrap(), vec![pid as u32]);
+    assert_eq!(pids_of(&h, "c1").await, vec![pid as u32]);
     assert_eq!(
-        h.pod.pids("c1").await.unwrap(),
+        pids_of(&h, "c1").await,
         vec![pid as u32],
         "Pids alone sees nothing"
     );
