@@ -1,10 +1,10 @@
 //! A runtime that runs nothing: PIDs are made up and exits are reported through the same
 //! channel the real reaper uses, so the pod's rules can be tested without containers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -24,6 +24,16 @@ pub struct FakeRuntime {
     pub exit_during_create: Mutex<Option<u32>>,
     /// Memory cgroups (v2 layout) are `<this>/<id>`, for OOM tests; none by default.
     pub memory_cgroups: Option<std::path::PathBuf>,
+    /// The next Create fails with this error (after nothing was made).
+    pub create_error: Mutex<Option<Error>>,
+    /// Exec of this exec ID fails (a missing binary, a bad user).
+    pub fail_exec: Option<String>,
+    /// While set, Start waits until it is notified (a slow worker).
+    pub hold_start: Option<Arc<tokio::sync::Notify>>,
+    /// Processes (`id` or `id/exec_id`) that survive every signal.
+    pub immortal: Mutex<HashSet<String>>,
+    /// Every PID signalled one by one (not through `all`).
+    pub signalled: Mutex<Vec<i32>>,
 }
 
 impl FakeRuntime {
@@ -36,6 +46,11 @@ impl FakeRuntime {
             fail_create: None,
             exit_during_create: Mutex::new(None),
             memory_cgroups: None,
+            create_error: Mutex::new(None),
+            fail_exec: None,
+            hold_start: None,
+            immortal: Mutex::new(HashSet::new()),
+            signalled: Mutex::new(Vec::new()),
         }
     }
 
@@ -60,6 +75,9 @@ impl Runtime for FakeRuntime {
 
     async fn create(&self, spec: CreateSpec) -> Result<i32> {
         self.record(format!("create {}", spec.id));
+        if let Some(e) = self.create_error.lock().unwrap().take() {
+            return Err(e);
+        }
         if self.fail_create.as_deref() == Some(spec.id.as_str()) {
             return Err(Error::Runtime(format!("fake create of {} failed", spec.id)));
         }
@@ -77,11 +95,20 @@ impl Runtime for FakeRuntime {
 
     async fn start(&self, id: &str) -> Result<()> {
         self.record(format!("start {id}"));
+        if let Some(hold) = &self.hold_start {
+            hold.notified().await;
+        }
         Ok(())
     }
 
     async fn exec(&self, spec: ExecSpec) -> Result<i32> {
         self.record(format!("exec {} {}", spec.id, spec.exec_id));
+        if self.fail_exec.as_deref() == Some(spec.exec_id.as_str()) {
+            return Err(Error::Runtime(format!(
+                "exec {}: executable file not found in $PATH",
+                spec.exec_id
+            )));
+        }
         let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
         self.live
             .lock()
@@ -92,8 +119,12 @@ impl Runtime for FakeRuntime {
 
     async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()> {
         self.record(format!("kill {id} {signal} {all}"));
+        if !all {
+            self.signalled.lock().unwrap().push(pid);
+        }
         if signal == libc::SIGKILL || signal == libc::SIGTERM {
             // The process signalled (an init or an exec), or with `all` every one left.
+            let immortal = self.immortal.lock().unwrap().clone();
             let mut live = self.live.lock().unwrap();
             let hit: Vec<String> = live
                 .iter()
@@ -101,6 +132,7 @@ impl Runtime for FakeRuntime {
                     **p == pid || (all && (k.as_str() == id || k.starts_with(&format!("{id}/"))))
                 })
                 .map(|(k, _)| k.clone())
+                .filter(|k| !immortal.contains(k))
                 .collect();
             for k in hit {
                 if let Some(p) = live.remove(&k) {
@@ -159,6 +191,15 @@ impl Runtime for FakeRuntime {
 
     async fn pids(&self, id: &str, pid: i32) -> Result<Vec<u32>> {
         self.record(format!("pids {id}"));
-        Ok(vec![pid as u32])
+        let mut all = vec![pid as u32];
+        let live = self.live.lock().unwrap();
+        let mut execs: Vec<u32> = live
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{id}/")))
+            .map(|(_, p)| *p as u32)
+            .collect();
+        execs.sort();
+        all.extend(execs);
+        Ok(all)
     }
 }

@@ -1067,3 +1067,284 @@ fn the_exec_request_decides_the_terminal() {
         .to_string();
     assert!(e.contains("e1"), "{e}");
 }
+
+// ---- issue 13: lifecycle without races ----
+
+/// Waits (bounded) for `fut`, failing the test with `what` if it is still pending.
+async fn answers<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    timeout(Duration::from_millis(500), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not answer (still pending)"))
+}
+
+/// Behaviour 1: CRI calls Wait before Start; a failing Start (missing binary, bad user)
+/// or a Delete before Start must answer that Wait, or its handler leaks.
+#[tokio::test]
+async fn every_pending_exec_wait_answers_when_start_fails_or_delete_comes_first() {
+    let h = harness_with(|rt| rt.fail_exec = Some("broken".into()));
+    running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "broken")).await.unwrap();
+    let pod = h.pod.clone();
+    let waiting = tokio::spawn(async move { pod.wait("c1", "broken").await });
+    tokio::task::yield_now().await;
+    let e = h.pod.start("c1", "broken").await.unwrap_err();
+    assert!(e.to_string().contains("not found"), "{e}");
+    let exit = answers("Wait on an exec whose Start failed", waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.status, 255, "it never ran");
+    let st = h.pod.state("c1", "broken").await.unwrap();
+    assert_eq!((st.status, st.pid), (Status::Stopped, 0));
+    assert_code(h.pod.start("c1", "broken").await, Code::FAILED_PRECONDITION);
+    h.pod.delete("c1", "broken").await.unwrap();
+
+    // Deleted before Start: the pending Wait answers; Delete reports no exit time.
+    h.pod.exec(exec_params("c1", "never")).await.unwrap();
+    let pod = h.pod.clone();
+    let waiting = tokio::spawn(async move { pod.wait("c1", "never").await });
+    tokio::task::yield_now().await;
+    let (pid, exit) = h.pod.delete("c1", "never").await.unwrap();
+    assert_eq!((pid, exit.status), (0, 0));
+    assert_eq!(
+        exit.at,
+        std::time::SystemTime::UNIX_EPOCH,
+        "a never-started exec has no exited_at"
+    );
+    answers("Wait on an exec deleted before Start", waiting)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Behaviour 3: the init's exit counts from the moment it is reaped, not after its exec
+/// processes are drained (up to 5 s): State says stopped, Kill does not signal the reaped
+/// PID, Exec is refused. TaskExit (and Wait) still come after the execs'.
+#[tokio::test]
+async fn a_reaped_init_is_exited_at_once_while_its_execs_drain() {
+    let h = harness();
+    let init = running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "stuck")).await.unwrap();
+    h.pod.start("c1", "stuck").await.unwrap();
+    // The exec survives the drain's SIGKILL for now (stuck in the kernel, say).
+    h.rt.immortal.lock().unwrap().insert("c1/stuck".into());
+    h.rt.exit("c1", 3);
+    let deadline = Instant::now() + Duration::from_millis(300);
+    loop {
+        let st = h.pod.state("c1", "").await.unwrap();
+        if st.status == Status::Stopped {
+            assert_eq!(st.exit.map(|e| e.status), Some(3));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "State still says {:?} after the init was reaped",
+            st.status
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_code(h.pod.kill("c1", "", 15, false).await, Code::NOT_FOUND);
+    assert!(
+        !h.rt.signalled.lock().unwrap().contains(&init),
+        "the reaped init's PID was signalled: {:?}",
+        h.calls()
+    );
+    assert_code(
+        h.pod.exec(exec_params("c1", "late")).await,
+        Code::FAILED_PRECONDITION,
+    );
+    // Wait and TaskExit wait for the exec: not yet.
+    assert!(
+        timeout(Duration::from_millis(50), h.pod.wait("c1", ""))
+            .await
+            .is_err(),
+        "Wait answered before the exec was gone"
+    );
+    h.rt.immortal.lock().unwrap().clear();
+    h.rt.exit("c1/stuck", 137);
+    assert_eq!(h.wait_exit("c1").await.status, 3);
+    let ev = h.events_exactly(6).await;
+    let exits: Vec<String> = ev
+        .iter()
+        .filter(|(t, _)| t == topics::TASK_EXIT_EVENT_TOPIC)
+        .map(|(_, e)| decode::<TaskExit>(e).id)
+        .collect();
+    assert_eq!(exits, ["stuck", "c1"]);
+}
+
+/// A Start running in the runtime (a slow worker) holds no lock: State, Wait, Kill and
+/// Delete of the same container, and every call on another one, keep answering.
+#[tokio::test]
+async fn calls_keep_answering_while_a_start_runs() {
+    let hold = Arc::new(tokio::sync::Notify::new());
+    let h = harness_with(|rt| rt.hold_start = Some(hold.clone()));
+    h.pod.create(params("slow")).await.unwrap();
+    h.pod.create(params("other")).await.unwrap();
+    let pod = h.pod.clone();
+    let starting = tokio::spawn(async move { pod.start("slow", "").await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let st = answers("State of a starting container", h.pod.state("slow", "")).await;
+    assert_eq!(st.unwrap().status, Status::Created);
+    answers("State of another container", h.pod.state("other", ""))
+        .await
+        .unwrap();
+    let e = assert_code(
+        answers("Delete of a starting container", h.pod.delete("slow", "")).await,
+        Code::FAILED_PRECONDITION,
+    );
+    assert!(e.to_string().contains("starting"), "{e}");
+    answers(
+        "Kill of another container",
+        h.pod.kill("other", "", 9, false),
+    )
+    .await
+    .unwrap();
+    answers("Wait of another container", h.pod.wait("other", ""))
+        .await
+        .unwrap();
+    let pod = h.pod.clone();
+    let waiting = tokio::spawn(async move { pod.wait("slow", "").await });
+    // Killed while starting: the exit is recorded at once, and TaskExit waits for TaskStart.
+    answers(
+        "Kill of a starting container",
+        h.pod.kill("slow", "", 9, false),
+    )
+    .await
+    .unwrap();
+    hold.notify_one();
+    starting.await.unwrap().unwrap();
+    assert_eq!(answers("Wait", waiting).await.unwrap().unwrap().status, 137);
+    let ev = h.events.lock().unwrap().clone();
+    let slow: Vec<&str> = ev
+        .iter()
+        .filter(|(t, e)| {
+            (t == topics::TASK_START_EVENT_TOPIC && decode::<TaskStart>(e).container_id == "slow")
+                || (t == topics::TASK_EXIT_EVENT_TOPIC
+                    && decode::<TaskExit>(e).container_id == "slow")
+        })
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(
+        slow,
+        [
+            topics::TASK_START_EVENT_TOPIC,
+            topics::TASK_EXIT_EVENT_TOPIC
+        ]
+    );
+}
+
+/// Behaviour 8: an exec of a paused container is paused too.
+#[tokio::test]
+async fn exec_state_follows_its_paused_container() {
+    let h = harness();
+    running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "e1")).await.unwrap();
+    h.pod.start("c1", "e1").await.unwrap();
+    h.pod.pause("c1").await.unwrap();
+    assert_eq!(
+        h.pod.state("c1", "e1").await.unwrap().status,
+        Status::Paused
+    );
+    h.pod.resume("c1").await.unwrap();
+    assert_eq!(
+        h.pod.state("c1", "e1").await.unwrap().status,
+        Status::Running
+    );
+}
+
+/// Behaviour 8: Pids says which process is which exec (runc-v2's ProcessDetails).
+#[tokio::test]
+async fn pids_carry_exec_ids() {
+    let h = harness();
+    let init = running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "e1")).await.unwrap();
+    let epid = h.pod.start("c1", "e1").await.unwrap();
+    let pids = h.pod.pids("c1").await.unwrap();
+    assert_eq!(
+        pids,
+        [
+            ProcessEntry {
+                pid: init as u32,
+                exec_id: None
+            },
+            ProcessEntry {
+                pid: epid as u32,
+                exec_id: Some("e1".into())
+            }
+        ]
+    );
+}
+
+/// Behaviour 8: a file missing during Create (a hook, a device) is the runtime's failure,
+/// not "no such task" (containerd would forget the task).
+#[tokio::test]
+async fn a_missing_file_during_create_is_not_not_found() {
+    let h = harness();
+    *h.rt.create_error.lock().unwrap() = Some(Error::io(
+        "run hook /usr/bin/missing",
+        std::io::Error::from_raw_os_error(libc::ENOENT),
+    ));
+    let e = h.pod.create(params("c1")).await.unwrap_err();
+    assert_ne!(e.code(), Code::NOT_FOUND, "{e}");
+    assert!(e.to_string().contains("/usr/bin/missing"), "{e}");
+    assert!(h.pod.is_empty());
+}
+
+/// Behaviour 9 (part): a started exec keeps no process spec (it may hold secrets).
+#[tokio::test]
+async fn a_started_exec_keeps_no_spec() {
+    let h = harness();
+    running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "e1")).await.unwrap();
+    let entry = h.pod.containers.get("c1").unwrap();
+    assert!(entry.lock().execs["e1"].process.is_some());
+    h.pod.start("c1", "e1").await.unwrap();
+    assert!(entry.lock().execs["e1"].process.is_none());
+}
+
+/// The exit table: a routed PID is gone at once, and Delete leaves nothing behind.
+#[tokio::test]
+async fn routed_exits_leave_the_table_at_once() {
+    let h = harness();
+    running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "e1")).await.unwrap();
+    h.pod.start("c1", "e1").await.unwrap();
+    assert_eq!(lock(&h.pod.exits).len(), 2);
+    h.rt.exit("c1/e1", 0);
+    h.pod.wait("c1", "e1").await.unwrap();
+    assert_eq!(lock(&h.pod.exits).len(), 1, "the exec's PID is gone");
+    h.pod.kill("c1", "", 9, false).await.unwrap();
+    h.wait_exit("c1").await;
+    assert_eq!(lock(&h.pod.exits).len(), 0);
+    h.pod.delete("c1", "").await.unwrap();
+    assert!(h.pod.is_empty());
+}
+
+/// Delete that comes while the exit is still being handled (execs draining) waits for it
+/// instead of refusing: TaskExit goes out first, then TaskDelete.
+#[tokio::test]
+async fn delete_during_exit_handling_waits_and_keeps_the_order() {
+    let h = harness();
+    running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "stuck")).await.unwrap();
+    h.pod.start("c1", "stuck").await.unwrap();
+    h.rt.immortal.lock().unwrap().insert("c1/stuck".into());
+    h.rt.exit("c1", 0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let pod = h.pod.clone();
+    let deleting = tokio::spawn(async move { pod.delete("c1", "").await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    h.rt.immortal.lock().unwrap().clear();
+    h.rt.exit("c1/stuck", 137);
+    answers("Delete", deleting).await.unwrap().unwrap();
+    let ev = h.events_exactly(7).await;
+    let t = topics_of(&ev);
+    assert_eq!(
+        &t[t.len() - 2..],
+        [
+            topics::TASK_EXIT_EVENT_TOPIC,
+            topics::TASK_DELETE_EVENT_TOPIC
+        ]
+    );
+}
