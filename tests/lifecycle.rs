@@ -98,3 +98,28 @@ fn failing_execs_leave_the_container_serving() {
     assert_eq!(o.trim(), "alive");
     assert_eq!(task_status(&id), "RUNNING");
 }
+
+/// Behaviour 6: `ctr run -t --rm` gets the last lines of a terminal's output: the exit is
+/// answered (and Delete drops the console) only once the output is drained.
+#[test]
+fn run_t_keeps_the_last_lines() {
+    for round in 0..3 {
+        let id = unique(&format!("tty-last-{round}"));
+        let _guard = RemoveOnDrop(id.clone());
+        let ctr = format!("ctr --address {}", address());
+        let line = format!(
+            "{ctr} run -t --rm --runtime {RUNTIME} {BUSYBOX} {id} sh -c 'seq 1 20000; echo LAST-LINE'"
+        );
+        let out = std::process::Command::new("timeout")
+            .args(["60", "script", "-qec", &line, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("spawn script (util-linux)");
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        assert!(
+            text.trim_end().ends_with("LAST-LINE") && text.contains("\n19999\n20000\n"),
+            "round {round}: output ends {:?}",
+            &text[text.len().saturating_sub(60)..]
+        );
+    }
+}
