@@ -30,6 +30,8 @@ pub struct FakeRuntime {
     pub fail_exec: Option<String>,
     /// While set, Start waits until it is notified (a slow worker).
     pub hold_start: Option<Arc<tokio::sync::Notify>>,
+    /// While set, Delete waits until it is notified (a slow worker).
+    pub hold_delete: Option<Arc<tokio::sync::Notify>>,
     /// Processes (`id` or `id/exec_id`) that survive every signal.
     pub immortal: Mutex<HashSet<String>>,
     /// Every PID signalled one by one (not through `all`).
@@ -49,6 +51,7 @@ impl FakeRuntime {
             create_error: Mutex::new(None),
             fail_exec: None,
             hold_start: None,
+            hold_delete: None,
             immortal: Mutex::new(HashSet::new()),
             signalled: Mutex::new(Vec::new()),
         }
@@ -185,6 +188,9 @@ impl Runtime for FakeRuntime {
 
     async fn delete(&self, id: &str, _bundle: &Path) -> Result<()> {
         self.record(format!("delete {id}"));
+        if let Some(hold) = &self.hold_delete {
+            hold.notified().await;
+        }
         self.exit(id, 137);
         Ok(())
     }

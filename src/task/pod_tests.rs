@@ -1348,3 +1348,34 @@ async fn delete_during_exit_handling_waits_and_keeps_the_order() {
         ]
     );
 }
+
+/// Behaviour 11: while Delete runs in the runtime (a forked worker, slow under load), State
+/// answers "stopped" at once. On main it waited behind Delete's lock and then answered
+/// NotFound, and CRI's StopContainer, getting NotFound from containerd's Task(), returned
+/// without waiting for the exit to be recorded: RemoveContainer then found the container
+/// "still running".
+#[tokio::test]
+async fn state_answers_stopped_while_delete_runs() {
+    let hold = Arc::new(tokio::sync::Notify::new());
+    let h = harness_with(|rt| rt.hold_delete = Some(hold.clone()));
+    running(&h, "c1").await;
+    h.pod.kill("c1", "", 9, false).await.unwrap();
+    h.wait_exit("c1").await;
+    let pod = h.pod.clone();
+    let deleting = tokio::spawn(async move { pod.delete("c1", "").await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let st = answers("State while Delete runs", h.pod.state("c1", ""))
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.status, st.exit.map(|e| e.status)),
+        (Status::Stopped, Some(137))
+    );
+    assert_code(
+        answers("Kill while Delete runs", h.pod.kill("c1", "", 9, true)).await,
+        Code::NOT_FOUND,
+    );
+    hold.notify_one();
+    answers("Delete", deleting).await.unwrap().unwrap();
+    assert_code(h.pod.state("c1", "").await, Code::NOT_FOUND);
+}
