@@ -25,7 +25,14 @@ fn running(tag: &str) -> (String, RemoveOnDrop) {
 fn pids_name_exec_processes() {
     let (id, _guard) = running("ps-execs");
     ctr_ok(&[
-        "task", "exec", "-d", "--exec-id", "probe-1", &id, "sleep", "600",
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "probe-1",
+        &id,
+        "sleep",
+        "600",
     ]);
     let mut out = String::new();
     let named = wait_until(Duration::from_secs(10), || {

@@ -101,8 +101,9 @@ impl<E> ExitTable<E> {
         self.by_pid.retain(|_, o| !Arc::ptr_eq(&o.entry, entry));
     }
 
+    /// How many PIDs are registered (live processes).
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn live(&self) -> usize {
         self.by_pid.len()
     }
 
@@ -132,11 +133,11 @@ mod tests {
             panic!("the orphan of a is older than b");
         };
         t.forget(7, tok);
-        assert_eq!(t.len(), 1, "a delete removes only what it still owns");
+        assert_eq!(t.live(), 1, "a delete removes only what it still owns");
         t.forget_all(&a);
-        assert_eq!(t.len(), 1);
+        assert_eq!(t.live(), 1);
         t.forget_all(&b);
-        assert_eq!(t.len(), 0);
+        assert_eq!(t.live(), 0);
     }
 
     #[test]
@@ -148,6 +149,6 @@ mod tests {
             Registered::Reaped(_, e) => assert_eq!(e.status, 3),
             Registered::Live(_) => panic!("the exit was already reaped"),
         }
-        assert_eq!(t.len(), 0, "nothing left to route");
+        assert_eq!(t.live(), 0, "nothing left to route");
     }
 }

@@ -1310,13 +1310,13 @@ async fn routed_exits_leave_the_table_at_once() {
     running(&h, "c1").await;
     h.pod.exec(exec_params("c1", "e1")).await.unwrap();
     h.pod.start("c1", "e1").await.unwrap();
-    assert_eq!(lock(&h.pod.exits).len(), 2);
+    assert_eq!(lock(&h.pod.exits).live(), 2);
     h.rt.exit("c1/e1", 0);
     h.pod.wait("c1", "e1").await.unwrap();
-    assert_eq!(lock(&h.pod.exits).len(), 1, "the exec's PID is gone");
+    assert_eq!(lock(&h.pod.exits).live(), 1, "the exec's PID is gone");
     h.pod.kill("c1", "", 9, false).await.unwrap();
     h.wait_exit("c1").await;
-    assert_eq!(lock(&h.pod.exits).len(), 0);
+    assert_eq!(lock(&h.pod.exits).live(), 0);
     h.pod.delete("c1", "").await.unwrap();
     assert!(h.pod.is_empty());
 }
