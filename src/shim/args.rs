@@ -28,6 +28,9 @@ pub struct Args {
     pub bundle: String,
     /// The socket to serve on, set only for the daemon `start` spawned.
     pub socket: String,
+    /// The group (pod) the daemon was spawned for: recorded on its command line so that
+    /// `youki-shims` matches containers to it without recomputing socket names.
+    pub group: String,
     pub debug: bool,
     pub action: Action,
 }
@@ -45,6 +48,7 @@ impl Args {
             publish_binary: String::new(),
             bundle: String::new(),
             socket: String::new(),
+            group: String::new(),
             debug: false,
             action: Action::Serve,
         };
@@ -76,7 +80,8 @@ impl Args {
                         args.action = Action::Info;
                     }
                 }
-                "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {
+                "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket"
+                | "group" => {
                     let value = match inline {
                         Some(v) => v,
                         None => it.next().ok_or_else(|| {
@@ -89,6 +94,7 @@ impl Args {
                         "address" => args.address = value,
                         "publish-binary" => args.publish_binary = value,
                         "bundle" => args.bundle = value,
+                        "group" => args.group = value,
                         _ => args.socket = value,
                     }
                 }
@@ -166,6 +172,31 @@ mod tests {
         let a = Args::parse(["-id", "x", "-socket", "/run/containerd/s/abc"]).unwrap();
         assert_eq!(a.action, Action::Serve);
         assert_eq!(a.socket, "/run/containerd/s/abc");
+    }
+
+    #[test]
+    fn an_empty_value_is_a_value() {
+        // What `start` spawns when containerd gave an empty -address: the next flag must
+        // not become the address.
+        let a = Args::parse([
+            "-namespace",
+            "n",
+            "-id",
+            "c",
+            "-address",
+            "",
+            "-socket",
+            "/s",
+            "-group",
+            "g",
+        ])
+        .unwrap();
+        assert_eq!(a.address, "");
+        assert_eq!(a.socket, "/s");
+        assert_eq!(a.group, "g");
+        assert_eq!(a.action, Action::Serve);
+        let a = Args::parse(["-address=", "-id", "c"]).unwrap();
+        assert_eq!((a.address.as_str(), a.id.as_str()), ("", "c"));
     }
 
     #[test]

@@ -177,6 +177,7 @@ fn spawn_daemon(
     args: &Args,
     bundle: &Path,
     socket: &Path,
+    group: &str,
     listener: OwnedFd,
     input: &Input,
 ) -> Result<u32> {
@@ -189,7 +190,9 @@ fn spawn_daemon(
         .arg("-address")
         .arg(&args.address)
         .arg("-socket")
-        .arg(socket);
+        .arg(socket)
+        .arg("-group")
+        .arg(group);
     if !args.publish_binary.is_empty() {
         cmd.arg("-publish-binary").arg(&args.publish_binary);
     }
@@ -207,6 +210,9 @@ fn spawn_daemon(
     if let Some(t) = ttrpc_address {
         cmd.env("TTRPC_ADDRESS", t);
     }
+    // The daemon re-executes itself from a sealed view of this binary; only that re-exec
+    // may tell it it has (see shim/sealed.rs).
+    cmd.env_remove(crate::shim::sealed::SEALED_ENV);
     // The bundle's `log` fifo (containerd reads it) is the daemon's stderr. O_RDWR never
     // blocks on a fifo and keeps it writable while containerd restarts; O_NONBLOCK drops
     // lines rather than stalling when nobody reads. The daemon's working directory is `/`:
@@ -276,7 +282,7 @@ pub fn start(args: &Args, stdin: &mut dyn Read) -> Result<Vec<u8>> {
     let socket = socket_path(Path::new(&socket_dir), &address, &args.namespace, &group);
     let addr = address_of(&socket);
     if let Some(listener) = bind_or_join(&socket)?
-        && let Err(e) = spawn_daemon(args, &bundle, &socket, listener.into(), &input)
+        && let Err(e) = spawn_daemon(args, &bundle, &socket, &group, listener.into(), &input)
     {
         let _ = std::fs::remove_file(&socket);
         return Err(e);

@@ -12,7 +12,9 @@ use ttrpc::r#async::transport::Listener;
 
 use crate::error::{Error, Result};
 use crate::runtime::forker::Forker;
-use crate::runtime::youki::{YoukiRuntime, state_root, worker, worker_failed};
+use crate::runtime::youki::{
+    Deadlines, YoukiRuntime, ensure_state_root, state_root, worker, worker_failed,
+};
 use crate::shim::args::Args;
 use crate::shim::events::{Publisher, TtrpcForwarder};
 use crate::shim::logger;
@@ -64,9 +66,12 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
     let forker = Arc::new(Forker::new(worker, worker_failed));
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
     let events = Publisher::spawn(args.namespace.clone(), TtrpcForwarder::new(&ttrpc_address));
+    let root = state_root(&args.namespace);
+    ensure_state_root(&root)?;
     let runtime = Arc::new(YoukiRuntime::new(
         forker.clone(),
-        state_root(&args.namespace),
+        root,
+        Deadlines::from_env(),
     ));
     let pod = Arc::new(Pod::new(runtime, events.clone()));
     let shutdown = Arc::new(Notify::new());
