@@ -38,7 +38,7 @@ use crate::ops::inventory::parse_shim_cmdline;
 use crate::runtime::youki::{delete, state_root};
 use crate::shim::args::Args;
 use crate::shim::bootstrap::{group_id, group_of};
-use crate::task::pod::timestamp;
+use crate::shim::service::timestamp;
 
 pub const KILLED_STATUS: u32 = 128 + libc::SIGKILL as u32;
 

@@ -12,8 +12,11 @@ use containerd_shim_protos::api::{
     DeleteRequest, DeleteResponse, KillRequest, PidsRequest, PidsResponse, ShutdownRequest,
     StartRequest, StartResponse, StateRequest, StateResponse, WaitRequest, WaitResponse,
 };
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::shim_async::{Task, create_task};
+use containerd_shim_protos::types::mount::Mount as ProtoMount;
 use containerd_shim_protos::types::task::{ProcessInfo, Status as ProtoStatus};
 use tokio::sync::Notify;
 use ttrpc::r#async::{Service, TtrpcContext};
@@ -21,12 +24,13 @@ use ttrpc::r#async::{Service, TtrpcContext};
 use crate::cgroup::metrics;
 use crate::error::{Error, Result};
 use crate::ids::validate_id;
+use crate::runtime::mount::Mount;
 use crate::shim::socket::ServedSocket;
 use crate::shim::{options, validate};
 use crate::stdio::StdioPaths;
 use crate::task::checkpoint;
-use crate::task::container::Status;
-use crate::task::pod::{CreateParams, ExecParams, Pod, from_proto_mount, timestamp};
+use crate::task::pod::{CreateParams, ExecParams, Pod, ProcessEntry};
+use crate::task::state::Status;
 
 pub const TASK_V2: &str = "containerd.task.v2.Task";
 pub const TASK_V3: &str = "containerd.task.v3.Task";
@@ -63,6 +67,49 @@ async fn to_completion<T: Send + 'static>(
     tokio::spawn(Box::pin(work))
         .await
         .map_err(|e| Error::Internal(format!("{what}: {e}")))?
+}
+
+pub fn timestamp(t: std::time::SystemTime) -> Timestamp {
+    Timestamp::from(t)
+}
+
+pub fn to_proto_mount(m: &Mount) -> ProtoMount {
+    let mut p = ProtoMount::new();
+    p.type_ = m.kind.clone();
+    p.source = m.source.clone();
+    p.options = m.options.clone();
+    p
+}
+
+pub fn from_proto_mount(p: &ProtoMount) -> Mount {
+    Mount {
+        kind: p.type_.clone(),
+        source: p.source.clone(),
+        options: p.options.clone(),
+    }
+}
+
+/// containerd's type for what a Pids entry says about an exec process
+/// (`containerd.runc.v1.ProcessDetails`, one field: `string exec_id = 1`). runc-v2 sends
+/// it, and `ctr task ps` and CRI show the exec IDs from it.
+const PROCESS_DETAILS: &str = "containerd.runc.v1.ProcessDetails";
+
+fn process_info(p: ProcessEntry) -> Result<ProcessInfo> {
+    let mut info = ProcessInfo::new();
+    info.pid = p.pid;
+    if let Some(exec_id) = p.exec_id {
+        let mut value = Vec::with_capacity(exec_id.len() + 4);
+        let mut out = containerd_shim_protos::protobuf::CodedOutputStream::vec(&mut value);
+        out.write_string(1, &exec_id)
+            .and_then(|_| out.flush())
+            .map_err(|e| Error::Internal(format!("encode process details: {e}")))?;
+        drop(out);
+        let mut any = Any::new();
+        any.type_url = PROCESS_DETAILS.to_string();
+        any.value = value;
+        info.info = Some(any).into();
+    }
+    Ok(info)
 }
 
 fn proto_status(s: Status) -> ProtoStatus {
@@ -193,14 +240,7 @@ impl Task for TaskService {
         log::debug!("pids {}: {:?}", req.id, pids);
         let pids = pids?;
         let mut resp = PidsResponse::new();
-        resp.processes = pids
-            .into_iter()
-            .map(|pid| {
-                let mut p = ProcessInfo::new();
-                p.pid = pid;
-                p
-            })
-            .collect();
+        resp.processes = pids.into_iter().map(process_info).collect::<Result<_>>()?;
         Ok(resp)
     }
 
