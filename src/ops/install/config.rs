@@ -186,7 +186,12 @@ fn style_like(rt: &mut Table, sibling: Option<&Table>) {
         .and_then(key_indent)
         .unwrap_or_else(|| format!("{opts_header}  "));
     rt.decor_mut().set_prefix(header);
-    let names: Vec<String> = rt.iter().map(|(k, _)| k.to_string()).collect();
+    // Only `key = value` keys: a table key's decor is drawn inside its header's brackets.
+    let names: Vec<String> = rt
+        .iter()
+        .filter(|(_, v)| v.is_value())
+        .map(|(k, _)| k.to_string())
+        .collect();
     for k in &names {
         if let Some(mut key) = rt.key_mut(k) {
             key.leaf_decor_mut().set_prefix(keys.clone());
@@ -194,7 +199,11 @@ fn style_like(rt: &mut Table, sibling: Option<&Table>) {
     }
     if let Some(opts) = rt.get_mut("options").and_then(Item::as_table_mut) {
         opts.decor_mut().set_prefix(opts_header);
-        let names: Vec<String> = opts.iter().map(|(k, _)| k.to_string()).collect();
+        let names: Vec<String> = opts
+            .iter()
+            .filter(|(_, v)| v.is_value())
+            .map(|(k, _)| k.to_string())
+            .collect();
         for k in &names {
             if let Some(mut key) = opts.key_mut(k) {
                 key.leaf_decor_mut().set_prefix(opts_keys.clone());
@@ -335,12 +344,13 @@ pub fn diff(name: &str, old: &str, new: &str) -> String {
             ops.push((' ', a[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            ops.push(('+', b[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            // Removed lines before the lines that replace them, as diff -u prints them.
             ops.push(('-', a[i]));
             i += 1;
+        } else {
+            ops.push(('+', b[j]));
+            j += 1;
         }
     }
     let near_change = |k: usize| {
@@ -424,6 +434,7 @@ root = "/var/lib/containerd"
         assert!(
             d.contains("+      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.youki]\n")
                 && d.contains("+        runtime_type = \"io.containerd.youki.v2\"\n")
+                && d.contains("+        [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.youki.options]\n")
                 && d.contains("+          SystemdCgroup = true\n"),
             "{d}"
         );
