@@ -196,7 +196,11 @@ fn added_lines(original: &str, merged: &str) -> String {
             added.push('\n');
         }
     }
-    assert_eq!(want.next(), None, "an original line is missing in:\n{merged}");
+    assert_eq!(
+        want.next(),
+        None,
+        "an original line is missing in:\n{merged}"
+    );
     added
 }
 
@@ -303,14 +307,25 @@ fn pods_survive_the_installers_restart() {
     let merged = n.config_text();
     let o = n.run("uninstall", &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("use io.containerd.youki.v2"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("use io.containerd.youki.v2"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(n.config_text(), merged);
     assert!(n.bin_dir.join("containerd-shim-youki-v2").exists());
 
     // A change that needs a restart, through the installer's restart path.
     let pid = n.p.pid();
-    let o = n.run("install", &["--set-default", "--restart-cmd", &restart_cmd()]);
-    assert!(o.status.success(), "install --set-default failed: {}", stderr(&o));
+    let o = n.run(
+        "install",
+        &["--set-default", "--restart-cmd", &restart_cmd()],
+    );
+    assert!(
+        o.status.success(),
+        "install --set-default failed: {}",
+        stderr(&o)
+    );
     assert_ne!(n.p.pid(), pid, "containerd was not restarted");
     let mut cri = Cri::connect(&sock);
     assert_eq!(
@@ -376,9 +391,19 @@ impl Drop for ReadOnly {
 fn bad_input_leaves_the_node_as_it_was() {
     let n = Node::new("instbad");
     let etc = n.config.parent().unwrap().to_path_buf();
-    let node = || (files(&n.p.dir.join("etc")), files(&n.bin_dir), n.pause_image());
+    let node = || {
+        (
+            files(&n.p.dir.join("etc")),
+            files(&n.bin_dir),
+            n.pause_image(),
+        )
+    };
     let bad = etc.join("bad.toml");
-    let version_key = if major() >= 2 { "version = 3" } else { "version = 2" };
+    let version_key = if major() >= 2 {
+        "version = 3"
+    } else {
+        "version = 2"
+    };
     let mut cases: Vec<(String, Vec<String>, &str)> = vec![
         ("version = = 2\n".into(), vec![], "is not valid TOML"),
         ("version = 9\n".into(), vec![], "unknown config version 9"),
@@ -394,7 +419,10 @@ fn bad_input_leaves_the_node_as_it_was() {
         ),
         (
             n.original.clone(),
-            vec!["--containerd-address".into(), "/run/youki-nowhere.sock".into()],
+            vec![
+                "--containerd-address".into(),
+                "/run/youki-nowhere.sock".into(),
+            ],
             "containerd is not running at /run/youki-nowhere.sock",
         ),
     ];
@@ -429,7 +457,10 @@ fn bad_input_leaves_the_node_as_it_was() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(std::fs::read_to_string(ro.join("config.toml")).unwrap(), n.original);
+    assert_eq!(
+        std::fs::read_to_string(ro.join("config.toml")).unwrap(),
+        n.original
+    );
     drop(guard);
     let ro_bin = n.p.dir.join("ro-bin");
     let guard = ReadOnly::new(&ro_bin, &[]);

@@ -497,7 +497,8 @@ mod tests {
 
     #[test]
     fn grace_takes_durations_as_people_write_them() {
-        let g = |v: &str| parse(["--grace".to_string(), v.to_string()].into_iter()).map(|o| o.grace);
+        let g =
+            |v: &str| parse(["--grace".to_string(), v.to_string()].into_iter()).map(|o| o.grace);
         assert_eq!(g("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(g("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(g("0s"), Ok(Duration::ZERO));

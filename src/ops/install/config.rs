@@ -60,7 +60,10 @@ pub struct Config {
 /// major version that will read it.
 pub fn parse(path: &str, text: &str, containerd_major: u32) -> Result<Config, InstallError> {
     let doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
-        InstallError::Config(format!("{path} is not valid TOML: {}", e.to_string().trim()))
+        InstallError::Config(format!(
+            "{path} is not valid TOML: {}",
+            e.to_string().trim()
+        ))
     })?;
     let version = match doc.get("version") {
         None => {
@@ -114,9 +117,9 @@ fn table_at<'a>(root: &'a mut Table, path: &[&str]) -> Result<&'a mut Table, Ins
                 .ok_or_else(|| missing(&walked))?;
             *item = Item::Table(inline.into_table());
         }
-        t = item.as_table_mut().ok_or_else(|| {
-            InstallError::Config(format!("config key {walked} is not a table"))
-        })?;
+        t = item
+            .as_table_mut()
+            .ok_or_else(|| InstallError::Config(format!("config key {walked} is not a table")))?;
     }
     Ok(t)
 }
@@ -517,7 +520,10 @@ root = "/var/lib/containerd"
         let t = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\ncontainerd = 1\n";
         let mut c = parse("c", t, 1).unwrap();
         let e = merge(&mut c, &want()).err().unwrap().to_string();
-        assert!(e.contains("plugins.io.containerd.grpc.v1.cri.containerd is not a table"), "{e}");
+        assert!(
+            e.contains("plugins.io.containerd.grpc.v1.cri.containerd is not a table"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -91,7 +91,10 @@ impl Containerd {
 
     /// An error naming the address unless containerd answers there.
     pub fn check_running(&self) -> Result<(), InstallError> {
-        let path = self.address.strip_prefix("unix://").unwrap_or(&self.address);
+        let path = self
+            .address
+            .strip_prefix("unix://")
+            .unwrap_or(&self.address);
         if std::os::unix::net::UnixStream::connect(path).is_err() {
             return Err(InstallError::Containerd(format!(
                 "containerd is not running at {path} (nothing answers there): start it, or name \
@@ -125,7 +128,10 @@ impl Containerd {
 
     /// Every container of every namespace: `ctr containers ls` prints ID, IMAGE, RUNTIME.
     pub fn containers(&self) -> Result<Vec<Row>, InstallError> {
-        let namespaces = run(self.ctr(K8S_NS).args(["namespaces", "ls", "-q"]), "ctr namespaces ls")?;
+        let namespaces = run(
+            self.ctr(K8S_NS).args(["namespaces", "ls", "-q"]),
+            "ctr namespaces ls",
+        )?;
         let mut rows = Vec::new();
         for ns in namespaces.lines().map(str::trim).filter(|n| !n.is_empty()) {
             let out = run(self.ctr(ns).args(["containers", "ls"]), "ctr containers ls")?;
@@ -191,10 +197,17 @@ impl Containerd {
                 .args(["run", "-d", "--runtime", RUNTIME_TYPE, PAUSE_IMAGE, &id]),
             "trial container (ctr run --runtime io.containerd.youki.v2)",
         );
-        let listed = started.and_then(|_| run(self.ctr(K8S_NS).args(["tasks", "ls"]), "ctr tasks ls"));
+        let listed =
+            started.and_then(|_| run(self.ctr(K8S_NS).args(["tasks", "ls"]), "ctr tasks ls"));
         // Removed whatever happened above.
-        let _ = run(self.ctr(K8S_NS).args(["tasks", "rm", "-f", &id]), "ctr tasks rm");
-        let _ = run(self.ctr(K8S_NS).args(["containers", "rm", &id]), "ctr containers rm");
+        let _ = run(
+            self.ctr(K8S_NS).args(["tasks", "rm", "-f", &id]),
+            "ctr tasks rm",
+        );
+        let _ = run(
+            self.ctr(K8S_NS).args(["containers", "rm", &id]),
+            "ctr containers rm",
+        );
         let listed = listed?;
         let running = listed.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();

@@ -138,9 +138,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Opts, Instal
             "--from" => o.from = Some(value()?.into()),
             "--systemd-cgroup" => {
                 // --systemd-cgroup, --systemd-cgroup=BOOL or --systemd-cgroup BOOL.
-                let v = inline.clone().or_else(|| {
-                    args.next_if(|n| n == "true" || n == "false")
-                });
+                let v = inline
+                    .clone()
+                    .or_else(|| args.next_if(|n| n == "true" || n == "false"));
                 o.systemd_cgroup = Some(match v.as_deref() {
                     None => true,
                     Some("true") => true,
@@ -175,8 +175,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Opts, Instal
     // The handler becomes a TOML key and a RuntimeClass handler: a DNS label.
     let ok = !o.handler.is_empty()
         && o.handler.len() <= 63
-        && o
-            .handler
+        && o.handler
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !o.handler.starts_with('-');
@@ -191,7 +190,10 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Opts, Instal
 
 fn read_config(path: &Path) -> Result<(Vec<u8>, u32), InstallError> {
     let data = fs::read(path).map_err(|e| {
-        InstallError::Io(format!("cannot read containerd config {}: {e}", path.display()))
+        InstallError::Io(format!(
+            "cannot read containerd config {}: {e}",
+            path.display()
+        ))
     })?;
     let mode = fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o7777)
@@ -241,7 +243,10 @@ pub fn install(o: &Opts) -> Result<(), InstallError> {
     let merged = cfg.doc.to_string();
     if o.dry_run {
         if changes.is_empty() {
-            println!("{shown}: already holds handler {:?}; nothing to change", o.handler);
+            println!(
+                "{shown}: already holds handler {:?}; nothing to change",
+                o.handler
+            );
         } else {
             print!("{}", config::diff(&shown, &original_text, &merged));
         }
@@ -262,7 +267,9 @@ pub fn install(o: &Opts) -> Result<(), InstallError> {
         None => std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
-            .ok_or_else(|| InstallError::Io("cannot tell where this binary is: pass --from".into()))?,
+            .ok_or_else(|| {
+                InstallError::Io("cannot tell where this binary is: pass --from".into())
+            })?,
     };
     let placed = apply::copy_binaries(&from, &o.bin_dir, &BINARIES)?;
     let undo = |e: InstallError| {
@@ -302,7 +309,10 @@ pub fn install(o: &Opts) -> Result<(), InstallError> {
         println!("installed {}", p.path.display());
     }
     if imported {
-        println!("imported and pinned {} in namespace k8s.io", config::PAUSE_IMAGE);
+        println!(
+            "imported and pinned {} in namespace k8s.io",
+            config::PAUSE_IMAGE
+        );
     }
     let changed = !changes.is_empty() || !placed.is_empty() || imported;
     if changed {
@@ -408,7 +418,8 @@ pub fn uninstall(o: &Opts) -> Result<(), InstallError> {
         }
     }
     let rec = apply::record_path(path);
-    fs::remove_file(&rec).map_err(|e| InstallError::Io(format!("remove {}: {e}", rec.display())))?;
+    fs::remove_file(&rec)
+        .map_err(|e| InstallError::Io(format!("remove {}: {e}", rec.display())))?;
     if o.restart && restored && containerd::restart(o.restart_cmd.as_deref())? {
         ctrd.wait_running(Duration::from_secs(60))?;
         println!("restarted containerd");

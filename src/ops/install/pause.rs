@@ -98,7 +98,12 @@ pub fn archive(binary: &[u8]) -> Archive {
     .to_string()
     .into_bytes();
     let mut tar = Vec::new();
-    tar_file(&mut tar, "oci-layout", 0o644, br#"{"imageLayoutVersion":"1.0.0"}"#);
+    tar_file(
+        &mut tar,
+        "oci-layout",
+        0o644,
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    );
     tar_file(&mut tar, "index.json", 0o644, &index);
     for blob in [&layer, &config, &manifest] {
         let name = format!("blobs/sha256/{}", &sha(blob)["sha256:".len()..]);
