@@ -264,6 +264,18 @@ fn install_restart_run_install_again_uninstall() {
     assert_eq!(n.config_text(), merged);
     assert_eq!(n.p.pid(), pid, "containerd restarted for nothing");
 
+    // A config someone changed since install is not overwritten by the backup.
+    std::fs::write(&n.config, format!("{merged}# edited after install\n")).unwrap();
+    let o = n.run("uninstall", &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("changed since install"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(n.bin_dir.join("containerd-shim-youki-v2").exists());
+    std::fs::write(&n.config, &merged).unwrap();
+
     // Uninstall: the original byte for byte, and nothing of ours left.
     let o = n.run("uninstall", &["--restart-cmd", &restart_cmd()]);
     assert!(o.status.success(), "uninstall failed: {}", stderr(&o));
@@ -444,6 +456,15 @@ fn bad_input_leaves_the_node_as_it_was() {
         assert!(node() == before, "the node changed after: {err}");
     }
     std::fs::remove_file(&bad).unwrap();
+
+    // A config that is not there.
+    let missing = etc.join("missing.toml");
+    let before = node();
+    let o = n.run_with("install", &missing, &n.bin_dir, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let want = format!("cannot read containerd config {}", missing.display());
+    assert!(stderr(&o).contains(&want), "{}", stderr(&o));
+    assert!(node() == before, "the node changed");
 
     // No write access to the config's directory, then to the bin directory.
     let before = node();
