@@ -53,9 +53,16 @@ fn describe(ft: std::fs::FileType) -> &'static str {
 /// a missing one stays NotFound; anything else is an OS failure with the path named.
 pub fn open_error(what: &str, path: &str, e: std::io::Error) -> Error {
     match e.raw_os_error() {
-        Some(libc::ENAMETOOLONG | libc::ELOOP | libc::ENOTDIR | libc::EISDIR | libc::ENXIO) => {
-            Error::InvalidArgument(format!("{what} {path:?}: {e}"))
-        }
+        // ENOENT too: a path containerd names (its fifos, a config file) must exist when it
+        // names it; the request is what is wrong, and NotFound would say the task is.
+        Some(
+            libc::ENOENT
+            | libc::ENAMETOOLONG
+            | libc::ELOOP
+            | libc::ENOTDIR
+            | libc::EISDIR
+            | libc::ENXIO,
+        ) => Error::InvalidArgument(format!("{what} {path:?}: {e}")),
         _ => Error::io(format!("{what} {path:?}"), e),
     }
 }

@@ -667,16 +667,26 @@ fn ctr_spec(p: &Private) -> PathBuf {
     path
 }
 
-/// `ctr run -d` of `id` from the spec file `spec`, in its own shim.
+/// `ctr run -d` of `id` from the spec file `spec`, in its own shim. ctr takes a spec file
+/// as it is, and `ctr oci spec`'s cgroupsPath is the namespace's own `/default`: each
+/// container gets `/default/<id>` here, as ctr gives it without `--config`, or every chaos
+/// container would share (and on cgroup v1 set the device rules of) the parent of all.
 fn ctr_run(sock: &str, spec: &Path, id: &str) -> std::process::Output {
-    Command::new("ctr")
+    let mut own: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(spec).expect("ctr spec")).expect("ctr spec json");
+    own["linux"]["cgroupsPath"] = serde_json::json!(format!("/default/{id}"));
+    let path = spec.with_file_name(format!("ctr-spec-{id}.json"));
+    std::fs::write(&path, serde_json::to_vec(&own).expect("ctr spec")).expect("ctr spec");
+    let out = Command::new("ctr")
         .arg("--address")
         .arg(sock)
         .args(["run", "-d", "--runtime", common::RUNTIME, "--config"])
-        .arg(spec)
+        .arg(&path)
         .arg(id)
         .output()
-        .expect("ctr run")
+        .expect("ctr run");
+    let _ = std::fs::remove_file(&path);
+    out
 }
 
 /// After a cut-off `ctr run` or `ctr task rm`: the container is known to containerd with a task that can be

@@ -841,7 +841,7 @@ fn a_hundred_hostile_requests_leave_nothing() {
             "stdout that is absent",
             "stdout",
             format!("{d}/absent"),
-            Code::NOT_FOUND,
+            Code::INVALID_ARGUMENT,
             format!("{d}/absent"),
         ),
         (
