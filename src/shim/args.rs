@@ -28,6 +28,8 @@ pub struct Args {
     pub bundle: String,
     /// The socket to serve on, set only for the daemon `start` spawned.
     pub socket: String,
+    /// The Root runtime option the daemon serves with (empty: the default state root).
+    pub state_root: String,
     pub debug: bool,
     pub action: Action,
 }
@@ -45,6 +47,7 @@ impl Args {
             publish_binary: String::new(),
             bundle: String::new(),
             socket: String::new(),
+            state_root: String::new(),
             debug: false,
             action: Action::Serve,
         };
@@ -76,7 +79,8 @@ impl Args {
                         args.action = Action::Info;
                     }
                 }
-                "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {
+                "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket"
+                | "state-root" => {
                     let value = match inline {
                         Some(v) => v,
                         None => it.next().ok_or_else(|| {
@@ -89,6 +93,7 @@ impl Args {
                         "address" => args.address = value,
                         "publish-binary" => args.publish_binary = value,
                         "bundle" => args.bundle = value,
+                        "state-root" => args.state_root = value,
                         _ => args.socket = value,
                     }
                 }

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::ids::{validate_id, validate_namespace};
 use crate::shim::args::Args;
 use crate::shim::daemon::LISTENER_FD;
+use crate::shim::options::{self, RuntimeOptions};
 
 /// Where containerd's shims put their sockets (containerd's own convention).
 pub const SOCKET_DIR: &str = "/run/containerd/s";
@@ -179,6 +180,7 @@ fn spawn_daemon(
     socket: &Path,
     listener: OwnedFd,
     input: &Input,
+    options: &RuntimeOptions,
 ) -> Result<u32> {
     let exe = std::env::current_exe().map_err(|e| Error::io("find own executable", e))?;
     let mut cmd = Command::new(exe);
@@ -192,6 +194,9 @@ fn spawn_daemon(
         .arg(socket);
     if !args.publish_binary.is_empty() {
         cmd.arg("-publish-binary").arg(&args.publish_binary);
+    }
+    if let Some(root) = &options.root {
+        cmd.arg("-state-root").arg(root);
     }
     let (ttrpc_address, bootstrap_debug) = match input {
         Input::Bootstrap(p) => (
@@ -245,6 +250,21 @@ fn spawn_daemon(
     Ok(child.id())
 }
 
+/// The runtime options containerd gave `start`: on stdin (≤ 2.2) or as an extension of
+/// `BootstrapParams` (2.3+). Options that do not decode are not `start`'s to refuse: the
+/// same options come again with Create, which answers InvalidArgument naming the field.
+pub fn runtime_options(input: &Input) -> RuntimeOptions {
+    match input {
+        Input::Options(any) => options::decode(any.as_ref()).unwrap_or_default(),
+        Input::Bootstrap(p) => p
+            .extensions
+            .iter()
+            .filter_map(|x| x.value.as_ref())
+            .find_map(|any| options::decode(Some(any)).ok())
+            .unwrap_or_default(),
+    }
+}
+
 /// The whole `start` subcommand. Returns the bytes to print on stdout.
 pub fn start(args: &Args, stdin: &mut dyn Read) -> Result<Vec<u8>> {
     validate_namespace(&args.namespace)?;
@@ -275,11 +295,25 @@ pub fn start(args: &Args, stdin: &mut dyn Read) -> Result<Vec<u8>> {
     let group = group_id(&config, &args.id)?;
     let socket = socket_path(Path::new(&socket_dir), &address, &args.namespace, &group);
     let addr = address_of(&socket);
-    if let Some(listener) = bind_or_join(&socket)?
-        && let Err(e) = spawn_daemon(args, &bundle, &socket, listener.into(), &input)
-    {
-        let _ = std::fs::remove_file(&socket);
-        return Err(e);
+    let options = runtime_options(&input);
+    // Before the daemon exists: `delete` after a failed start must find the state too.
+    crate::ops::roots::record(&bundle, options.root.as_deref(), &args.namespace)?;
+    if let Some(listener) = bind_or_join(&socket)? {
+        let spawned = spawn_daemon(args, &bundle, &socket, listener.into(), &input, &options);
+        let placed = spawned.and_then(|pid| {
+            let Some(cgroup) = options.shim_cgroup.as_deref() else {
+                return Ok(());
+            };
+            crate::cgroup::shim::join(pid, cgroup).inspect_err(|_| {
+                // A shim outside the cgroup the operator asked for must not serve.
+                // SAFETY: kill(2) on the PID of the child we have just spawned.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            })
+        });
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&socket);
+            return Err(e);
+        }
     }
     // Recorded for `delete`, which must find the socket of a dead shim to remove it.
     let _ = std::fs::write(bundle.join("address"), &addr);
@@ -327,6 +361,30 @@ mod tests {
             Input::Options(Some(a)) => assert_eq!(a.type_url, "containerd.runc.v1.Options"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn start_finds_the_shim_cgroup_in_either_input() {
+        let mut o = containerd_shim_protos::shim::oci::Options::new();
+        o.shim_cgroup = "/containerd/shim".into();
+        let mut any = Any::new();
+        any.type_url = "containerd.runc.v1.Options".into();
+        any.value = o.write_to_bytes().unwrap();
+        let legacy = Input::Options(Some(any.clone()));
+        assert_eq!(
+            runtime_options(&legacy).shim_cgroup.as_deref(),
+            Some("/containerd/shim")
+        );
+        let mut p = params("c1", "default");
+        let mut x = containerd_shim_protos::bootstrap_api::Extension::new();
+        x.value = Some(any).into();
+        p.extensions.push(x);
+        let boot = Input::Bootstrap(Box::new(p));
+        assert_eq!(
+            runtime_options(&boot).shim_cgroup.as_deref(),
+            Some("/containerd/shim")
+        );
+        assert_eq!(runtime_options(&Input::Options(None)), RuntimeOptions::default());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ttrpc::r#async::transport::Listener;
 
 use crate::error::{Error, Result};
 use crate::runtime::forker::Forker;
-use crate::runtime::youki::{YoukiRuntime, state_root, worker, worker_failed};
+use crate::runtime::youki::{YoukiRuntime, state_root_in, worker, worker_failed};
 use crate::shim::args::Args;
 use crate::shim::events::{Publisher, TtrpcForwarder};
 use crate::shim::logger;
@@ -64,9 +64,11 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
     let forker = Arc::new(Forker::new(worker, worker_failed));
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
     let events = Publisher::spawn(args.namespace.clone(), TtrpcForwarder::new(&ttrpc_address));
+    // The Root option `start` was given; a Create asking for another one is refused.
+    let base = Some(PathBuf::from(&args.state_root)).filter(|r| r.is_absolute());
     let runtime = Arc::new(YoukiRuntime::new(
         forker.clone(),
-        state_root(&args.namespace),
+        state_root_in(base.as_deref(), &args.namespace),
     ));
     let pod = Arc::new(Pod::new(runtime, events.clone()));
     let shutdown = Arc::new(Notify::new());
@@ -97,6 +99,8 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
         .map_err(|e| Error::io("register listener", e))?;
     let task = Arc::new(TaskService {
         pod,
+        state_base: base,
+        options: Default::default(),
         shutdown: shutdown.clone(),
         socket,
     });
