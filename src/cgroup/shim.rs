@@ -1,7 +1,9 @@
-//! runc-v2's `ShimCgroup`: the shim daemon is moved into a cgroup the operator made (so its
-//! memory and CPU are charged there rather than to containerd's own cgroup). As runc-v2
-//! does, `start` moves the daemon it has just spawned; a shim that already serves the pod
-//! stays where it is.
+//! runc-v2's `ShimCgroup`: the shim daemon is placed in a cgroup the operator made (so its
+//! memory and CPU are charged there rather than to containerd's own cgroup). As for runc-v2,
+//! `start` places the daemon it spawns; a shim that already serves the pod stays where it
+//! is. Unlike runc-v2 it does so between fork and exec: the daemon forks its helper at
+//! once, and a move after the spawn would leave that helper (and every container init it
+//! forks) behind in containerd's cgroup.
 
 use std::path::{Path, PathBuf};
 
@@ -47,15 +49,36 @@ pub fn procs_files(root: &Path, cgroup: &str) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Moves process `pid` into `cgroup` (a path below the hierarchies' root).
-pub fn join(pid: u32, cgroup: &str) -> Result<()> {
-    for file in procs_files(Path::new(CGROUP_ROOT), cgroup)? {
-        std::fs::write(&file, pid.to_string()).map_err(|e| {
-            Error::io(
-                format!("ShimCgroup {cgroup:?}: move shim {pid} into {}", file.display()),
-                e,
-            )
-        })?;
+/// The `cgroup.procs` files of `cgroup` (a path below the hierarchies' root) on this host,
+/// ready for a `pre_exec` hook to write "0" (= the writing process) into.
+pub fn procs_files_here(cgroup: &str) -> Result<Vec<std::ffi::CString>> {
+    procs_files(Path::new(CGROUP_ROOT), cgroup)?
+        .into_iter()
+        .map(|p| {
+            std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).map_err(|_| {
+                Error::InvalidArgument(format!("ShimCgroup {cgroup:?}: NUL in path"))
+            })
+        })
+        .collect()
+}
+
+/// Joins the calling process to each cgroup. Only async-signal-safe calls: it runs in the
+/// child between fork and exec.
+pub fn join_self(procs: &[std::ffi::CString]) -> std::io::Result<()> {
+    for p in procs {
+        // SAFETY: open/write/close on a NUL-terminated path we own.
+        unsafe {
+            let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if n != 1 {
+                return Err(err);
+            }
+        }
     }
     Ok(())
 }

@@ -181,6 +181,7 @@ fn spawn_daemon(
     listener: OwnedFd,
     input: &Input,
     options: &RuntimeOptions,
+    shim_cgroup: Vec<std::ffi::CString>,
 ) -> Result<u32> {
     let exe = std::env::current_exe().map_err(|e| Error::io("find own executable", e))?;
     let mut cmd = Command::new(exe);
@@ -235,6 +236,7 @@ fn spawn_daemon(
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            crate::cgroup::shim::join_self(&shim_cgroup)?;
             if fd == LISTENER_FD {
                 // dup2 onto itself would keep FD_CLOEXEC set: clear it instead.
                 if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
@@ -246,7 +248,11 @@ fn spawn_daemon(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| Error::io("spawn shim daemon", e))?;
+    let what = match &options.shim_cgroup {
+        Some(cg) => format!("spawn shim daemon in ShimCgroup {cg:?}"),
+        None => "spawn shim daemon".to_string(),
+    };
+    let child = cmd.spawn().map_err(|e| Error::io(what, e))?;
     Ok(child.id())
 }
 
@@ -298,22 +304,24 @@ pub fn start(args: &Args, stdin: &mut dyn Read) -> Result<Vec<u8>> {
     let options = runtime_options(&input);
     // Before the daemon exists: `delete` after a failed start must find the state too.
     crate::ops::roots::record(&bundle, options.root.as_deref(), &args.namespace)?;
-    if let Some(listener) = bind_or_join(&socket)? {
-        let spawned = spawn_daemon(args, &bundle, &socket, listener.into(), &input, &options);
-        let placed = spawned.and_then(|pid| {
-            let Some(cgroup) = options.shim_cgroup.as_deref() else {
-                return Ok(());
-            };
-            crate::cgroup::shim::join(pid, cgroup).inspect_err(|_| {
-                // A shim outside the cgroup the operator asked for must not serve.
-                // SAFETY: kill(2) on the PID of the child we have just spawned.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            })
-        });
-        if let Err(e) = placed {
-            let _ = std::fs::remove_file(&socket);
-            return Err(e);
-        }
+    // Found before anything is bound or spawned, so a missing cgroup leaves nothing behind.
+    let shim_cgroup = match options.shim_cgroup.as_deref() {
+        Some(cg) => crate::cgroup::shim::procs_files_here(cg)?,
+        None => Vec::new(),
+    };
+    if let Some(listener) = bind_or_join(&socket)?
+        && let Err(e) = spawn_daemon(
+            args,
+            &bundle,
+            &socket,
+            listener.into(),
+            &input,
+            &options,
+            shim_cgroup,
+        )
+    {
+        let _ = std::fs::remove_file(&socket);
+        return Err(e);
     }
     // Recorded for `delete`, which must find the socket of a dead shim to remove it.
     let _ = std::fs::write(bundle.join("address"), &addr);
