@@ -207,3 +207,138 @@ fn no_new_keyring_decides_the_session_keyring() {
     assert_nothing_left(&own);
     assert_nothing_left(&shared);
 }
+
+/// How many mounts container init `pid`'s mount namespace holds in all, reachable from its
+/// root or not (listmount(2) by namespace ID, Linux ≥ 6.11); `None` where the kernel
+/// cannot say.
+fn mounts_in_namespace(pid: i32) -> Option<usize> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
+    let mut ns_id: u64 = 0;
+    const NS_GET_MNTNS_ID: libc::c_ulong = 0x8008_b705;
+    // SAFETY: the ioctl writes one u64 into ns_id.
+    let r = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&ns),
+            NS_GET_MNTNS_ID,
+            &mut ns_id,
+        )
+    };
+    if r < 0 {
+        return None;
+    }
+    #[repr(C)]
+    struct MntIdReq {
+        size: u32,
+        spare: u32,
+        mnt_id: u64,
+        param: u64,
+        mnt_ns_id: u64,
+    }
+    const LSMT_ROOT: u64 = u64::MAX;
+    const SYS_LISTMOUNT: libc::c_long = 458;
+    let req = MntIdReq {
+        size: std::mem::size_of::<MntIdReq>() as u32,
+        spare: 0,
+        mnt_id: LSMT_ROOT,
+        param: 0,
+        mnt_ns_id: ns_id,
+    };
+    let mut ids = vec![0u64; 4096];
+    // SAFETY: listmount fills at most ids.len() u64s.
+    let n = unsafe {
+        libc::syscall(SYS_LISTMOUNT, &req, ids.as_mut_ptr(), ids.len(), 0u32)
+    };
+    (n >= 0).then_some(n as usize)
+}
+
+fn mountinfo_lines(pid: i32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// NoPivotRoot: libcontainer moves the rootfs over `/` and chroots instead of pivot_root,
+/// so the host's mounts stay in the container's mount namespace, out of its sight. With
+/// pivot_root they are gone: every mount of the namespace is one the container sees.
+#[test]
+fn no_pivot_root_moves_the_root_instead() {
+    let pivot = unique("pivot");
+    let moved = unique("nopivot");
+    let _g1 = RemoveOnDrop(pivot.clone());
+    let _g2 = RemoveOnDrop(moved.clone());
+    ok(&run_with_options(&pivot, "", &["sleep", "100"]));
+    ok(&run_with_options(&moved, "NoPivotRoot = true\n", &["sleep", "100"]));
+    let (p, m) = (task_pid(&pivot), task_pid(&moved));
+    // The container runs either way, and sees the same.
+    assert_eq!(mountinfo_lines(p), mountinfo_lines(m));
+    match (mounts_in_namespace(p), mounts_in_namespace(m)) {
+        (Some(all_p), Some(all_m)) => {
+            assert_eq!(all_p, mountinfo_lines(p), "pivot_root left hidden mounts");
+            assert!(
+                all_m > mountinfo_lines(m),
+                "NoPivotRoot: no hidden mounts ({all_m}), so pivot_root was used"
+            );
+        }
+        _ => eprintln!("listmount(2) unavailable: only checked that the container runs"),
+    }
+    remove(&pivot);
+    remove(&moved);
+    assert_nothing_left(&pivot);
+    assert_nothing_left(&moved);
+}
+
+/// The youki-shims binary, read-only here (no --kill: other containers share the node).
+const TOOL: &str = env!("CARGO_BIN_EXE_youki-shims");
+
+/// Root: libcontainer's state lives in `<Root>/<namespace>/<id>`, not in
+/// /run/containerd/youki; youki-shims finds the container there; and when the shim dies,
+/// containerd's `delete` still finds and removes it.
+#[test]
+fn root_moves_the_state_and_cleanup_finds_it() {
+    let base = PathBuf::from(format!("/run/youki-options-root-{}", std::process::id()));
+    let id = unique("root");
+    let _guard = RemoveOnDrop(id.clone());
+    ok(&run_with_options(
+        &id,
+        &format!("Root = \"{}\"\n", base.display()),
+        &["sleep", "100"],
+    ));
+    let state = base.join(NS).join(&id);
+    assert!(state.join("state.json").exists(), "no state in {}", state.display());
+    assert!(
+        !Path::new("/run/containerd/youki").join(NS).join(&id).exists(),
+        "state in the default root too"
+    );
+    let pid = task_pid(&id);
+
+    let o = Command::new(TOOL)
+        .args(["--address", &common::address(), "--grace", "0"])
+        .output()
+        .expect("youki-shims");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let row = out.lines().find(|l| l.contains(&id[..13]));
+    assert!(
+        row.is_some_and(|r| r.contains(&pid.to_string()) && r.ends_with("known")),
+        "youki-shims does not list {id}: {out}"
+    );
+
+    // The shim dies; containerd runs `delete`, which must find the state under Root.
+    for p in shim_pids(&id) {
+        // SAFETY: kill takes plain integers; these are this test's shim processes.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || common::task_status(&id) != "RUNNING"),
+        "containerd never noticed the dead shim of {id}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || !state.exists()),
+        "state left in {}",
+        state.display()
+    );
+    remove(&id);
+    assert_nothing_left(&id);
+    let _ = std::fs::remove_dir(base.join(NS));
+    let _ = std::fs::remove_dir(&base);
+}
