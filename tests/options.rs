@@ -265,27 +265,37 @@ fn mountinfo_lines(pid: i32) -> usize {
 fn no_pivot_root_moves_the_root_instead() {
     let pivot = unique("pivot");
     let moved = unique("nopivot");
+    // `ctr run --no-pivot`: the client's WithNoPivotRoot (1.x: v1 CreateOptions as the
+    // task's options; 2.x: runc's Options).
+    let flag = unique("noflag");
     let _g1 = RemoveOnDrop(pivot.clone());
     let _g2 = RemoveOnDrop(moved.clone());
+    let _g3 = RemoveOnDrop(flag.clone());
     ok(&run_with_options(&pivot, "", &["sleep", "100"]));
     ok(&run_with_options(&moved, "NoPivotRoot = true\n", &["sleep", "100"]));
-    let (p, m) = (task_pid(&pivot), task_pid(&moved));
-    // The container runs either way, and sees the same.
-    assert_eq!(mountinfo_lines(p), mountinfo_lines(m));
-    match (mounts_in_namespace(p), mounts_in_namespace(m)) {
-        (Some(all_p), Some(all_m)) => {
-            assert_eq!(all_p, mountinfo_lines(p), "pivot_root left hidden mounts");
-            assert!(
-                all_m > mountinfo_lines(m),
-                "NoPivotRoot: no hidden mounts ({all_m}), so pivot_root was used"
-            );
+    ok(&ctr(&[
+        "run", "-d", "--no-pivot", "--runtime", RUNTIME, BUSYBOX, &flag, "sleep", "100",
+    ]));
+    let p = task_pid(&pivot);
+    for id in [&moved, &flag] {
+        let m = task_pid(id);
+        // The container runs either way, and sees the same.
+        assert_eq!(mountinfo_lines(p), mountinfo_lines(m), "{id}");
+        match (mounts_in_namespace(p), mounts_in_namespace(m)) {
+            (Some(all_p), Some(all_m)) => {
+                assert_eq!(all_p, mountinfo_lines(p), "pivot_root left hidden mounts");
+                assert!(
+                    all_m > mountinfo_lines(m),
+                    "{id}: no hidden mounts ({all_m}), so pivot_root was used"
+                );
+            }
+            _ => eprintln!("listmount(2) unavailable: only checked that the container runs"),
         }
-        _ => eprintln!("listmount(2) unavailable: only checked that the container runs"),
     }
-    remove(&pivot);
-    remove(&moved);
-    assert_nothing_left(&pivot);
-    assert_nothing_left(&moved);
+    for id in [&pivot, &moved, &flag] {
+        remove(id);
+        assert_nothing_left(id);
+    }
 }
 
 /// The youki-shims binary, read-only here (no --kill: other containers share the node).
