@@ -21,6 +21,9 @@ pub enum Error {
     Io(String, std::io::Error),
     /// libcontainer (or the worker running it) failed.
     Runtime(String),
+    /// A forked worker did not answer within its deadline; it and what it ran were killed.
+    /// The string names the call and the processes that were still running.
+    DeadlineExceeded(String),
     /// Something that should not happen.
     Internal(String),
 }
@@ -41,6 +44,7 @@ impl Error {
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
             Error::Io(_, e) if e.kind() == std::io::ErrorKind::NotFound => Code::NOT_FOUND,
             Error::Io(..) | Error::Runtime(_) => Code::UNKNOWN,
+            Error::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
             Error::Internal(_) => Code::INTERNAL,
         }
     }
@@ -55,6 +59,7 @@ impl fmt::Display for Error {
             | Error::FailedPrecondition(m)
             | Error::Unimplemented(m)
             | Error::Runtime(m)
+            | Error::DeadlineExceeded(m)
             | Error::Internal(m) => f.write_str(m),
             Error::Io(ctx, e) => write!(f, "{ctx}: {e}"),
         }
@@ -110,6 +115,10 @@ mod tests {
             Code::UNIMPLEMENTED
         );
         assert_eq!(status(Error::Runtime("x".into())).0, Code::UNKNOWN);
+        assert_eq!(
+            status(Error::DeadlineExceeded("x".into())).0,
+            Code::DEADLINE_EXCEEDED
+        );
         let enoent = std::io::Error::from_raw_os_error(libc_enoent());
         assert_eq!(status(Error::io("open /x", enoent)).0, Code::NOT_FOUND);
     }

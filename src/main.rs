@@ -4,7 +4,7 @@
 use containerd_shim_youki_v2::ops::cleanup;
 use containerd_shim_youki_v2::runtime::idmap;
 use containerd_shim_youki_v2::shim::args::{Action, Args};
-use containerd_shim_youki_v2::shim::{bootstrap, daemon, info};
+use containerd_shim_youki_v2::shim::{bootstrap, daemon, info, sealed};
 
 fn main() {
     // Run by libcontainer as newuidmap/newgidmap from a Create worker (see idmap.rs).
@@ -32,7 +32,19 @@ fn main() {
         Action::Start => bootstrap::start(&args, &mut std::io::stdin().lock())
             .and_then(|out| bootstrap::write_stdout(&out)),
         Action::Delete => cleanup::run(&args).and_then(|out| bootstrap::write_stdout(&out)),
-        Action::Serve => daemon::run(args),
+        Action::Serve => {
+            // Before anything else (threads above all): the daemon, and every container
+            // process cloned from it, runs from a sealed copy of this binary, so nothing in
+            // a container can reach the file on disk (see shim/sealed.rs). A kernel that
+            // refuses (no memfd, exec from memfds forbidden) leaves the daemon on the file,
+            // as before, and says so in containerd's log.
+            if let Err(e) = sealed::reexec_from_sealed_copy() {
+                eprintln!(
+                    "containerd-shim-youki-v2: warning: running from the binary on disk, not a sealed copy: {e}"
+                );
+            }
+            daemon::run(args)
+        }
     };
     if let Err(e) = result {
         eprintln!("containerd-shim-youki-v2: {e}");

@@ -11,7 +11,8 @@ use libcontainer::container::Container;
 use serde::Serialize;
 
 use crate::ids::{validate_id, validate_namespace};
-use crate::shim::bootstrap::{SOCKET_DIR, group_of, socket_path};
+use crate::shim::args::{Action, Args};
+use crate::shim::bootstrap::group_of;
 
 pub const SHIM_BINARY: &str = "containerd-shim-youki-v2";
 /// Where libcontainer state lives: `<root>/<namespace>/<id>` (see runtime::youki::state_root).
@@ -32,6 +33,9 @@ pub struct Shim {
     /// containerd's gRPC address, the one that started it.
     pub address: String,
     pub socket: PathBuf,
+    /// The group (pod) `start` spawned it for (`-group`); empty for a daemon of a version
+    /// that did not record it.
+    pub group: String,
     /// Time since the daemon started.
     #[serde(skip)]
     pub age: Option<Duration>,
@@ -58,6 +62,10 @@ pub struct Found {
     /// The shim whose child the init is (shims are child subreapers).
     #[serde(skip)]
     pub parent: Option<i32>,
+    /// The socket `start` recorded in the bundle's `address` file (absent for a sibling
+    /// containerd 2.3 dialled without `start`).
+    #[serde(skip)]
+    pub recorded_socket: Option<PathBuf>,
 }
 
 /// The shim daemons in `proc` (normally /proc).
@@ -80,30 +88,31 @@ pub fn scan_shims(proc: &Path) -> Vec<Shim> {
 }
 
 /// A serving daemon's argv: `containerd-shim-youki-v2 -namespace NS -id ID -address A
-/// -socket S ...`. `start`, `delete` and anything else are not shims that serve.
+/// -socket S [-group G] ...`. `start`, `delete` and anything else are not shims that serve.
+/// The flags are read by the daemon's own parser, from argv as it is: an empty argument
+/// (`-address ""`) is a value, never skipped (which would make the next flag its value).
 pub fn parse_shim_cmdline(pid: i32, raw: &[u8]) -> Option<Shim> {
+    // Every argument ends with a NUL; only the last one's is a terminator to drop.
+    let raw = raw.strip_suffix(b"\0")?;
     let argv: Vec<String> = raw
         .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    let exe = argv.first()?;
+    let (exe, flags) = argv.split_first()?;
     if Path::new(exe).file_name()?.to_str()? != SHIM_BINARY {
         return None;
     }
-    let flag = |name: &str| {
-        argv.iter()
-            .position(|a| a == name)
-            .and_then(|i| argv.get(i + 1))
-            .cloned()
-    };
-    let socket = flag("-socket")?;
+    let args = Args::parse(flags.iter().cloned()).ok()?;
+    if args.action != Action::Serve || args.socket.is_empty() || args.namespace.is_empty() {
+        return None;
+    }
     Some(Shim {
         pid,
-        namespace: flag("-namespace")?,
-        id: flag("-id").unwrap_or_default(),
-        address: flag("-address").unwrap_or_default(),
-        socket: PathBuf::from(socket),
+        namespace: args.namespace,
+        id: args.id,
+        address: args.address,
+        socket: PathBuf::from(args.socket),
+        group: args.group,
         age: None,
     })
 }
@@ -164,6 +173,7 @@ fn load_container(namespace: &str, id: &str, dir: &Path, proc: &Path) -> Found {
             group: id.to_string(),
             age: None,
             parent: None,
+            recorded_socket: None,
         };
     };
     let ann = c.state.annotations.clone().unwrap_or_default();
@@ -191,7 +201,16 @@ fn load_container(namespace: &str, id: &str, dir: &Path, proc: &Path) -> Found {
         group: group_of(&ann, id),
         age,
         parent: pid.and_then(|p| parent_of(proc, p)),
+        recorded_socket: recorded_socket(c.bundle()),
     }
+}
+
+/// The socket `start` wrote to `<bundle>/address` (`unix://<path>`) for this container.
+fn recorded_socket(bundle: &Path) -> Option<PathBuf> {
+    let addr = std::fs::read_to_string(bundle.join("address")).ok()?;
+    let addr = addr.trim();
+    let path = addr.strip_prefix("unix://").unwrap_or(addr);
+    (!path.is_empty()).then(|| PathBuf::from(path))
 }
 
 fn parent_of(proc: &Path, pid: i32) -> Option<i32> {
@@ -316,21 +335,40 @@ impl Report {
     }
 }
 
-/// The shim that serves `c`: its init's parent, or else the shim listening where `start`
-/// would have put the container's group (a stopped container has no init left).
-fn owner<'a>(c: &Found, shims: &'a [Shim]) -> Option<&'a Shim> {
+/// The shim that serves `c`, by what was recorded, never by recomputing a socket name
+/// (containerd 2.3 hashes the address it sends in `BootstrapParams`, which need not be the
+/// `-address` the daemon was given): the init's parent while it runs; else the socket
+/// `start` wrote to the bundle; else the shim of the container's group in its namespace.
+fn owner<'a>(c: &Found, shims: &'a [Shim], containers: &[Found]) -> Option<&'a Shim> {
     if let Some(s) = c
         .parent
         .and_then(|ppid| shims.iter().find(|s| s.pid == ppid))
     {
         return Some(s);
     }
-    shims.iter().find(|s| {
-        s.namespace == c.namespace && {
-            let dir = s.socket.parent().unwrap_or(Path::new(SOCKET_DIR));
-            socket_path(dir, &s.address, &s.namespace, &c.group) == s.socket
-        }
-    })
+    if let Some(s) = c
+        .recorded_socket
+        .as_ref()
+        .and_then(|sock| shims.iter().find(|s| &s.socket == sock))
+    {
+        return Some(s);
+    }
+    shims
+        .iter()
+        .find(|s| s.namespace == c.namespace && shim_group(s, containers) == c.group)
+}
+
+/// The group a shim serves: the one it recorded (`-group`), else (a daemon that did not
+/// record it) the group of the container it was started for, which is the pod's sandbox
+/// or the group's first container.
+fn shim_group<'a>(s: &'a Shim, containers: &'a [Found]) -> &'a str {
+    if !s.group.is_empty() {
+        return &s.group;
+    }
+    containers
+        .iter()
+        .find(|c| c.namespace == s.namespace && c.id == s.id)
+        .map_or(&s.id, |c| &c.group)
 }
 
 /// Matches containers to shims and judges both against containerd's views, keyed by
@@ -351,9 +389,10 @@ pub fn judge(
         })
         .collect();
     let mut orphans = Vec::new();
+    let all = containers.clone();
     for c in containers {
         let young = c.age.is_some_and(|a| a < grace) || c.status == "creating";
-        match owner(&c, shims) {
+        match owner(&c, shims, &all) {
             None => {
                 let verdict = if young {
                     Verdict::Unverified("being created".into())
@@ -440,6 +479,7 @@ fn shim_verdict(containers: &[ContainerRow]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shim::bootstrap::{SOCKET_DIR, socket_path};
 
     const ADDR: &str = "/run/containerd/containerd.sock";
 
@@ -450,6 +490,7 @@ mod tests {
             id: group.into(),
             address: ADDR.into(),
             socket: socket_path(Path::new(SOCKET_DIR), ADDR, "k8s.io", group),
+            group: group.into(),
             age: Some(Duration::from_secs(60)),
         }
     }
@@ -466,6 +507,7 @@ mod tests {
             group: group.into(),
             age: Some(Duration::from_secs(60)),
             parent,
+            recorded_socket: None,
         }
     }
 
@@ -563,6 +605,82 @@ mod tests {
         assert_eq!(r.shims[0].containers.len(), 1);
         assert!(r.orphans.is_empty());
         assert_eq!(r.unknown_containers(), 0);
+    }
+
+    #[test]
+    fn an_empty_argument_is_a_value_not_a_gap() {
+        // `-address ""`: skipping the empty argument made `-socket` the address.
+        let daemon = b"/opt/bin/containerd-shim-youki-v2\0-namespace\0k8s.io\0-id\0p1\0-address\0\0-socket\0/run/containerd/s/ab\0-group\0p1\0";
+        let s = parse_shim_cmdline(7, daemon).unwrap();
+        assert_eq!(s.address, "");
+        assert_eq!(s.socket, PathBuf::from("/run/containerd/s/ab"));
+        assert_eq!((s.id.as_str(), s.group.as_str()), ("p1", "p1"));
+        // An empty ID likewise stays empty rather than taking `-address`.
+        let daemon = b"containerd-shim-youki-v2\0-namespace\0n\0-id\0\0-address\0/a\0-socket\0/s\0";
+        let s = parse_shim_cmdline(8, daemon).unwrap();
+        assert_eq!((s.id.as_str(), s.address.as_str()), ("", "/a"));
+        assert_eq!(s.group, "");
+        // A daemon is identified by its socket and namespace: without them it is not one.
+        let no_socket = b"containerd-shim-youki-v2\0-namespace\0n\0-socket\0\0";
+        assert!(parse_shim_cmdline(9, no_socket).is_none());
+    }
+
+    #[test]
+    fn a_stopped_container_finds_a_shim_whose_socket_hashes_another_address() {
+        // containerd 2.3 names the socket after the address in BootstrapParams, which
+        // need not be `-address`: recomputing the name from `-address` misses the shim, and
+        // its stopped containers (no init, so no parent) looked orphaned.
+        let mut s = shim(100, "pod");
+        s.socket = socket_path(Path::new(SOCKET_DIR), "/elsewhere.sock", "k8s.io", "pod");
+        let sibling = found("app", "pod", None, None);
+        let r = judge(
+            std::slice::from_ref(&s),
+            vec![sibling.clone()],
+            &view(&["app"], &[("app", 0)]),
+            Duration::ZERO,
+        );
+        assert!(r.orphans.is_empty(), "{:?}", r.orphans);
+        assert_eq!(r.shims[0].containers.len(), 1);
+        assert_eq!(r.unknown_containers(), 0);
+
+        // A daemon that did not record its group: the group of the container it was
+        // started for (the sandbox) stands in.
+        let mut old = s.clone();
+        old.group.clear();
+        let cs = vec![found("pod", "pod", Some(101), Some(100)), sibling.clone()];
+        let r = judge(
+            &[old.clone()],
+            cs,
+            &view(&["pod", "app"], &[("pod", 101), ("app", 0)]),
+            Duration::ZERO,
+        );
+        assert!(r.orphans.is_empty(), "{:?}", r.orphans);
+        assert_eq!(r.shims[0].containers.len(), 2);
+
+        // The socket `start` recorded in the bundle decides when nothing else can (a ctr
+        // group whose first container is gone, started by a daemon that recorded no group).
+        let mut first_gone = old.clone();
+        first_gone.id = "first".into();
+        let mut second = found("second", "g", None, None);
+        second.recorded_socket = Some(s.socket.clone());
+        let r = judge(
+            &[first_gone.clone()],
+            vec![second],
+            &view(&["second"], &[("second", 0)]),
+            Duration::ZERO,
+        );
+        assert!(r.orphans.is_empty(), "{:?}", r.orphans);
+
+        // Another pod's or namespace's stopped container is still no one's.
+        let mut other_ns = found("app", "pod", None, None);
+        other_ns.namespace = "default".into();
+        let r = judge(
+            std::slice::from_ref(&s),
+            vec![found("x", "other-pod", None, None), other_ns],
+            &view(&[], &[]),
+            Duration::ZERO,
+        );
+        assert_eq!(r.orphans.len(), 2);
     }
 
     #[test]

@@ -14,8 +14,17 @@
 //! Its reply is length-prefixed on a pipe (EOF cannot mark the end: the init inherits the
 //! write end until it execs); a pidfd tells the daemon if the worker died without one.
 //! Workers run concurrently; each is reaped by the daemon's reaper like any child.
+//!
+//! Every call has a deadline. A worker can hang for reasons outside the shim (a hook that
+//! never returns, a mount on a dead NFS server, an exec into a frozen cgroup); without a
+//! deadline the caller's container would stay locked and its RPC unanswered forever. Each
+//! worker leads a process group of its own, which its hooks, libcontainer's intermediate
+//! process and a not-yet-started init inherit; on expiry the whole group is killed with
+//! SIGKILL, and the call fails with `DeadlineExceeded`, naming what was still running.
+//! Cleaning up what the worker left half-made is the caller's job (see `youki::create`).
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -26,6 +35,12 @@ use crate::error::{Error, Result};
 
 /// Largest reply a worker may send (kept under a pipe's 64 KiB so it never blocks).
 const MAX_REPLY: usize = 48 << 10;
+/// How long to wait for a killed worker to be gone before answering anyway (SIGKILL is
+/// immediate unless it sleeps uninterruptibly, say on a dead NFS server: then the answer
+/// must not wait for it).
+const KILL_WAIT: Duration = Duration::from_secs(2);
+/// At most this many processes are named in a DeadlineExceeded message.
+const MAX_NAMED: usize = 8;
 
 /// Runs in the worker: request bytes and fds in, reply bytes out.
 pub type Handler = fn(&[u8], Vec<OwnedFd>) -> Vec<u8>;
@@ -98,18 +113,42 @@ fn reset_signal_handlers() {
 
 /// Closes every fd except stdio and `keep` (the worker's pipe and the request's fds).
 fn close_all_but(keep: &[RawFd]) {
-    let mut keep: Vec<u32> = keep.iter().filter(|&&f| f > 2).map(|&f| f as u32).collect();
-    keep.sort_unstable();
-    let mut from = 3u32;
-    for k in keep {
-        if k > from {
-            // SAFETY: closing fd ranges of our own process; errors are harmless.
-            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0u32) };
+    // close_range, or one by one where the kernel has none (see fds.rs).
+    crate::runtime::fds::close_all_but(keep)
+}
+
+/// Live helpers (`spawn_helper`), daemon-wide: whoever forks one needs no `Forker`.
+static HELPERS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<i32>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Forks a long-lived helper child that runs `body` with only stdio and `keep` open, and
+/// _exits when it returns; for work the daemon must not do on its thread (a blocking
+/// write to a regular file: see `stdio::tty`). It dies with the daemon, and its exit is
+/// not taken for a container's. Returns its PID.
+pub fn spawn_helper(keep: &[RawFd], body: impl FnOnce()) -> Result<i32> {
+    assert_single_threaded()?;
+    // SAFETY: the daemon is single-threaded (checked above); the child runs `body` and
+    // _exits, never returning into the async runtime.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            reset_signal_handlers();
+            crate::shim::logger::adopt();
+            // SAFETY: plain integer arguments: die with the daemon.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            close_all_but(keep);
+            // As in a worker: a panic must not unwind into the daemon's copied stack.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+            // SAFETY: end the helper without running the daemon's destructors.
+            unsafe { libc::_exit(0) }
         }
-        from = from.max(k + 1);
+        ForkResult::Parent { child } => {
+            HELPERS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(child.as_raw());
+            Ok(child.as_raw())
+        }
     }
-    // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
 }
 
 impl Forker {
@@ -121,17 +160,31 @@ impl Forker {
         }
     }
 
-    /// The reaper reaped `pid`: true (and forgotten) if it was one of our workers.
+    /// The reaper reaped `pid`: true (and forgotten) if it was one of our workers or
+    /// helpers (`spawn_helper`).
     pub fn reaped(&self, pid: i32) -> bool {
-        self.live
+        let worker = self
+            .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid)
+            .remove(&pid);
+        worker
+            || HELPERS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&pid)
     }
 
     /// Forks a worker for one request (the fds are passed to it as they are) and waits
-    /// for its reply.
-    pub async fn call(&self, req: &[u8], fds: &[impl AsFd]) -> Result<Vec<u8>> {
+    /// for its reply, at most `deadline`: then the worker's process group is killed and
+    /// the call fails with DeadlineExceeded, naming `what` and the processes that ran.
+    pub async fn call(
+        &self,
+        what: &str,
+        deadline: Duration,
+        req: &[u8],
+        fds: &[impl AsFd],
+    ) -> Result<Vec<u8>> {
         assert_single_threaded()?;
         let (rd, wr) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_fd().as_raw_fd()).collect();
@@ -140,6 +193,10 @@ impl Forker {
         match unsafe { fork() }? {
             ForkResult::Child => {
                 drop(rd);
+                // A group of its own, before anything else can fork: the daemon sets it too
+                // (whichever runs first), so the group exists when a deadline kills it.
+                // SAFETY: setpgid takes plain integers.
+                unsafe { libc::setpgid(0, 0) };
                 reset_signal_handlers();
                 crate::shim::logger::adopt();
                 // SAFETY: plain integer arguments: die with the daemon.
@@ -169,16 +226,26 @@ impl Forker {
             }
             ForkResult::Parent { child } => {
                 drop(wr);
+                let child = child.as_raw();
+                // EACCES or ESRCH: the child already set it or is gone; both are fine.
+                // SAFETY: setpgid takes plain integers.
+                unsafe { libc::setpgid(child, child) };
                 self.live
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(child.as_raw());
-                self.reply(rd, child.as_raw()).await
+                    .insert(child);
+                self.reply(rd, child, what, deadline).await
             }
         }
     }
 
-    async fn reply(&self, rd: OwnedFd, child: i32) -> Result<Vec<u8>> {
+    async fn reply(
+        &self,
+        rd: OwnedFd,
+        child: i32,
+        what: &str,
+        deadline: Duration,
+    ) -> Result<Vec<u8>> {
         // SAFETY: pidfd_open takes a pid and flags; the child is ours and not yet reaped
         // by anyone but our own reaper, which runs on this same thread later.
         let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0) };
@@ -192,6 +259,38 @@ impl Forker {
             None
         };
         let pipe = register(rd, "worker reply pipe")?;
+        match tokio::time::timeout(deadline, self.read_reply(&pipe, exited.as_ref(), child)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let running = group_members(child);
+                // SAFETY: kill takes plain integers; -child is the worker's own group.
+                if unsafe { libc::kill(-child, libc::SIGKILL) } != 0 {
+                    // No group (setpgid failed on both sides): the worker alone.
+                    // SAFETY: as above; the worker is ours and not reaped while in `live`.
+                    unsafe { libc::kill(child, libc::SIGKILL) };
+                }
+                if let Some(p) = &exited {
+                    let _ = tokio::time::timeout(KILL_WAIT, p.readable()).await;
+                }
+                Err(Error::DeadlineExceeded(format!(
+                    "{what}: no answer within {deadline:?}; killed worker {child} and its \
+                     process group, which was running: {}",
+                    if running.is_empty() {
+                        "(nothing found)".to_string()
+                    } else {
+                        running.join("; ")
+                    }
+                )))
+            }
+        }
+    }
+
+    async fn read_reply(
+        &self,
+        pipe: &AsyncFd<Fd>,
+        exited: Option<&AsyncFd<Fd>>,
+        child: i32,
+    ) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         loop {
             if let Some(reply) = framed(&buf) {
@@ -207,7 +306,7 @@ impl Forker {
                         Err(e) => return Err(Error::io("read worker reply", e)),
                     }
                 }
-                r = async { match &exited { Some(p) => p.readable().await.map(|_| ()), None => std::future::pending().await } } => {
+                r = async { match exited { Some(p) => p.readable().await.map(|_| ()), None => std::future::pending().await } } => {
                     r.map_err(|e| Error::io("worker pidfd", e))?;
                     // It wrote (if it did) before exiting: drain what is there.
                     while let Ok(n) = read_some(&pipe.get_ref().0, &mut buf) {
@@ -227,6 +326,62 @@ impl Forker {
             partial.len()
         ))
     }
+}
+
+/// The processes of group `pgid`, each as "pid command line" (for the DeadlineExceeded
+/// message: which hook or helper hung). Reads /proc, which is memory, not a disk.
+fn group_members(pgid: i32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found: Vec<(i32, String)> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+                // After the command's closing parenthesis: state, ppid, pgrp.
+                st.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok())
+                    == Some(pgid)
+            })
+        })
+        .map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| {
+                    let mut s = String::from_utf8_lossy(&b).replace('\0', " ");
+                    s.truncate(s.trim_end().len());
+                    if s.len() > 160 {
+                        let mut end = 160;
+                        while !s.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        s.truncate(end);
+                        s.push('…');
+                    }
+                    s
+                })
+                .unwrap_or_default();
+            (pid, cmd)
+        })
+        .collect();
+    found.sort();
+    let more = found.len().saturating_sub(MAX_NAMED);
+    let mut out: Vec<String> = found
+        .into_iter()
+        .take(MAX_NAMED)
+        .map(|(pid, cmd)| {
+            if pid == pgid {
+                format!("{pid} (the worker)")
+            } else if cmd.is_empty() {
+                format!("{pid}")
+            } else {
+                format!("{pid} {cmd}")
+            }
+        })
+        .collect();
+    if more > 0 {
+        out.push(format!("and {more} more"));
+    }
+    out
 }
 
 fn read_some(fd: &OwnedFd, buf: &mut Vec<u8>) -> nix::Result<usize> {
@@ -282,6 +437,103 @@ mod tests {
         format!("FAILED {m}").into_bytes()
     }
 
+    const LONG: Duration = Duration::from_secs(10);
+
+    /// Starts a "hook" that sleeps for good, sends its PID on the fd it was given, and
+    /// hangs itself: a worker stuck in a createRuntime hook.
+    fn hang(_: &[u8], fds: Vec<OwnedFd>) -> Vec<u8> {
+        let mut hook = std::process::Command::new("sleep")
+            .arg("100000")
+            .spawn()
+            .expect("spawn sleep");
+        let _ = nix::unistd::write(&fds[0], &hook.id().to_le_bytes());
+        // As libcontainer waits for a hook: until the group kill ends both.
+        let _ = hook.wait();
+        loop {
+            std::thread::sleep(Duration::from_secs(1000));
+        }
+    }
+
+    /// Runs `f` in a forked, single-threaded copy of this test process (the harness runs
+    /// tests on threads and forking needs a single-threaded caller); true if it returned
+    /// true within `limit`.
+    fn in_single_threaded_child(limit: Duration, f: impl FnOnce() -> bool) -> bool {
+        // SAFETY: the child only runs `f`, then _exits.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
+                // SAFETY: leave the forked test process without running the harness.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => {
+                use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+                let deadline = std::time::Instant::now() + limit;
+                let status = loop {
+                    match waitpid(child, Some(WaitPidFlag::WNOHANG)).unwrap() {
+                        WaitStatus::StillAlive if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(20))
+                        }
+                        WaitStatus::StillAlive => {
+                            let _ = nix::sys::signal::kill(child, nix::sys::signal::SIGKILL);
+                            panic!("the forked test process hung");
+                        }
+                        s => break s,
+                    }
+                };
+                status == WaitStatus::Exited(child, 0)
+            }
+        }
+    }
+
+    /// Gone or a zombie: nothing runs any more.
+    fn dead(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
+            st.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    }
+
+    #[test]
+    fn a_hung_worker_and_its_hook_are_killed_at_the_deadline() {
+        let ok = in_single_threaded_child(Duration::from_secs(20), || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let f = Forker::new(hang, failed);
+                let (rd, wr) = pipe2(OFlag::O_CLOEXEC).unwrap();
+                let began = std::time::Instant::now();
+                let r = f
+                    .call("create c1", Duration::from_millis(500), b"", &[&wr])
+                    .await;
+                let took = began.elapsed();
+                let mut pid = [0u8; 4];
+                assert_eq!(nix::unistd::read(&rd, &mut pid).unwrap(), 4);
+                let hook = i32::from_le_bytes(pid);
+                let msg = match r {
+                    Err(Error::DeadlineExceeded(m)) => m,
+                    other => panic!("{other:?}"),
+                };
+                // Named: the call, the deadline and the hook that hung.
+                assert!(
+                    msg.starts_with("create c1: no answer within 500ms"),
+                    "{msg}"
+                );
+                assert!(msg.contains(&format!("{hook} sleep 100000")), "{msg}");
+                assert!(took < Duration::from_secs(3), "{took:?}");
+                // The hook went with the worker: no need to know it was there.
+                let gone = (0..100).any(|_| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    dead(hook)
+                });
+                assert!(gone, "hook {hook} survived its worker's deadline");
+                true
+            })
+        });
+        assert!(ok);
+    }
+
     #[test]
     fn frames_need_their_whole_length() {
         assert_eq!(framed(&[3, 0, 0, 0, b'a', b'b']), None);
@@ -303,17 +555,23 @@ mod tests {
                 let ok = rt.block_on(async {
                     let f = Forker::new(echo, failed);
                     let (a, _b) = pipe2(OFlag::O_CLOEXEC).unwrap();
-                    let r1 = f.call(b"hi", &[&a]).await.unwrap();
+                    let r1 = f.call("echo", LONG, b"hi", &[&a]).await.unwrap();
                     let f2 = Forker::new(crash, failed);
-                    let r2 = f2.call(b"x", &[] as &[OwnedFd]).await.unwrap();
+                    let r2 = f2
+                        .call("crash", LONG, b"x", &[] as &[OwnedFd])
+                        .await
+                        .unwrap();
                     // The daemon's SIGCHLD handler (tokio's) must not run in a worker.
                     let _sigchld =
                         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
                             .unwrap();
                     let f3 = Forker::new(dispositions, failed);
-                    let r3 = f3.call(b"", &[] as &[OwnedFd]).await.unwrap();
+                    let r3 = f3
+                        .call("dispositions", LONG, b"", &[] as &[OwnedFd])
+                        .await
+                        .unwrap();
                     let f4 = Forker::new(boom, failed);
-                    let r4 = f4.call(b"", &[] as &[OwnedFd]).await.unwrap();
+                    let r4 = f4.call("boom", LONG, b"", &[] as &[OwnedFd]).await.unwrap();
                     r4 == b"FAILED the worker panicked"
                         && r1 == b"hi:1"
                         && String::from_utf8_lossy(&r2).starts_with("FAILED worker")

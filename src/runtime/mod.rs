@@ -9,6 +9,7 @@ use crate::runtime::mount::Mount;
 use crate::stdio::ChildIo;
 use crate::task::checkpoint::CheckpointSpec;
 
+pub mod fds;
 pub mod forker;
 pub mod idmap;
 pub mod mount;

@@ -30,6 +30,9 @@ pub struct Args {
     pub socket: String,
     /// The Root runtime option the daemon serves with (empty: the default state root).
     pub state_root: String,
+    /// The group (pod) the daemon was spawned for: recorded on its command line so that
+    /// `youki-shims` matches containers to it without recomputing socket names.
+    pub group: String,
     pub debug: bool,
     pub action: Action,
 }
@@ -48,6 +51,7 @@ impl Args {
             bundle: String::new(),
             socket: String::new(),
             state_root: String::new(),
+            group: String::new(),
             debug: false,
             action: Action::Serve,
         };
@@ -80,7 +84,7 @@ impl Args {
                     }
                 }
                 "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket"
-                | "state-root" => {
+                | "group" | "state-root" => {
                     let value = match inline {
                         Some(v) => v,
                         None => it.next().ok_or_else(|| {
@@ -94,6 +98,7 @@ impl Args {
                         "publish-binary" => args.publish_binary = value,
                         "bundle" => args.bundle = value,
                         "state-root" => args.state_root = value,
+                        "group" => args.group = value,
                         _ => args.socket = value,
                     }
                 }
@@ -171,6 +176,31 @@ mod tests {
         let a = Args::parse(["-id", "x", "-socket", "/run/containerd/s/abc"]).unwrap();
         assert_eq!(a.action, Action::Serve);
         assert_eq!(a.socket, "/run/containerd/s/abc");
+    }
+
+    #[test]
+    fn an_empty_value_is_a_value() {
+        // What `start` spawns when containerd gave an empty -address: the next flag must
+        // not become the address.
+        let a = Args::parse([
+            "-namespace",
+            "n",
+            "-id",
+            "c",
+            "-address",
+            "",
+            "-socket",
+            "/s",
+            "-group",
+            "g",
+        ])
+        .unwrap();
+        assert_eq!(a.address, "");
+        assert_eq!(a.socket, "/s");
+        assert_eq!(a.group, "g");
+        assert_eq!(a.action, Action::Serve);
+        let a = Args::parse(["-address=", "-id", "c"]).unwrap();
+        assert_eq!((a.address.as_str(), a.id.as_str()), ("", "c"));
     }
 
     #[test]

@@ -172,16 +172,24 @@ fn bind_or_join(socket: &Path) -> Result<Option<UnixListener>> {
     )))
 }
 
+/// Where the runtime options put the daemon: its state root (`Root`) and its cgroup
+/// (`ShimCgroup`, with the `cgroup.procs` files to join between fork and exec).
+struct Placement {
+    state_root: Option<PathBuf>,
+    shim_cgroup: Option<String>,
+    cgroup_procs: Vec<std::ffi::CString>,
+}
+
 /// Spawns the daemon in a new session with the listener as fd 3 and returns its PID.
 /// Its parent (us) exits right after, so it is re-parented away from containerd.
 fn spawn_daemon(
     args: &Args,
     bundle: &Path,
     socket: &Path,
+    group: &str,
     listener: OwnedFd,
     input: &Input,
-    options: &RuntimeOptions,
-    shim_cgroup: Vec<std::ffi::CString>,
+    placement: Placement,
 ) -> Result<u32> {
     let exe = std::env::current_exe().map_err(|e| Error::io("find own executable", e))?;
     let mut cmd = Command::new(exe);
@@ -192,11 +200,13 @@ fn spawn_daemon(
         .arg("-address")
         .arg(&args.address)
         .arg("-socket")
-        .arg(socket);
+        .arg(socket)
+        .arg("-group")
+        .arg(group);
     if !args.publish_binary.is_empty() {
         cmd.arg("-publish-binary").arg(&args.publish_binary);
     }
-    if let Some(root) = &options.root {
+    if let Some(root) = &placement.state_root {
         cmd.arg("-state-root").arg(root);
     }
     let (ttrpc_address, bootstrap_debug) = match input {
@@ -213,6 +223,9 @@ fn spawn_daemon(
     if let Some(t) = ttrpc_address {
         cmd.env("TTRPC_ADDRESS", t);
     }
+    // The daemon re-executes itself from a sealed view of this binary; only that re-exec
+    // may tell it it has (see shim/sealed.rs).
+    cmd.env_remove(crate::shim::sealed::SEALED_ENV);
     // The bundle's `log` fifo (containerd reads it) is the daemon's stderr. O_RDWR never
     // blocks on a fifo and keeps it writable while containerd restarts; O_NONBLOCK drops
     // lines rather than stalling when nobody reads. The daemon's working directory is `/`:
@@ -230,13 +243,14 @@ fn spawn_daemon(
         .stdout(Stdio::null())
         .stderr(log);
     let fd = listener.as_raw_fd();
+    let cgroup_procs = placement.cgroup_procs;
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            crate::cgroup::shim::join_self(&shim_cgroup)?;
+            crate::cgroup::shim::join_self(&cgroup_procs)?;
             if fd == LISTENER_FD {
                 // dup2 onto itself would keep FD_CLOEXEC set: clear it instead.
                 if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
@@ -248,7 +262,7 @@ fn spawn_daemon(
             Ok(())
         });
     }
-    let what = match &options.shim_cgroup {
+    let what = match &placement.shim_cgroup {
         Some(cg) => format!("spawn shim daemon in ShimCgroup {cg:?}"),
         None => "spawn shim daemon".to_string(),
     };
@@ -305,19 +319,23 @@ pub fn start(args: &Args, stdin: &mut dyn Read) -> Result<Vec<u8>> {
     // Before the daemon exists: `delete` after a failed start must find the state too.
     crate::ops::roots::record(&bundle, options.root.as_deref(), &args.namespace)?;
     // Found before anything is bound or spawned, so a missing cgroup leaves nothing behind.
-    let shim_cgroup = match options.shim_cgroup.as_deref() {
-        Some(cg) => crate::cgroup::shim::procs_files_here(cg)?,
-        None => Vec::new(),
+    let placement = Placement {
+        cgroup_procs: match options.shim_cgroup.as_deref() {
+            Some(cg) => crate::cgroup::shim::procs_files_here(cg)?,
+            None => Vec::new(),
+        },
+        shim_cgroup: options.shim_cgroup,
+        state_root: options.root,
     };
     if let Some(listener) = bind_or_join(&socket)?
         && let Err(e) = spawn_daemon(
             args,
             &bundle,
             &socket,
+            &group,
             listener.into(),
             &input,
-            &options,
-            shim_cgroup,
+            placement,
         )
     {
         let _ = std::fs::remove_file(&socket);

@@ -12,7 +12,9 @@ use ttrpc::r#async::transport::Listener;
 
 use crate::error::{Error, Result};
 use crate::runtime::forker::Forker;
-use crate::runtime::youki::{YoukiRuntime, state_root_in, worker, worker_failed};
+use crate::runtime::youki::{
+    Deadlines, YoukiRuntime, ensure_state_root, state_root_in, worker, worker_failed,
+};
 use crate::shim::args::Args;
 use crate::shim::events::{Publisher, TtrpcForwarder};
 use crate::shim::logger;
@@ -66,9 +68,12 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
     let events = Publisher::spawn(args.namespace.clone(), TtrpcForwarder::new(&ttrpc_address));
     // The Root option `start` was given; a Create asking for another one is refused.
     let base = Some(PathBuf::from(&args.state_root)).filter(|r| r.is_absolute());
+    let root = state_root_in(base.as_deref(), &args.namespace);
+    ensure_state_root(&root)?;
     let runtime = Arc::new(YoukiRuntime::new(
         forker.clone(),
-        state_root_in(base.as_deref(), &args.namespace),
+        root,
+        Deadlines::from_env(),
     ));
     let pod = Arc::new(Pod::new(runtime, events.clone()));
     let shutdown = Arc::new(Notify::new());

@@ -9,5 +9,6 @@ pub mod events;
 pub mod info;
 pub mod logger;
 pub mod options;
+pub mod sealed;
 pub mod service;
 pub mod socket;

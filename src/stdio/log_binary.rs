@@ -9,7 +9,7 @@
 //!
 //! The URI only ever comes from containerd's Create/Exec request.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -17,6 +17,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::unistd::pipe2;
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, Result};
@@ -92,33 +93,89 @@ fn unescape(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// A running logger; stopped (SIGTERM, then SIGKILL) when dropped.
+/// A running logger; stopped (SIGTERM, then SIGKILL) when dropped. Signalled through a
+/// pidfd only: the daemon's reaper may reap the logger at any time, and its PID may be
+/// another process's by the time the grace period ends (or even at Delete).
 #[derive(Debug)]
 pub struct Logger {
     pid: i32,
+    /// `None` on a kernel without pidfd_open (before 5.3): then the logger is never
+    /// signalled, and exits when its pipes close, as loggers do.
+    pidfd: Option<OwnedFd>,
+}
+
+impl Logger {
+    /// Takes hold of the just-spawned child `pid`: no await since spawn, so it cannot
+    /// have been reaped (the reaper runs on this thread), and the PID is still its own.
+    fn new(pid: i32) -> Logger {
+        let pidfd = pidfd_open(pid)
+            .map_err(|e| log::warn!("logger {pid}: pidfd_open: {e}; it will not be signalled"))
+            .ok();
+        Logger { pid, pidfd }
+    }
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain integer arguments; a non-negative result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned to us and is open (pidfds are close-on-exec).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Signals the process behind `pidfd`; ESRCH once it has exited, never another process.
+fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> std::io::Result<()> {
+    // SAFETY: a pidfd we own, a signal number, no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 impl Drop for Logger {
     fn drop(&mut self) {
         let pid = self.pid;
-        // SAFETY: kill takes plain integers; the pid is our unreaped-or-just-reaped child.
-        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        let Some(pidfd) = self.pidfd.take() else {
+            return;
+        };
+        if pidfd_signal(&pidfd, libc::SIGTERM).is_err() {
+            // Exited already.
             return;
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let deadline = tokio::time::Instant::now() + TERM_GRACE;
-                while tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    // The daemon's reaper collects it; gone means done.
-                    // SAFETY: signal 0 only checks existence.
-                    if unsafe { libc::kill(pid, 0) } != 0 {
+                // A pidfd turns readable when its process exits (reaped or not).
+                // SAFETY: the AsyncFd owns the pidfd until into_inner gives it back.
+                let watched = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) };
+                let exited = match watched {
+                    Ok(fd) => {
+                        let exited = tokio::time::timeout(TERM_GRACE, fd.readable())
+                            .await
+                            .is_ok();
+                        (exited, fd.into_inner())
+                    }
+                    Err(e) => {
+                        let e = e.into_parts().1;
+                        log::warn!("logger {pid}: watch its pidfd: {e}");
                         return;
                     }
+                };
+                if let (false, pidfd) = exited {
+                    log::warn!("logger {pid} ignored SIGTERM for {TERM_GRACE:?}: killing it");
+                    let _ = pidfd_signal(&pidfd, libc::SIGKILL);
                 }
-                log::warn!("logger {pid} ignored SIGTERM for {TERM_GRACE:?}: killing it");
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
             });
         }
     }
@@ -168,9 +225,7 @@ pub async fn start(
         .spawn()
         .map_err(|e| Error::InvalidArgument(format!("start logger {:?}: {e}", uri.path)))?;
     // The daemon's reaper collects the logger's exit; nobody waits on `child`.
-    let logger = Logger {
-        pid: child.id() as i32,
-    };
+    let logger = Logger::new(child.id() as i32);
     drop(child);
     drop((out_r, err_r, ready_w));
     wait_ready(ready_r, uri).await?;
@@ -296,5 +351,89 @@ mod tests {
         let e = parse("binary:///nonexistent/logger").unwrap().unwrap();
         let e = start(&e, "c1", "ns1").await.unwrap_err();
         assert!(e.to_string().contains("/nonexistent/logger"), "{e}");
+    }
+
+    /// Runs `f` in a forked copy of the test process and returns its exit code.
+    fn in_child(f: impl FnOnce() -> i32) -> i32 {
+        use nix::sys::wait::{WaitStatus, waitpid};
+        // SAFETY: the child only runs `f` and _exits, never returning into the harness.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(99);
+                // SAFETY: leave the forked test process without running the harness.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => match waitpid(child, None).unwrap() {
+                WaitStatus::Exited(_, code) => code,
+                other => panic!("forked test process: {other:?}"),
+            },
+        }
+    }
+
+    #[test]
+    fn a_reused_pid_is_never_signalled() {
+        // The logger exits and is reaped (by the daemon's reaper, in the shim); its PID goes
+        // to another process; then the container is deleted and the logger dropped. In a
+        // PID namespace of its own, the test hands the PID out again on purpose.
+        let code = in_child(|| {
+            if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).is_err() {
+                return 10;
+            }
+            // The first child is PID 1 of the new namespace; nothing else runs in it.
+            in_child(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(reuse_the_pid_then_drop())
+            })
+        });
+        assert_eq!(
+            code, 0,
+            "1: the process that got the logger's PID was killed; 10-13: setup failed"
+        );
+    }
+
+    async fn reuse_the_pid_then_drop() -> i32 {
+        use nix::sys::signal::{Signal, kill};
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        use nix::unistd::Pid;
+        let Ok((_out, _err, logger)) = run("echo+-n+r+>%265;+exec+sleep+100", "binary-v2").await
+        else {
+            return 11;
+        };
+        let pid = Pid::from_raw(logger.pid);
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        // The next PID this namespace gives out is the logger's.
+        if std::fs::write(
+            "/proc/sys/kernel/ns_last_pid",
+            format!("{}", pid.as_raw() - 1),
+        )
+        .is_err()
+        {
+            return 12;
+        }
+        // SAFETY: the child only waits for a signal.
+        let victim = match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => loop {
+                // SAFETY: pause has no preconditions.
+                unsafe { libc::pause() };
+            },
+            Ok(nix::unistd::ForkResult::Parent { child }) => child,
+            Err(_) => return 13,
+        };
+        if victim != pid {
+            let _ = kill(victim, Signal::SIGKILL);
+            return 13;
+        }
+        drop(logger);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let alive = matches!(
+            waitpid(victim, Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive)
+        );
+        let _ = kill(victim, Signal::SIGKILL);
+        if alive { 0 } else { 1 }
     }
 }

@@ -260,8 +260,13 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// Where terminal output goes: a fifo (async), a regular file (`file://`, written
-/// directly: a local file write does not wait on anyone) or /dev/null.
+/// Where terminal output goes: a fifo or a pipe (async), or a device written directly
+/// (/dev/null: a write there never waits).
+///
+/// A regular file (`file://`) is never written by the daemon: a write to a file can block
+/// for as long as its filesystem likes (a full or hung network mount, a slow disk), and
+/// the daemon's one thread serves every container of the pod. The output goes into a
+/// pipe instead, which a forked helper copies into the file with blocking writes.
 enum Sink {
     Fifo(AsyncFd<OwnedFd>),
     File(File),
@@ -273,15 +278,26 @@ impl Sink {
         if let Err(e) = set_nonblocking(&fd) {
             log::debug!("terminal output: {e}");
         }
-        match pollable(fd) {
-            Ok(a) => Sink::Fifo(a),
-            Err((fd, _)) => {
-                let f = File::from(fd);
-                // Direct writes must not fail with EAGAIN.
-                let _ = clear_nonblocking(f.as_fd());
-                Sink::File(f)
+        let fd = match pollable(fd) {
+            Ok(a) => return Sink::Fifo(a),
+            Err((fd, _)) => fd,
+        };
+        let fd = if is_regular_file(&fd) {
+            match file_writer(fd) {
+                Ok(pipe) => return Sink::Fifo(pipe),
+                Err((fd, e)) => {
+                    // The daemon writes the file itself then, as it once always did.
+                    log::warn!("terminal output to a file, written by the daemon: {e}");
+                    fd
+                }
             }
-        }
+        } else {
+            fd
+        };
+        let f = File::from(fd);
+        // Direct writes must not fail with EAGAIN.
+        let _ = clear_nonblocking(f.as_fd());
+        Sink::File(f)
     }
 
     async fn write_all(&mut self, mut data: &[u8]) -> std::io::Result<()> {
@@ -302,6 +318,51 @@ impl Sink {
             }
         }
     }
+}
+
+fn is_regular_file(fd: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| {
+        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode)
+            .contains(nix::sys::stat::SFlag::S_IFREG)
+    })
+}
+
+/// A non-blocking pipe whose other end a forked helper copies into `file` (see `Sink`).
+/// The helper ends at the pipe's end-of-file, once the daemon drops this end; output it
+/// cannot write (a full disk) it reads and drops, so the process behind the terminal is
+/// never blocked by a file it cannot see.
+fn file_writer(file: OwnedFd) -> std::result::Result<AsyncFd<OwnedFd>, (OwnedFd, Error)> {
+    let (rd, wr) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return Err((file, Error::io("pipe for terminal output", e))),
+    };
+    if let Err(e) = clear_nonblocking(file.as_fd()) {
+        return Err((file, e));
+    }
+    let (from, to) = (rd.as_raw_fd(), file.as_raw_fd());
+    let spawned = crate::runtime::forker::spawn_helper(&[from, to], move || {
+        // SAFETY: both fds are open in the helper (kept by `spawn_helper`) and its own.
+        let (from, mut to) = unsafe { (OwnedFd::from_raw_fd(from), File::from_raw_fd(to)) };
+        let mut buf = vec![0u8; 32 << 10];
+        let mut writable = true;
+        loop {
+            match nix::unistd::read(&from, &mut buf) {
+                Ok(0) => return,
+                Ok(n) if writable => writable = to.write_all(&buf[..n]).is_ok(),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        return Err((file, e));
+    }
+    drop(rd);
+    drop(file);
+    if let Err(e) = set_nonblocking(&wr) {
+        log::debug!("terminal output pipe: {e}");
+    }
+    pollable(wr).map_err(|(fd, e)| (fd, Error::io("register terminal output pipe", e)))
 }
 
 /// Registers `fd` with tokio's reactor, or gives it back with the reason it cannot be.

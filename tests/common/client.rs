@@ -100,12 +100,17 @@ impl Drop for Fifos {
 
 impl Client {
     pub fn new() -> Client {
+        Client::connect(&address())
+    }
+
+    /// A client of the containerd at `sock` (a `private::Private`'s, say).
+    pub fn connect(sock: &str) -> Client {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         let channel = rt
-            .block_on(containerd_client::connect(address()))
+            .block_on(containerd_client::connect(sock))
             .expect("connect to containerd");
         Client { rt, channel }
     }

@@ -16,6 +16,8 @@ pub struct Private {
     pub containers: Vec<String>,
     /// containerd's log level (its shims get -debug at "debug").
     pub log_level: &'static str,
+    /// More environment for containerd, which its shims inherit.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Private {
@@ -27,6 +29,7 @@ impl Private {
             dir: PathBuf::from(format!("/var/lib/youki-{tag}-{n}")),
             containers: Vec::new(),
             log_level: "info",
+            env: Vec::new(),
         }
     }
 
@@ -39,6 +42,7 @@ impl Private {
             .env("YOUKI_TEST_DIR", &self.dir)
             .env("SHIM_DIR", Path::new(SHIM).parent().unwrap())
             .env("CONTAINERD_LOG_LEVEL", self.log_level)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .output()
             .expect("hack/containerd.sh")

@@ -1,7 +1,9 @@
 //! The real runtime: youki's libcontainer, in two halves. What runs in the daemon is here:
-//! kill, pids, cgroup reads and writes are plain syscalls and file I/O. Whatever forks or may
-//! block (create, start, exec, delete with its hooks, checkpoint) is sent over `protocol` to
-//! a short-lived forked worker (`forker`) that runs `worker`.
+//! kill, pids and cgroup reads are plain syscalls and reads of in-memory files. Whatever
+//! forks or may block (create, start, exec, delete with its hooks, checkpoint, and the
+//! freezer and cgroup writes, which libcgroups retries with sleeps or sends over D-Bus to
+//! systemd) is sent over `protocol` to a short-lived forked worker (`forker`) that runs
+//! `worker`, under a deadline (`Deadlines`).
 
 mod protocol;
 mod worker;
@@ -9,8 +11,9 @@ mod worker;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use libcgroups::common::{AnyCgroupManager, CgroupManager, ControllerOpt};
+use libcgroups::common::{AnyCgroupManager, CgroupManager};
 use libcontainer::container::Container;
 use libcontainer::oci_spec::runtime::LinuxResources;
 
@@ -38,20 +41,128 @@ pub fn state_root_in(base: Option<&Path>, namespace: &str) -> PathBuf {
     base.unwrap_or(Path::new(DEFAULT_STATE_BASE)).join(namespace)
 }
 
+/// Creates the state root and its parent (`/run/containerd/youki`) 0700, or tightens them
+/// to 0700 when an older shim left them 0755: whoever gets there first (the daemon at
+/// start, a worker's create, the console and idmap directories below it) must not leave a
+/// world-traversable directory holding containers' state (CVE-2024-25621's lesson).
+pub fn ensure_state_root(root: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .map_err(|e| Error::io(format!("create state root {}", root.display()), e))?;
+    for dir in [Some(root), root.parent()].into_iter().flatten() {
+        let meta = std::fs::symlink_metadata(dir)
+            .map_err(|e| Error::io(format!("stat {}", dir.display()), e))?;
+        // Only our own directories: never chmod a directory someone else made or a link.
+        // SAFETY: geteuid has no preconditions.
+        let ours = meta.is_dir() && meta.uid() == unsafe { libc::geteuid() };
+        if ours && meta.mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io(format!("chmod {}", dir.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// How long each kind of worker call may run before its worker, and whatever the worker
+/// started (hooks, libcontainer's intermediate process, a half-made init), is killed.
+///
+/// containerd puts no deadline of its own on Create, Start, Exec, Pause or Delete (only
+/// on its `shim delete` cleanup, 5 s, shim shutdown, 3 s, and State, 2 s): the caller's
+/// context bounds them. For CRI that is kubelet's runtime-request-timeout, 2 minutes by
+/// default, around StartContainer (containerd's task Create and Start). Create's deadline
+/// stays under it, so kubelet gets our answer, naming the hook that hung, with the
+/// container already cleaned up, rather than giving up on a create that then goes on.
+/// Every deadline is far above what a healthy call takes (tens of milliseconds; seconds
+/// for GPU or network hooks), so only a hang reaches it.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// Rootfs mounts, cgroup setup, prestart/createRuntime/createContainer hooks.
+    pub create: Duration,
+    /// The start signal and startContainer/poststart hooks.
+    pub start: Duration,
+    /// Joining the container's namespaces and cgroup; hangs for good in a frozen cgroup.
+    pub exec: Duration,
+    /// Killing the cgroup, removing it (libcgroups retries rmdir) and poststop hooks.
+    pub delete: Duration,
+    /// Freezing or thawing (libcgroups' v1 freezer retries up to about 10 s) and cgroup
+    /// writes (over D-Bus with the systemd driver).
+    pub cgroup: Duration,
+    /// CRIU writes all of the container's memory to disk: minutes for a large one.
+    pub checkpoint: Duration,
+}
+
+/// Overrides every deadline with this many seconds. For tests only, which need a hang to
+/// end in seconds rather than minutes; set in containerd's environment, which its shims
+/// inherit.
+pub const TEST_DEADLINE_ENV: &str = "YOUKI_SHIM_TEST_DEADLINE_SECS";
+
+impl Default for Deadlines {
+    fn default() -> Deadlines {
+        Deadlines {
+            create: Duration::from_secs(90),
+            start: Duration::from_secs(60),
+            exec: Duration::from_secs(60),
+            delete: Duration::from_secs(60),
+            cgroup: Duration::from_secs(30),
+            checkpoint: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Deadlines {
+    /// The defaults, or every one set to `TEST_DEADLINE_ENV`'s seconds when it is set.
+    pub fn from_env() -> Deadlines {
+        match std::env::var(TEST_DEADLINE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&s| s > 0)
+        {
+            Some(secs) => {
+                let d = Duration::from_secs(secs);
+                log::warn!("{TEST_DEADLINE_ENV}: every worker deadline is {d:?} (tests only)");
+                Deadlines {
+                    create: d,
+                    start: d,
+                    exec: d,
+                    delete: d,
+                    cgroup: d,
+                    checkpoint: d,
+                }
+            }
+            None => Deadlines::default(),
+        }
+    }
+}
+
 pub struct YoukiRuntime {
     forker: Arc<Forker>,
     root: PathBuf,
+    deadlines: Deadlines,
 }
 
 impl YoukiRuntime {
-    pub fn new(forker: Arc<Forker>, root: PathBuf) -> YoukiRuntime {
-        YoukiRuntime { forker, root }
+    pub fn new(forker: Arc<Forker>, root: PathBuf, deadlines: Deadlines) -> YoukiRuntime {
+        YoukiRuntime {
+            forker,
+            root,
+            deadlines,
+        }
     }
 
-    async fn call(&self, req: &Request, fds: &[OwnedFd]) -> Result<Option<i32>> {
+    /// Runs `req` in a worker, for at most `deadline`; `what` names it in errors.
+    async fn call(
+        &self,
+        what: &str,
+        deadline: Duration,
+        req: &Request,
+        fds: &[OwnedFd],
+    ) -> Result<Option<i32>> {
         let bytes =
             serde_json::to_vec(req).map_err(|e| Error::Internal(format!("encode request: {e}")))?;
-        let reply = self.forker.call(&bytes, fds).await?;
+        let reply = self.forker.call(what, deadline, &bytes, fds).await?;
         let resp: Response = serde_json::from_slice(&reply)
             .map_err(|e| Error::Internal(format!("decode worker reply: {e}")))?;
         resp.into_result()
@@ -99,7 +210,7 @@ impl Runtime for YoukiRuntime {
         let (fds, console_socket) = split_io(spec.stdio);
         let req = Request::Create {
             id: spec.id.clone(),
-            bundle: spec.bundle,
+            bundle: spec.bundle.clone(),
             root: self.root.clone(),
             rootfs: spec.rootfs,
             systemd_cgroup: spec.systemd_cgroup,
@@ -107,13 +218,34 @@ impl Runtime for YoukiRuntime {
             no_new_keyring: spec.no_new_keyring,
             console_socket,
         };
-        self.call(&req, &fds)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("create {}: no pid in reply", spec.id)))
+        let what = format!("create {}", spec.id);
+        match self.call(&what, self.deadlines.create, &req, &fds).await {
+            Ok(pid) => {
+                pid.ok_or_else(|| Error::Internal(format!("create {}: no pid in reply", spec.id)))
+            }
+            Err(Error::DeadlineExceeded(m)) => {
+                // The worker died mid-way and could not undo its work: a killed create
+                // leaves nothing behind either (state, cgroup, mounts, an init waiting
+                // in it), so a retry with the same ID works.
+                let cleanup = match self.delete(&spec.id, &spec.bundle).await {
+                    Ok(()) => "; removed what it had made".to_string(),
+                    Err(e) => {
+                        log::warn!("cleanup after {what} timed out: {e}");
+                        format!("; cleanup failed too: {e}")
+                    }
+                };
+                Err(Error::DeadlineExceeded(format!("{m}{cleanup}")))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn start(&self, id: &str) -> Result<()> {
+        // On expiry the container is left as it is (running if only a poststart hook
+        // hung, as the OCI spec has it): containerd's Delete removes it.
         self.call(
+            &format!("start {id}"),
+            self.deadlines.start,
             &Request::Start {
                 id: id.to_string(),
                 root: self.root.clone(),
@@ -140,9 +272,15 @@ impl Runtime for YoukiRuntime {
             process,
             console_socket,
         };
-        self.call(&req, &fds)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("exec {}: no pid in reply", spec.exec_id)))
+        // On expiry the group kill takes the half-made exec process with the worker.
+        self.call(
+            &format!("exec {} in {}", spec.exec_id, spec.id),
+            self.deadlines.exec,
+            &req,
+            &fds,
+        )
+        .await?
+        .ok_or_else(|| Error::Internal(format!("exec {}: no pid in reply", spec.exec_id)))
     }
 
     async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()> {
@@ -168,35 +306,60 @@ impl Runtime for YoukiRuntime {
         Ok(())
     }
 
-    // Freezer, update and stats are cgroup file writes and reads: no fork, so they run
-    // here in the daemon rather than in a fork-helper worker.
+    // The freezer polls with sleeps until the cgroup is frozen (v1 retries for seconds;
+    // a process stuck in the kernel can keep it FREEZING), and cgroup writes with the
+    // systemd driver are D-Bus calls: a worker runs them, off the daemon's thread.
     async fn pause(&self, id: &str) -> Result<()> {
-        self.load("pause", id)?
-            .pause()
-            .map_err(|e| lc_error("pause", id, e))
+        let req = Request::Pause {
+            id: id.to_string(),
+            root: self.root.clone(),
+        };
+        self.call(
+            &format!("pause {id}"),
+            self.deadlines.cgroup,
+            &req,
+            &[] as &[OwnedFd],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn resume(&self, id: &str) -> Result<()> {
-        self.load("resume", id)?
-            .resume()
-            .map_err(|e| lc_error("resume", id, e))
+        let req = Request::Resume {
+            id: id.to_string(),
+            root: self.root.clone(),
+        };
+        self.call(
+            &format!("resume {id}"),
+            self.deadlines.cgroup,
+            &req,
+            &[] as &[OwnedFd],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn update(&self, id: &str, resources: &[u8]) -> Result<()> {
-        let resources: LinuxResources = serde_json::from_slice(resources).map_err(|e| {
+        // Checked here, so a bad request is InvalidArgument naming the value.
+        let _: LinuxResources = serde_json::from_slice(resources).map_err(|e| {
             Error::InvalidArgument(format!(
                 "update {id}: resources are not an OCI LinuxResources: {e}: {}",
                 String::from_utf8_lossy(resources)
             ))
         })?;
-        self.cgroup("update", id)?
-            .apply(&ControllerOpt {
-                resources: &resources,
-                disable_oom_killer: false,
-                oom_score_adj: None,
-                freezer_state: None,
-            })
-            .map_err(|e| Error::Runtime(format!("update {id}: {e}")))
+        let req = Request::Update {
+            id: id.to_string(),
+            root: self.root.clone(),
+            resources: String::from_utf8_lossy(resources).into_owned(),
+        };
+        self.call(
+            &format!("update {id}"),
+            self.deadlines.cgroup,
+            &req,
+            &[] as &[OwnedFd],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn memory_cgroup(&self, _id: &str, pid: i32) -> Result<Option<MemoryCgroup>> {
@@ -220,7 +383,14 @@ impl Runtime for YoukiRuntime {
             root: self.root.clone(),
             spec: spec.clone(),
         };
-        self.call(&req, &[] as &[OwnedFd]).await.map(|_| ())
+        self.call(
+            &format!("checkpoint {id}"),
+            self.deadlines.checkpoint,
+            &req,
+            &[] as &[OwnedFd],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn delete(&self, id: &str, bundle: &Path) -> Result<()> {
@@ -229,7 +399,14 @@ impl Runtime for YoukiRuntime {
             root: self.root.clone(),
             bundle: bundle.to_path_buf(),
         };
-        self.call(&req, &[] as &[OwnedFd]).await.map(|_| ())
+        self.call(
+            &format!("delete {id}"),
+            self.deadlines.delete,
+            &req,
+            &[] as &[OwnedFd],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn pids(&self, id: &str, _pid: i32) -> Result<Vec<u32>> {
@@ -238,5 +415,36 @@ impl Runtime for YoukiRuntime {
             .into_iter()
             .map(|p| p as u32)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_state_root_is_made_and_kept_private() {
+        let top = std::env::temp_dir().join(format!("state-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&top);
+        // New: the root and its parent are made 0700.
+        let root = top.join("youki/default");
+        ensure_state_root(&root).unwrap();
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(root.parent().unwrap()), 0o700);
+        // Left 0755 by an older shim: tightened.
+        let old = top.join("old/k8s.io");
+        std::fs::create_dir_all(&old).unwrap();
+        for d in [&old, &top.join("old")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        ensure_state_root(&old).unwrap();
+        assert_eq!(mode(&old), 0o700);
+        assert_eq!(mode(&top.join("old")), 0o700);
+        std::fs::remove_dir_all(&top).unwrap();
     }
 }

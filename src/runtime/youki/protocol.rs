@@ -45,6 +45,22 @@ pub enum Request {
         root: PathBuf,
         spec: CheckpointSpec,
     },
+    /// Freezes the container's cgroup.
+    Pause {
+        id: String,
+        root: PathBuf,
+    },
+    /// Thaws it.
+    Resume {
+        id: String,
+        root: PathBuf,
+    },
+    /// Applies an OCI `LinuxResources` (JSON, checked by the daemon) to the live cgroup.
+    Update {
+        id: String,
+        root: PathBuf,
+        resources: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

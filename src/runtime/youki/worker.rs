@@ -1,13 +1,15 @@
 //! What runs in a forked worker, never in the daemon: libcontainer's create, start, exec,
 //! delete and checkpoint, with our executor. Each call is one request and one reply.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{CheckpointOptions, Container};
 use libcontainer::error::LibcontainerError;
-use libcontainer::oci_spec::runtime::{Capability, LinuxCapabilities, LinuxSeccomp, Process, Spec};
+use libcontainer::oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxResources, LinuxSeccomp, Process, Spec,
+};
 use libcontainer::syscall::syscall::{SyscallType, create_syscall};
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
@@ -122,6 +124,7 @@ pub fn worker_failed(message: String) -> Vec<u8> {
 
 /// Runs one request inside a fork-helper worker.
 pub fn worker(req: &[u8], fds: Vec<OwnedFd>) -> Vec<u8> {
+    no_cached_procfs();
     let mut resp = match serde_json::from_slice::<Request>(req) {
         Ok(r) => handle(r, fds).unwrap_or_else(Response::from),
         Err(e) => Response::Failed(Kind::Runtime, format!("bad worker request: {e}")),
@@ -139,6 +142,33 @@ pub fn worker(req: &[u8], fds: Vec<OwnedFd>) -> Vec<u8> {
         m.push_str(" …(truncated)");
     }
     serde_json::to_vec(&resp).unwrap_or_else(|e| worker_failed(format!("encode response: {e}")))
+}
+
+/// pathrs (libcontainer's safe /proc access) caches, for the life of the process, one
+/// handle on a procfs of the caller's PID namespace: made in this worker, the host's. Every
+/// process libcontainer clones from here inherits it, so a created container's init would
+/// hold an O_PATH fd to the host's /proc (every host PID, and through /proc/<pid>/root the
+/// host's files) until it execs at Start: the kind of leak runc's CVE-2024-21626 was.
+/// Closing the cached fd makes pathrs mark its cache bad (it checks the fd at every use,
+/// for runtimes that close fds it did not open) and open a fresh handle for each use, which
+/// the caller drops right after.
+fn no_cached_procfs() {
+    use pathrs::procfs::ProcfsHandle;
+    use std::os::fd::AsFd;
+    let (Ok(a), Ok(b)) = (ProcfsHandle::new(), ProcfsHandle::new()) else {
+        return;
+    };
+    // Two live handles share an fd only when both are the cached one.
+    let fd = a.as_fd().as_raw_fd();
+    let cached = fd == b.as_fd().as_raw_fd();
+    drop((a, b));
+    if cached {
+        // SAFETY: the cached handle's fd, which pathrs validates before any further use;
+        // nothing can reuse the number before the call below (the worker has one thread).
+        unsafe { libc::close(fd) };
+        // Finds the cached fd bad and locks the cache out for good.
+        drop(ProcfsHandle::new());
+    }
 }
 
 fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
@@ -204,7 +234,50 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
             delete(&id, &root, Some(&bundle))?;
             Ok(Response::Done)
         }
+        Request::Pause { id, root } => {
+            let mut c = Container::load(root.join(&id)).map_err(|e| lc_error("pause", &id, e))?;
+            c.pause().map_err(|e| lc_error("pause", &id, e))?;
+            Ok(Response::Done)
+        }
+        Request::Resume { id, root } => {
+            let mut c = Container::load(root.join(&id)).map_err(|e| lc_error("resume", &id, e))?;
+            c.resume().map_err(|e| lc_error("resume", &id, e))?;
+            Ok(Response::Done)
+        }
+        Request::Update {
+            id,
+            root,
+            resources,
+        } => {
+            update(&id, &root, &resources)?;
+            Ok(Response::Done)
+        }
     }
+}
+
+/// Applies `resources` (an OCI LinuxResources as JSON) to container `id`'s cgroup.
+fn update(id: &str, root: &Path, resources: &str) -> Result<()> {
+    use libcgroups::common::{CgroupManager, ControllerOpt};
+    let resources: LinuxResources = serde_json::from_str(resources).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "update {id}: resources are not an OCI LinuxResources: {e}"
+        ))
+    })?;
+    let c = Container::load(root.join(id)).map_err(|e| lc_error("update", id, e))?;
+    let cfg = c.spec().map_err(|e| lc_error("update", id, e))?;
+    libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: cfg.cgroup_path.clone(),
+        systemd_cgroup: c.systemd(),
+        container_name: id.to_string(),
+    })
+    .map_err(|e| Error::Runtime(format!("update {id}: cgroup: {e}")))?
+    .apply(&ControllerOpt {
+        resources: &resources,
+        disable_oom_killer: false,
+        oom_score_adj: None,
+        freezer_state: None,
+    })
+    .map_err(|e| Error::Runtime(format!("update {id}: {e}")))
 }
 
 /// A worker's side of the process's stdio.
@@ -269,8 +342,7 @@ fn create(
     how: How,
     stdio: WorkerIo,
 ) -> Result<i32> {
-    std::fs::create_dir_all(root)
-        .map_err(|e| Error::io(format!("create state root {}", root.display()), e))?;
+    super::ensure_state_root(root)?;
     // First, so a spec libcontainer would choke on fails before anything is mounted.
     let propagation = propagation::prepare(bundle).map_err(|e| match e {
         Error::InvalidArgument(m) => Error::InvalidArgument(format!("create {id}: {m}")),
@@ -359,25 +431,115 @@ fn exec(
         }
         executor.seccomp = Some(seccomp);
     }
-    // libcontainer reads the process from a file. The worker is the only reader, the name
-    // is unique per exec (IDs are validated before they get here) and it goes right after.
-    let file = root.join(format!(".exec-{id}-{exec_id}.json"));
+    // libcontainer's tenant builder reads the process from a path. The process carries the
+    // environment (Kubernetes Secrets among it), so it never touches a filesystem: it is
+    // handed over as an anonymous memfd of this worker, named by /proc/self/fd.
     let json = serde_json::to_vec(&proc)
         .map_err(|e| Error::Internal(format!("encode process of exec {exec_id}: {e}")))?;
-    std::fs::write(&file, json).map_err(|e| Error::io(format!("write {}", file.display()), e))?;
+    let process_fd = process_memfd(&json)
+        .map_err(|e| Error::io(format!("exec {exec_id} in {id}: hand over the process"), e))?;
+    let process_path = PathBuf::from(format!("/proc/self/fd/{}", process_fd.as_raw_fd()));
+    let console = match &stdio {
+        WorkerIo::Console(p) => Some(p.clone()),
+        WorkerIo::Fds(_) => None,
+    };
     let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
         .map(|b| stdio.apply(b.with_executor(executor)))
         .and_then(|b| {
             b.as_tenant()
-                .with_process(Some(&file))
+                .with_process(Some(&process_path))
                 .with_detach(true)
                 .build()
         });
-    let _ = std::fs::remove_file(&file);
+    drop(process_fd);
+    remove_tenant_leftovers(&root.join(id), console.as_deref());
     built
         .map(|p| p.as_raw())
         .map_err(|e| lc_error(&format!("exec {exec_id} in"), id, e))
+}
+
+/// An anonymous, close-on-exec memory file holding `bytes`, sealed against change: no
+/// name in any directory, so no mode to get wrong, no name to collide, nothing to remove.
+/// Only this worker (and the processes libcontainer clones from it, until they exec and
+/// close it) holds it.
+fn process_memfd(bytes: &[u8]) -> std::io::Result<OwnedFd> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let fd = memfd_create(
+        "youki-exec-process",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, bytes)?;
+    let fd = OwnedFd::from(file);
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_ADD_SEALS(
+            nix::fcntl::SealFlag::F_SEAL_SEAL
+                | nix::fcntl::SealFlag::F_SEAL_SHRINK
+                | nix::fcntl::SealFlag::F_SEAL_GROW
+                | nix::fcntl::SealFlag::F_SEAL_WRITE,
+        ),
+    )?;
+    Ok(fd)
+}
+
+/// libcontainer's tenant builder leaves two entries per exec in the container's state
+/// directory and never removes them: `tenant-notify-<random>.sock`, the socket its exec
+/// process waits on for the go, and, for a terminal, `tenant-tty-<random>.sock`, a symlink
+/// to our console socket. Both are dead once the exec has run (or failed), so without this
+/// the directory grows by one entry per exec, for the container's whole life (a probe
+/// every second is 86400 a day). The names are random and other execs of the container may
+/// be under way in other workers, so only what is certainly dead goes:
+/// - a notify socket that no open socket is bound to any more (checked in /proc/net/unix,
+///   which lists bound sockets of this network namespace: the worker binds them before it
+///   joins the container's namespaces; an exec under way keeps its socket bound until it
+///   has exec'd, and this exec's own socket was closed when its process exec'd);
+/// - a terminal link to this exec's console socket, or to a console socket that is gone
+///   (the daemon removes each once it has the pty master).
+///
+/// Best effort: what cannot be read or removed now is left for the next exec's sweep.
+fn remove_tenant_leftovers(dir: &Path, console: Option<&Path>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut bound: Option<Option<std::collections::HashSet<String>>> = None;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = e.path();
+        let dead = if name.starts_with("tenant-notify-") {
+            let bound = bound.get_or_insert_with(bound_unix_socket_names);
+            bound.as_ref().is_some_and(|b| !b.contains(name))
+        } else if name.starts_with("tenant-tty-") {
+            match std::fs::read_link(&path) {
+                Ok(target) => console == Some(target.as_path()) || !target.exists(),
+                Err(_) => false,
+            }
+        } else {
+            false
+        };
+        if dead && let Err(err) = std::fs::remove_file(&path) {
+            log::debug!("remove {}: {err}", path.display());
+        }
+    }
+}
+
+/// The last path component of every bound unix socket in this network namespace. The
+/// tenant notify sockets are bound by a relative name (libcontainer chdirs to the state
+/// directory first), so that name is what /proc/net/unix shows. None if the table cannot
+/// be read: then no socket is removed on a guess.
+fn bound_unix_socket_names() -> Option<std::collections::HashSet<String>> {
+    let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+    let names = table
+        .lines()
+        .skip(1)
+        // Num RefCount Protocol Flags Type St Inode [Path]
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .filter_map(|p| p.rsplit('/').next())
+        .map(str::to_string)
+        .collect();
+    Some(names)
 }
 
 /// Removes container `id`'s processes, cgroup and state (running poststop hooks), and
@@ -423,6 +585,56 @@ mod tests {
         match serde_json::from_slice::<Response>(&reply).unwrap() {
             Response::Failed(_, m) => assert!(m.ends_with("(truncated)"), "{m}"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_procfs_handle_outlives_its_use() {
+        use pathrs::procfs::ProcfsHandle;
+        use std::os::fd::AsFd;
+        // Open fds that are the root of a procfs mount (what the cache holds).
+        let procfs_roots = || {
+            let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+            fds.into_iter()
+                .filter(|&fd| {
+                    // SAFETY: fstat and fstatfs write the structs we pass; a closed fd fails.
+                    unsafe {
+                        let mut st: libc::stat = std::mem::zeroed();
+                        let mut fs: libc::statfs = std::mem::zeroed();
+                        libc::fstat(fd, &mut st) == 0
+                            && libc::fstatfs(fd, &mut fs) == 0
+                            && st.st_ino == 1
+                            && fs.f_type == libc::PROC_SUPER_MAGIC
+                    }
+                })
+                .count()
+        };
+        // In a forked copy of the test process: pathrs's cache is per process.
+        // SAFETY: the child only opens and closes fds, then _exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // The cache filled, as libcontainer's first use in a worker fills it.
+                let _ = ProcfsHandle::new().map(drop);
+                no_cached_procfs();
+                let (a, b) = (ProcfsHandle::new().unwrap(), ProcfsHandle::new().unwrap());
+                let distinct = a.as_fd().as_raw_fd() != b.as_fd().as_raw_fd();
+                drop((a, b));
+                let left = procfs_roots();
+                let code = if distinct && left == 0 { 0 } else { 1 };
+                // SAFETY: leave the forked test process without running the harness.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "a procfs handle stays open (1)"
+                );
+            }
         }
     }
 
