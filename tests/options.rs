@@ -92,7 +92,10 @@ impl ShimCgroup {
         let dirs: Vec<PathBuf> = if unified {
             vec![root.join(name)]
         } else {
-            ["memory", "pids"].iter().map(|c| root.join(c).join(name)).collect()
+            ["memory", "pids"]
+                .iter()
+                .map(|c| root.join(c).join(name))
+                .collect()
         };
         for d in &dirs {
             std::fs::create_dir_all(d).unwrap();
@@ -198,7 +201,11 @@ fn no_new_keyring_decides_the_session_keyring() {
     let _g1 = RemoveOnDrop(own.clone());
     let _g2 = RemoveOnDrop(shared.clone());
     ok(&run_with_options(&own, "", &["sleep", "100"]));
-    ok(&run_with_options(&shared, "NoNewKeyring = true\n", &["sleep", "100"]));
+    ok(&run_with_options(
+        &shared,
+        "NoNewKeyring = true\n",
+        &["sleep", "100"],
+    ));
     let keys = std::fs::read_to_string("/proc/keys").unwrap_or_default();
     assert!(keyring_of(&own), "no keyring _ses.{own}: {keys}");
     assert!(!keyring_of(&shared), "keyring _ses.{shared}: {keys}");
@@ -245,9 +252,7 @@ fn mounts_in_namespace(pid: i32) -> Option<usize> {
     };
     let mut ids = vec![0u64; 4096];
     // SAFETY: listmount fills at most ids.len() u64s.
-    let n = unsafe {
-        libc::syscall(SYS_LISTMOUNT, &req, ids.as_mut_ptr(), ids.len(), 0u32)
-    };
+    let n = unsafe { libc::syscall(SYS_LISTMOUNT, &req, ids.as_mut_ptr(), ids.len(), 0u32) };
     (n >= 0).then_some(n as usize)
 }
 
@@ -272,9 +277,21 @@ fn no_pivot_root_moves_the_root_instead() {
     let _g2 = RemoveOnDrop(moved.clone());
     let _g3 = RemoveOnDrop(flag.clone());
     ok(&run_with_options(&pivot, "", &["sleep", "100"]));
-    ok(&run_with_options(&moved, "NoPivotRoot = true\n", &["sleep", "100"]));
+    ok(&run_with_options(
+        &moved,
+        "NoPivotRoot = true\n",
+        &["sleep", "100"],
+    ));
     ok(&ctr(&[
-        "run", "-d", "--no-pivot", "--runtime", RUNTIME, BUSYBOX, &flag, "sleep", "100",
+        "run",
+        "-d",
+        "--no-pivot",
+        "--runtime",
+        RUNTIME,
+        BUSYBOX,
+        &flag,
+        "sleep",
+        "100",
     ]));
     let p = task_pid(&pivot);
     for id in [&moved, &flag] {
@@ -315,9 +332,16 @@ fn root_moves_the_state_and_cleanup_finds_it() {
         &["sleep", "100"],
     ));
     let state = base.join(NS).join(&id);
-    assert!(state.join("state.json").exists(), "no state in {}", state.display());
     assert!(
-        !Path::new("/run/containerd/youki").join(NS).join(&id).exists(),
+        state.join("state.json").exists(),
+        "no state in {}",
+        state.display()
+    );
+    assert!(
+        !Path::new("/run/containerd/youki")
+            .join(NS)
+            .join(&id)
+            .exists(),
         "state in the default root too"
     );
     let pid = task_pid(&id);
@@ -339,7 +363,8 @@ fn root_moves_the_state_and_cleanup_finds_it() {
         unsafe { libc::kill(p, libc::SIGKILL) };
     }
     assert!(
-        wait_until(Duration::from_secs(20), || common::task_status(&id) != "RUNNING"),
+        wait_until(Duration::from_secs(20), || common::task_status(&id)
+            != "RUNNING"),
         "containerd never noticed the dead shim of {id}"
     );
     assert!(

@@ -55,9 +55,8 @@ pub fn procs_files_here(cgroup: &str) -> Result<Vec<std::ffi::CString>> {
     procs_files(Path::new(CGROUP_ROOT), cgroup)?
         .into_iter()
         .map(|p| {
-            std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).map_err(|_| {
-                Error::InvalidArgument(format!("ShimCgroup {cgroup:?}: NUL in path"))
-            })
+            std::ffi::CString::new(p.into_os_string().into_encoded_bytes())
+                .map_err(|_| Error::InvalidArgument(format!("ShimCgroup {cgroup:?}: NUL in path")))
         })
         .collect()
 }

@@ -24,8 +24,11 @@ pub fn record(bundle: &Path, base: Option<&Path>, namespace: &str) -> Result<Pat
     if let Some(base) = base {
         register(Path::new(DEFAULT_STATE_BASE), base)?;
     }
-    std::fs::write(bundle.join(BUNDLE_FILE), root.as_os_str().as_encoded_bytes())
-        .map_err(|e| Error::io(format!("record state root in {}", bundle.display()), e))?;
+    std::fs::write(
+        bundle.join(BUNDLE_FILE),
+        root.as_os_str().as_encoded_bytes(),
+    )
+    .map_err(|e| Error::io(format!("record state root in {}", bundle.display()), e))?;
     Ok(root)
 }
 

@@ -410,7 +410,10 @@ mod tests {
             runtime_options(&boot).shim_cgroup.as_deref(),
             Some("/containerd/shim")
         );
-        assert_eq!(runtime_options(&Input::Options(None)), RuntimeOptions::default());
+        assert_eq!(
+            runtime_options(&Input::Options(None)),
+            RuntimeOptions::default()
+        );
     }
 
     #[test]

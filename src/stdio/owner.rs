@@ -53,7 +53,10 @@ mod tests {
             terminal: false,
         };
         give_fifos(&stdio, 0, 0).unwrap();
-        assert_eq!(std::fs::metadata(&fifo).unwrap().uid(), nix::unistd::getuid().as_raw());
+        assert_eq!(
+            std::fs::metadata(&fifo).unwrap().uid(),
+            nix::unistd::getuid().as_raw()
+        );
         if nix::unistd::getuid().is_root() {
             give_fifos(&stdio, 1234, 5678).unwrap();
             let m = std::fs::metadata(&fifo).unwrap();

@@ -38,7 +38,8 @@ pub fn state_root(namespace: &str) -> PathBuf {
 
 /// The same below `base` (runc's Root option), as runc does: `<base>/<namespace>`.
 pub fn state_root_in(base: Option<&Path>, namespace: &str) -> PathBuf {
-    base.unwrap_or(Path::new(DEFAULT_STATE_BASE)).join(namespace)
+    base.unwrap_or(Path::new(DEFAULT_STATE_BASE))
+        .join(namespace)
 }
 
 /// Creates the state root and its parent (`/run/containerd/youki`) 0700, or tightens them
