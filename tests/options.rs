@@ -54,11 +54,31 @@ fn binary_name_is_refused_by_name() {
     assert_nothing_left(&id);
 }
 
-/// The daemon serving `id` (the shim process whose parent is not a shim).
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The long-lived shim processes serving `id`: the daemon (the shim process whose parent is
+/// not one) and its fork helper (its child). Workers the helper forks come and go, and
+/// join the container's cgroup when they make its init; the init itself (the daemon's
+/// child too, as its subreaper) may not have exec'd its command yet when ctr returns.
 fn shim_processes(id: &str) -> Vec<i32> {
-    let pids = shim_pids(id);
-    assert!(!pids.is_empty(), "no shim for {id}");
-    pids
+    let init = task_pid(id);
+    let pids: Vec<i32> = shim_pids(id).into_iter().filter(|p| *p != init).collect();
+    let daemons: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|p| !pids.contains(&parent_of(*p)))
+        .collect();
+    assert_eq!(daemons.len(), 1, "shim daemons of {id}: {daemons:?}");
+    let mut long_lived = daemons.clone();
+    long_lived.extend(pids.iter().copied().filter(|p| parent_of(*p) == daemons[0]));
+    long_lived
 }
 
 fn cgroup_of(pid: i32, controller: &str) -> String {
