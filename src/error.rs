@@ -30,6 +30,48 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// How much of a bad value an error message quotes.
+const PREVIEW: usize = 128;
+/// `s` for an error message: whole when short, else its start and its length.
+pub fn preview(s: &str) -> String {
+    if s.len() <= PREVIEW {
+        return s.to_string();
+    }
+    let mut end = PREVIEW;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
+
+/// A parser's message with every double-quoted string in it replaced by `"…"`. serde's
+/// messages quote the value they could not use (`invalid type: string "…", expected a
+/// sequence`), and that value may be an environment entry or a password; the position
+/// the caller reports says where it was.
+pub fn redact_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut chars = msg.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        out.push('…');
+        let mut escaped = false;
+        for q in chars.by_ref() {
+            if escaped {
+                escaped = false;
+            } else if q == '\\' {
+                escaped = true;
+            } else if q == '"' {
+                break;
+            }
+        }
+        out.push('"');
+    }
+    out
+}
+
 impl Error {
     pub fn io(context: impl Into<String>, err: impl Into<std::io::Error>) -> Error {
         Error::Io(context.into(), err.into())
@@ -121,6 +163,16 @@ mod tests {
         );
         let enoent = std::io::Error::from_raw_os_error(libc_enoent());
         assert_eq!(status(Error::io("open /x", enoent)).0, Code::NOT_FOUND);
+    }
+
+    #[test]
+    fn quoted_values_are_redacted() {
+        assert_eq!(
+            redact_quoted(r#"invalid type: string "A=\"x\" B", expected a sequence"#),
+            r#"invalid type: string "…", expected a sequence"#
+        );
+        assert_eq!(redact_quoted("no quotes"), "no quotes");
+        assert_eq!(redact_quoted(r#"open "x"#), r#"open "…""#);
     }
 
     #[test]

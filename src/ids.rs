@@ -1,7 +1,7 @@
 //! Validation of the names that become paths: container IDs and namespaces. Checked before
 //! either is joined onto any directory, so `../x` or `a/b` can never escape a state root.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, preview};
 
 /// A container (or exec) ID: what runc and containerd accept, 1–1024 characters of
 /// `[A-Za-z0-9_.-]`, starting with a letter or digit (so never `.` or `..`).
@@ -16,7 +16,8 @@ pub fn validate_id(id: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidArgument(format!(
-            "invalid container id {id:?}: want 1-1024 characters of [A-Za-z0-9_.-] starting with a letter or digit"
+            "invalid container id {:?}: want 1-1024 characters of [A-Za-z0-9_.-] starting with a letter or digit",
+            preview(id)
         )))
     }
 }
@@ -38,7 +39,10 @@ pub fn validate_namespace(ns: &str) -> Result<()> {
     if ok && !prev_sep {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("invalid namespace {ns:?}")))
+        Err(Error::InvalidArgument(format!(
+            "invalid namespace {:?}",
+            preview(ns)
+        )))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod error;
 pub mod ids;
 pub mod ops;
 pub mod runtime;
+pub mod safe_open;
 pub mod shim;
 pub mod stdio;
 pub mod task;

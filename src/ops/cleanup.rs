@@ -39,7 +39,7 @@ use crate::ops::roots;
 use crate::runtime::youki::delete;
 use crate::shim::args::Args;
 use crate::shim::bootstrap::{group_id, group_of};
-use crate::task::pod::timestamp;
+use crate::shim::service::timestamp;
 
 pub const KILLED_STATUS: u32 = 128 + libc::SIGKILL as u32;
 

@@ -1,10 +1,10 @@
 //! A runtime that runs nothing: PIDs are made up and exits are reported through the same
 //! channel the real reaper uses, so the pod's rules can be tested without containers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -24,6 +24,20 @@ pub struct FakeRuntime {
     pub exit_during_create: Mutex<Option<u32>>,
     /// Memory cgroups (v2 layout) are `<this>/<id>`, for OOM tests; none by default.
     pub memory_cgroups: Option<std::path::PathBuf>,
+    /// Containers without a PID namespace of their own: their processes outlive the init.
+    pub shared_pid_ns: Mutex<HashSet<String>>,
+    /// The next Create fails with this error (after nothing was made).
+    pub create_error: Mutex<Option<Error>>,
+    /// Exec of this exec ID fails (a missing binary, a bad user).
+    pub fail_exec: Option<String>,
+    /// While set, Start waits until it is notified (a slow worker).
+    pub hold_start: Option<Arc<tokio::sync::Notify>>,
+    /// While set, Delete waits until it is notified (a slow worker).
+    pub hold_delete: Option<Arc<tokio::sync::Notify>>,
+    /// Processes (`id` or `id/exec_id`) that survive every signal.
+    pub immortal: Mutex<HashSet<String>>,
+    /// Every PID signalled one by one (not through `all`).
+    pub signalled: Mutex<Vec<i32>>,
 }
 
 impl FakeRuntime {
@@ -36,7 +50,30 @@ impl FakeRuntime {
             fail_create: None,
             exit_during_create: Mutex::new(None),
             memory_cgroups: None,
+            shared_pid_ns: Mutex::new(HashSet::new()),
+            create_error: Mutex::new(None),
+            fail_exec: None,
+            hold_start: None,
+            hold_delete: None,
+            immortal: Mutex::new(HashSet::new()),
+            signalled: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A process the container's init started and left behind (`id/name`): only a kill
+    /// of the whole container ends it. Returns its PID.
+    pub fn leave_behind(&self, id: &str, name: &str) -> i32 {
+        let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
+        self.live
+            .lock()
+            .unwrap()
+            .insert(format!("{id}/{name}"), pid);
+        pid
+    }
+
+    /// Whether the process `id` (or `id/name`) still runs.
+    pub fn is_live(&self, key: &str) -> bool {
+        self.live.lock().unwrap().contains_key(key)
     }
 
     /// Makes the container's init (`id`) or an exec (`id/exec_id`) exit with `status`, as if
@@ -60,6 +97,9 @@ impl Runtime for FakeRuntime {
 
     async fn create(&self, spec: CreateSpec) -> Result<i32> {
         self.record(format!("create {}", spec.id));
+        if let Some(e) = self.create_error.lock().unwrap().take() {
+            return Err(e);
+        }
         if self.fail_create.as_deref() == Some(spec.id.as_str()) {
             return Err(Error::Runtime(format!("fake create of {} failed", spec.id)));
         }
@@ -77,11 +117,20 @@ impl Runtime for FakeRuntime {
 
     async fn start(&self, id: &str) -> Result<()> {
         self.record(format!("start {id}"));
+        if let Some(hold) = &self.hold_start {
+            hold.notified().await;
+        }
         Ok(())
     }
 
     async fn exec(&self, spec: ExecSpec) -> Result<i32> {
         self.record(format!("exec {} {}", spec.id, spec.exec_id));
+        if self.fail_exec.as_deref() == Some(spec.exec_id.as_str()) {
+            return Err(Error::Runtime(format!(
+                "exec {}: executable file not found in $PATH",
+                spec.exec_id
+            )));
+        }
         let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
         self.live
             .lock()
@@ -92,8 +141,12 @@ impl Runtime for FakeRuntime {
 
     async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()> {
         self.record(format!("kill {id} {signal} {all}"));
+        if !all {
+            self.signalled.lock().unwrap().push(pid);
+        }
         if signal == libc::SIGKILL || signal == libc::SIGTERM {
             // The process signalled (an init or an exec), or with `all` every one left.
+            let immortal = self.immortal.lock().unwrap().clone();
             let mut live = self.live.lock().unwrap();
             let hit: Vec<String> = live
                 .iter()
@@ -101,6 +154,7 @@ impl Runtime for FakeRuntime {
                     **p == pid || (all && (k.as_str() == id || k.starts_with(&format!("{id}/"))))
                 })
                 .map(|(k, _)| k.clone())
+                .filter(|k| !immortal.contains(k))
                 .collect();
             for k in hit {
                 if let Some(p) = live.remove(&k) {
@@ -109,6 +163,26 @@ impl Runtime for FakeRuntime {
             }
         }
         Ok(())
+    }
+
+    async fn kill_orphans(&self, id: &str) -> Result<bool> {
+        if !self.shared_pid_ns.lock().unwrap().contains(id) {
+            return Ok(false);
+        }
+        self.record(format!("kill_orphans {id}"));
+        // What the cgroup still holds: everything of the container but its (gone) init.
+        let mut live = self.live.lock().unwrap();
+        let left: Vec<String> = live
+            .keys()
+            .filter(|k| k.starts_with(&format!("{id}/")))
+            .cloned()
+            .collect();
+        for k in left {
+            if let Some(p) = live.remove(&k) {
+                let _ = self.exits.send((p, 128 + libc::SIGKILL as u32));
+            }
+        }
+        Ok(true)
     }
 
     async fn pause(&self, id: &str) -> Result<()> {
@@ -153,12 +227,24 @@ impl Runtime for FakeRuntime {
 
     async fn delete(&self, id: &str, _bundle: &Path) -> Result<()> {
         self.record(format!("delete {id}"));
+        if let Some(hold) = &self.hold_delete {
+            hold.notified().await;
+        }
         self.exit(id, 137);
         Ok(())
     }
 
     async fn pids(&self, id: &str, pid: i32) -> Result<Vec<u32>> {
         self.record(format!("pids {id}"));
-        Ok(vec![pid as u32])
+        let mut all = vec![pid as u32];
+        let live = self.live.lock().unwrap();
+        let mut execs: Vec<u32> = live
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{id}/")))
+            .map(|(_, p)| *p as u32)
+            .collect();
+        execs.sort();
+        all.extend(execs);
+        Ok(all)
     }
 }

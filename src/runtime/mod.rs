@@ -61,8 +61,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// Runs a process inside the running container, in its namespaces, cgroup and seccomp
     /// profile. Returns its PID once it has exec'd.
     async fn exec(&self, spec: ExecSpec) -> Result<i32>;
-    /// Sends `signal` to the init (`pid`), or with `all` to every process of the container.
+    /// Sends `signal` to the init (`pid`), or with `all` to every process of the container
+    /// (also once its init has exited): for SIGKILL through the cgroup, so that no
+    /// process escapes by forking meanwhile.
     async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()>;
+    /// The init of `id` has exited. A container without a PID namespace of its own (it
+    /// joined another's, or the host's) keeps its other processes then, where the kernel
+    /// would have killed them with a namespace's init: kill them all, as runc-v2 does.
+    /// Returns whether the container was such a one.
+    async fn kill_orphans(&self, id: &str) -> Result<bool>;
     /// Freezes every process of the container (cgroup freezer).
     async fn pause(&self, id: &str) -> Result<()>;
     /// Thaws a paused container.

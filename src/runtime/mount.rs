@@ -95,6 +95,16 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
             e,
         )
     })?;
+    // The mount is made; if finishing it fails, it is undone here (mount_all undoes only
+    // the entries before this one).
+    let finished = finish_mount(flags, propagation, target);
+    if finished.is_err() {
+        let _ = umount2(target, MntFlags::MNT_DETACH);
+    }
+    finished
+}
+
+fn finish_mount(flags: MsFlags, propagation: MsFlags, target: &Path) -> Result<()> {
     // A read-only bind needs a remount: the first bind ignores MS_RDONLY.
     if flags.contains(MsFlags::MS_BIND) && flags.contains(MsFlags::MS_RDONLY) {
         mount(

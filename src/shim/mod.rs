@@ -12,3 +12,4 @@ pub mod options;
 pub mod sealed;
 pub mod service;
 pub mod socket;
+pub mod validate;

@@ -18,7 +18,8 @@ use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim_protos::shim::oci::Options as RuncOptions;
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, preview, redact_quoted};
+use crate::safe_open;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeOptions {
@@ -181,6 +182,54 @@ const RUNC_CREATE_OPTIONS: &str = "containerd.linux.runc.CreateOptions";
 /// sent by 1.x clients.
 const RUNC_CRIU_PATH: u32 = 8;
 
+/// Largest runtime options file we read (runc's options fit in a few hundred bytes).
+const MAX_CONFIG: u64 = 1 << 20;
+
+/// `ctr --runtime-config-path`'s file: a regular file (never a FIFO or a device, which
+/// could block the read or act on being opened), bounded in size: the daemon has one
+/// thread, and a FIFO here once stopped it for good.
+fn read_config(path: &str) -> Result<String> {
+    if !path.starts_with('/') {
+        return Err(Error::InvalidArgument(format!(
+            "runtime options config_path {:?} is not absolute",
+            preview(path)
+        )));
+    }
+    // Whatever is wrong with the file (missing included), the request is what is wrong.
+    let bytes =
+        safe_open::read_regular("runtime options config_path", path, MAX_CONFIG).map_err(|e| {
+            match e {
+                Error::Io(..) => Error::InvalidArgument(e.to_string()),
+                other => other,
+            }
+        })?;
+    String::from_utf8(bytes).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "runtime options config_path {:?} is not UTF-8 text",
+            preview(path)
+        ))
+    })
+}
+
+/// A TOML error as line, column and message only. The toml crate's own Display quotes
+/// the offending line of the input, and options files can hold credentials (a
+/// registry's, a logger's) that must not reach containerd's log.
+fn toml_error(source: &str, text: &str, e: &toml::de::Error) -> Error {
+    let at = e
+        .span()
+        .map(|span| {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let col = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+            format!(" at line {line} column {col}")
+        })
+        .unwrap_or_default();
+    Error::InvalidArgument(format!(
+        "runtime options {source}: TOML error{at}: {}",
+        redact_quoted(e.message().trim_end())
+    ))
+}
+
 fn short_name(type_url: &str) -> &str {
     type_url.rsplit('/').next().unwrap_or(type_url)
 }
@@ -237,15 +286,16 @@ pub fn decode(any: Option<&Any>) -> Result<RuntimeOptions> {
             };
             let (body, path) = (field(3), field(2));
             let (body, source) = if body.is_empty() && !path.is_empty() {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    Error::InvalidArgument(format!("runtime options config_path {path:?}: {e}"))
-                })?;
-                (text, format!("config_path {path:?}"))
+                (
+                    read_config(&path)?,
+                    format!("config_path {:?}", preview(&path)),
+                )
             } else {
-                (body.clone(), format!("config_body {body:?}"))
+                let n = body.len();
+                (body, format!("config_body ({n} bytes)"))
             };
-            let t: TomlOptions = toml::from_str(&body)
-                .map_err(|e| Error::InvalidArgument(format!("runtime options {source}: {e}")))?;
+            let t: TomlOptions =
+                toml::from_str(&body).map_err(|e| toml_error(&source, &body, &e))?;
             Fields::from(t).validate()
         }
         RUNC_CREATE_OPTIONS => {
@@ -290,8 +340,9 @@ pub fn decode(any: Option<&Any>) -> Result<RuntimeOptions> {
             }
             f.validate()
         }
-        other => Err(Error::InvalidArgument(format!(
-            "unsupported runtime options type {other:?}"
+        _ => Err(Error::InvalidArgument(format!(
+            "unsupported runtime options type {:?}",
+            preview(&any.type_url)
         ))),
     }
 }
@@ -346,7 +397,7 @@ mod tests {
         let e = decode(Some(&cri_any("SystemdCgroup = maybe")))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("maybe"), "{e}");
+        assert!(e.contains("line 1 column 17"), "{e}");
     }
 
     #[test]
@@ -359,6 +410,65 @@ mod tests {
         let e = decode(Some(&cri_field(0x12, "/nonexistent/opts.toml"))).unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
         assert!(e.to_string().contains("/nonexistent/opts.toml"), "{e}");
+    }
+
+    /// cri_field with a two-byte varint length, for texts of 128 bytes and more.
+    fn cri_long(tag: u8, text: &str) -> Any {
+        let n = text.len();
+        assert!(n < 1 << 14);
+        let mut value = vec![tag, (n as u8 & 0x7f) | 0x80, (n >> 7) as u8];
+        value.extend_from_slice(text.as_bytes());
+        let mut any = Any::new();
+        any.type_url = format!("type.googleapis.com/{CRI_OPTIONS}");
+        any.value = value;
+        any
+    }
+
+    #[test]
+    fn toml_errors_never_quote_the_text() {
+        let secret = "password = \"hunter2\"\nSystemdCgroup = \"hunter2\"\n";
+        for any in [
+            cri_any(secret),
+            cri_long(0x1a, &format!("{secret}#{}\n", "x".repeat(300))),
+        ] {
+            let e = decode(Some(&any)).unwrap_err();
+            assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+            let e = e.to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("line 2 column 17"), "{e}");
+        }
+        let path = std::env::temp_dir().join(format!("ysm-opts-s-{}.toml", std::process::id()));
+        std::fs::write(&path, secret).unwrap();
+        let e = decode(Some(&cri_field(0x12, path.to_str().unwrap())))
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains(path.to_str().unwrap()), "{e}");
+    }
+
+    #[test]
+    fn config_path_must_be_a_regular_file() {
+        let d = std::env::temp_dir().join(format!("ysm-opts-k-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let fifo = d.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        // A FIFO without a writer would block a plain read forever.
+        for p in [
+            fifo.to_str().unwrap(),
+            link.to_str().unwrap(),
+            d.to_str().unwrap(),
+            "/dev/zero",
+            "relative.toml",
+        ] {
+            let e = decode(Some(&cri_field(0x12, p))).unwrap_err();
+            assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{p}: {e}");
+            assert!(e.to_string().contains(p), "{e}");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

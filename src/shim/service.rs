@@ -12,20 +12,26 @@ use containerd_shim_protos::api::{
     DeleteRequest, DeleteResponse, KillRequest, PidsRequest, PidsResponse, ShutdownRequest,
     StartRequest, StartResponse, StateRequest, StateResponse, WaitRequest, WaitResponse,
 };
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::shim_async::{Task, create_task};
+use containerd_shim_protos::types::mount::Mount as ProtoMount;
 use containerd_shim_protos::types::task::{ProcessInfo, Status as ProtoStatus};
 use tokio::sync::Notify;
 use ttrpc::r#async::{Service, TtrpcContext};
 
 use crate::cgroup::metrics;
 use crate::error::{Error, Result};
+use crate::ids::validate_id;
+use crate::runtime::mount::Mount;
 use crate::shim::options::{self, RuntimeOptions};
 use crate::shim::socket::ServedSocket;
+use crate::shim::{options, validate};
 use crate::stdio::StdioPaths;
 use crate::task::checkpoint;
-use crate::task::container::Status;
-use crate::task::pod::{CreateParams, ExecParams, Pod, from_proto_mount, timestamp};
+use crate::task::pod::{CreateParams, ExecParams, Pod, ProcessEntry};
+use crate::task::state::Status;
 
 pub const TASK_V2: &str = "containerd.task.v2.Task";
 pub const TASK_V3: &str = "containerd.task.v3.Task";
@@ -67,6 +73,49 @@ async fn to_completion<T: Send + 'static>(
     tokio::spawn(Box::pin(work))
         .await
         .map_err(|e| Error::Internal(format!("{what}: {e}")))?
+}
+
+pub fn timestamp(t: std::time::SystemTime) -> Timestamp {
+    Timestamp::from(t)
+}
+
+pub fn to_proto_mount(m: &Mount) -> ProtoMount {
+    let mut p = ProtoMount::new();
+    p.type_ = m.kind.clone();
+    p.source = m.source.clone();
+    p.options = m.options.clone();
+    p
+}
+
+pub fn from_proto_mount(p: &ProtoMount) -> Mount {
+    Mount {
+        kind: p.type_.clone(),
+        source: p.source.clone(),
+        options: p.options.clone(),
+    }
+}
+
+/// containerd's type for what a Pids entry says about an exec process
+/// (`containerd.runc.v1.ProcessDetails`, one field: `string exec_id = 1`). runc-v2 sends
+/// it, and `ctr task ps` and CRI show the exec IDs from it.
+const PROCESS_DETAILS: &str = "containerd.runc.v1.ProcessDetails";
+
+fn process_info(p: ProcessEntry) -> Result<ProcessInfo> {
+    let mut info = ProcessInfo::new();
+    info.pid = p.pid;
+    if let Some(exec_id) = p.exec_id {
+        let mut value = Vec::with_capacity(exec_id.len() + 4);
+        let mut out = containerd_shim_protos::protobuf::CodedOutputStream::vec(&mut value);
+        out.write_string(1, &exec_id)
+            .and_then(|_| out.flush())
+            .map_err(|e| Error::Internal(format!("encode process details: {e}")))?;
+        drop(out);
+        let mut any = Any::new();
+        any.type_url = PROCESS_DETAILS.to_string();
+        any.value = value;
+        info.info = Some(any).into();
+    }
+    Ok(info)
 }
 
 impl TaskService {
@@ -114,6 +163,10 @@ impl Task for TaskService {
             req.id,
             req.options.as_ref().map(|o| o.type_url.as_str())
         );
+        validate::create(&req)?;
+        // On this (the daemon's only) thread, but never waiting: both files are opened
+        // O_PATH first and read only if they are regular files, and only so much.
+        validate::bundle_config(&req.id, &req.bundle)?;
         let opts = options::decode(req.options.as_ref())?;
         if opts.root != self.state_base {
             // State under one root per shim: `delete` and youki-shims find it by start's record.
@@ -146,6 +199,7 @@ impl Task for TaskService {
     }
 
     async fn start(&self, _: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        validate::ids(&req.id, &req.exec_id)?;
         let began = Instant::now();
         let pod = self.pod.clone();
         let (id, exec_id) = (req.id.clone(), req.exec_id.clone());
@@ -162,6 +216,7 @@ impl Task for TaskService {
     }
 
     async fn state(&self, _: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
+        validate::ids(&req.id, &req.exec_id)?;
         let s = self.pod.state(&req.id, &req.exec_id).await?;
         let mut resp = StateResponse::new();
         resp.id = s.id;
@@ -180,6 +235,7 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+        validate::ids(&req.id, &req.exec_id)?;
         let e = self.pod.wait(&req.id, &req.exec_id).await?;
         let mut resp = WaitResponse::new();
         resp.exit_status = e.status;
@@ -188,6 +244,8 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
+        validate::ids(&req.id, &req.exec_id)?;
+        validate::signal(req.signal)?;
         self.pod
             .kill(&req.id, &req.exec_id, req.signal, req.all)
             .await?;
@@ -195,6 +253,7 @@ impl Task for TaskService {
     }
 
     async fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+        validate::ids(&req.id, &req.exec_id)?;
         let began = Instant::now();
         let pod = self.pod.clone();
         let (id, exec_id) = (req.id.clone(), req.exec_id.clone());
@@ -217,22 +276,17 @@ impl Task for TaskService {
     }
 
     async fn pids(&self, _: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
+        validate_id(&req.id)?;
         let pids = self.pod.pids(&req.id).await;
         log::debug!("pids {}: {:?}", req.id, pids);
         let pids = pids?;
         let mut resp = PidsResponse::new();
-        resp.processes = pids
-            .into_iter()
-            .map(|pid| {
-                let mut p = ProcessInfo::new();
-                p.pid = pid;
-                p
-            })
-            .collect();
+        resp.processes = pids.into_iter().map(process_info).collect::<Result<_>>()?;
         Ok(resp)
     }
 
     async fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
+        validate::ids(&req.id, &req.exec_id)?;
         if req.stdin {
             self.pod.close_stdin(&req.id, &req.exec_id).await?;
         }
@@ -253,6 +307,7 @@ impl Task for TaskService {
         resp.shim_pid = std::process::id();
         resp.version = env!("CARGO_PKG_VERSION").to_string();
         if !req.id.is_empty() {
+            validate_id(&req.id)?;
             resp.task_pid = self.pod.init_pid(&req.id).await?;
         }
         Ok(resp)
@@ -276,6 +331,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::PauseRequest,
     ) -> ttrpc::Result<Empty> {
+        validate_id(&req.id)?;
         let pod = self.pod.clone();
         to_completion("pause", async move { pod.pause(&req.id).await }).await?;
         Ok(Empty::new())
@@ -286,6 +342,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::ResumeRequest,
     ) -> ttrpc::Result<Empty> {
+        validate_id(&req.id)?;
         let pod = self.pod.clone();
         to_completion("resume", async move { pod.resume(&req.id).await }).await?;
         Ok(Empty::new())
@@ -296,6 +353,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::CheckpointTaskRequest,
     ) -> ttrpc::Result<Empty> {
+        validate_id(&req.id)?;
         let defaults = self
             .options_of(&req.id)
             .map(|o| checkpoint::CriuDefaults {
@@ -304,6 +362,7 @@ impl Task for TaskService {
             })
             .unwrap_or_default();
         let spec = checkpoint::decode_with(&req.path, req.options.as_ref(), &defaults)?;
+        validate::checkpoint(&spec)?;
         self.pod.checkpoint(&req.id, &spec).await?;
         Ok(Empty::new())
     }
@@ -313,9 +372,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::ExecProcessRequest,
     ) -> ttrpc::Result<Empty> {
-        let process = req.spec.as_ref().map(|a| a.value.clone()).ok_or_else(|| {
-            Error::InvalidArgument(format!("exec {:?}: no process spec", req.exec_id))
-        })?;
+        let process = validate::exec(&req)?;
         let pod = self.pod.clone();
         let params = ExecParams {
             id: req.id.clone(),
@@ -340,6 +397,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::ResizePtyRequest,
     ) -> ttrpc::Result<Empty> {
+        validate::ids(&req.id, &req.exec_id)?;
         self.pod
             .resize(&req.id, &req.exec_id, req.width, req.height)
             .await?;
@@ -352,6 +410,7 @@ impl Task for TaskService {
         req: containerd_shim_protos::api::UpdateTaskRequest,
     ) -> ttrpc::Result<Empty> {
         // Annotations are accepted and need nothing from us (runc-v2 ignores them too).
+        validate_id(&req.id)?;
         let resources = req
             .resources
             .as_ref()
@@ -359,6 +418,7 @@ impl Task for TaskService {
             .ok_or_else(|| {
                 Error::InvalidArgument(format!("update of {:?}: no resources", req.id))
             })?;
+        validate::resources(&req.id, resources)?;
         self.pod.update(&req.id, resources).await?;
         Ok(Empty::new())
     }
@@ -368,6 +428,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: containerd_shim_protos::api::StatsRequest,
     ) -> ttrpc::Result<containerd_shim_protos::api::StatsResponse> {
+        validate_id(&req.id)?;
         let s = self.pod.stats(&req.id).await?;
         let mut resp = containerd_shim_protos::api::StatsResponse::new();
         resp.stats = Some(metrics::to_any(&s.stats, s.unified)?).into();

@@ -10,13 +10,14 @@ pub mod log_binary;
 pub mod owner;
 pub mod tty;
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use crate::error::{Error, Result};
+use crate::safe_open::{self, Kind};
 use log_binary::Logger;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,8 +84,8 @@ async fn open_outputs(
         )));
     }
     Ok((
-        open_output(&paths.stdout, keep)?,
-        open_output(&paths.stderr, keep)?,
+        open_output(&paths.stdout, keep).await?,
+        open_output(&paths.stderr, keep).await?,
     ))
 }
 
@@ -103,21 +104,32 @@ pub async fn open_terminal_output(
         keep.logger = Some(logger);
         return Ok(out);
     }
-    open_output(&paths.stdout, keep)
+    open_output(&paths.stdout, keep).await
 }
 
-enum Target<'a> {
+/// Where a stdio URI points (public for the fuzz targets).
+#[derive(Debug)]
+pub enum Target {
     Null,
-    Fifo(&'a str),
-    File(&'a str),
+    Fifo(String),
+    File(String),
 }
 
-fn target(uri: &str) -> Result<Target<'_>> {
+/// Longest stdio path we try to open: the kernel's PATH_MAX, NUL included.
+const PATH_MAX: usize = 4096;
+
+pub fn target(uri: &str) -> Result<Target> {
     if uri.is_empty() {
         return Ok(Target::Null);
     }
-    if let Some(path) = uri.strip_prefix("file://") {
-        return Ok(Target::File(path));
+    if uri.len() >= PATH_MAX + "file://".len() || uri.contains('\0') {
+        return Err(Error::InvalidArgument(format!(
+            "stdio path {:?}: not a path (longer than {PATH_MAX} bytes or contains NUL)",
+            crate::error::preview(uri)
+        )));
+    }
+    if let Some(rest) = uri.strip_prefix("file://") {
+        return Ok(Target::File(file_uri_path(uri, rest)?));
     }
     if let Some((scheme, _)) = uri.split_once("://") {
         return Err(Error::InvalidArgument(format!(
@@ -129,7 +141,47 @@ fn target(uri: &str) -> Result<Target<'_>> {
             "stdio path {uri:?} is not absolute"
         )));
     }
-    Ok(Target::Fifo(uri))
+    Ok(Target::Fifo(uri.to_string()))
+}
+
+/// The path of a `file://` URI as Go's url.Parse gives runc's shim its `Path`: no host,
+/// query and fragment cut off, percent-escapes decoded.
+fn file_uri_path(uri: &str, rest: &str) -> Result<String> {
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let path = &rest[..end];
+    if !path.starts_with('/') {
+        return Err(Error::InvalidArgument(format!(
+            "stdio URI {uri:?}: want file:///absolute/path"
+        )));
+    }
+    let decoded = percent_decode(path)
+        .filter(|p| !p.contains('\0'))
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!("stdio URI {uri:?}: bad percent-encoding"))
+        })?;
+    Ok(decoded)
+}
+
+/// `%XX` escapes decoded; `None` for a malformed escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            // Two hex digits exactly: from_str_radix alone would take "+f".
+            let hex = b.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn open(path: &str, read: bool, write: bool, flags: i32) -> Result<OwnedFd> {
@@ -152,26 +204,42 @@ fn clear_nonblock(fd: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-pub fn open_output(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
+/// One end of the FIFO at `path`, which must be a FIFO (as containerd's fifo package
+/// insists): anything else, a device above all, is never opened for I/O.
+fn open_fifo(path: &str, read: bool, write: bool, flags: i32) -> Result<OwnedFd> {
+    safe_open::open_as(
+        "stdio fifo",
+        path,
+        Kind::Fifo,
+        OpenOptions::new()
+            .read(read)
+            .write(write)
+            .custom_flags(flags | libc::O_CLOEXEC),
+    )
+}
+
+/// Opens an output stream. Nothing here waits for another process: the daemon has one
+/// thread (see `runtime::forker`), so a FIFO or device named as a `file://` target, or a
+/// FIFO whose reader never comes, must be refused or opened without blocking.
+pub async fn open_output(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
     match target(uri)? {
         Target::Null => null(true),
         Target::File(path) => {
-            if let Some(dir) = std::path::Path::new(path).parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+            if let Some(dir) = std::path::Path::new(&path).parent() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    safe_open::open_error("stdio file directory", &dir.to_string_lossy(), e)
+                })?;
             }
-            let f: File = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(path)
-                .map_err(|e| Error::io(format!("open {path}"), e))?;
-            Ok(f.into())
+            let fd = safe_open::append_regular("stdio file", &path)?;
+            clear_nonblock(&fd)?;
+            Ok(fd)
         }
         Target::Fifo(path) => {
             // Our reader first: a non-blocking read open never waits, and with a reader
-            // present the blocking write open below returns at once.
-            let reader = open(path, true, false, libc::O_NONBLOCK)?;
-            let writer = open(path, false, true, 0)?;
+            // present the write open below returns at once.
+            let reader = open_fifo(&path, true, false, libc::O_NONBLOCK)?;
+            let writer = open_fifo(&path, false, true, libc::O_NONBLOCK)?;
+            clear_nonblock(&writer)?;
             keep._readers.push(reader);
             Ok(writer)
         }
@@ -181,11 +249,23 @@ pub fn open_output(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
 pub fn open_input(uri: &str, keep: &mut Keepalive) -> Result<OwnedFd> {
     match target(uri)? {
         Target::Null => null(false),
-        Target::File(path) => open(path, true, false, 0),
+        // A regular file's open and reads never wait; anything else is refused unopened.
+        Target::File(path) => {
+            let fd = safe_open::open_as(
+                "stdio file",
+                &path,
+                Kind::Regular,
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK),
+            )?;
+            clear_nonblock(&fd)?;
+            Ok(fd)
+        }
         Target::Fifo(path) => {
-            let reader = open(path, true, false, libc::O_NONBLOCK)?;
+            let reader = open_fifo(&path, true, false, libc::O_NONBLOCK)?;
             clear_nonblock(&reader)?;
-            keep.stdin_writer = Some(open(path, false, true, libc::O_NONBLOCK)?);
+            keep.stdin_writer = Some(open_fifo(&path, false, true, libc::O_NONBLOCK)?);
             Ok(reader)
         }
     }
@@ -213,6 +293,7 @@ pub async fn open_stdio(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::{Read, Write};
 
     fn tmpdir(tag: &str) -> std::path::PathBuf {

@@ -1,21 +1,16 @@
-//! The pod: every container this shim serves, and the Task API's rules for them
-//! (what may happen in which state, which events go out and in what order).
-//! One shim serves one pod; a plain `ctr run` container is a pod of one.
+//! The pod: every container this shim serves, and the Task API's rules for them (what may
+//! happen in which state, which events go out and in what order). One shim serves one
+//! pod; a plain `ctr run` container is a pod of one.
+//!
+//! The pieces: `registry` (containers by ID, the shutdown gate), `container` + `state`
+//! (each init and exec as an explicit state machine behind a short lock), `exits` (which
+//! PID is whose), `launch` (stdio and terminals), `publish` (the events). The flow is
+//! service → pod → container → runtime; a runtime call never runs under a container's lock.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
-use containerd_shim_protos::events::task::{
-    TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO,
-    TaskOOM, TaskPaused, TaskResumed, TaskStart,
-};
-use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::topics;
-use containerd_shim_protos::types::mount::Mount as ProtoMount;
-use tokio::sync::Mutex as AsyncMutex;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use crate::cgroup::oom;
 use crate::error::{Error, Result};
@@ -23,20 +18,30 @@ use crate::ids::validate_id;
 use crate::runtime::mount::Mount;
 use crate::runtime::{CgroupStats, CreateSpec, ExecSpec, Runtime};
 use crate::shim::events::Publisher;
-use crate::stdio::tty::{Console, ConsoleSocket, OutputDrain};
-use crate::stdio::{ChildIo, Keepalive, StdioPaths, open_stdio, open_terminal_output};
+use crate::stdio::StdioPaths;
+use crate::stdio::tty::Console;
 use crate::task::checkpoint::{self, CheckpointSpec};
-use crate::task::container::{Container, Exec, Status};
+use crate::task::container::{Entry, Exec, with_terminal};
+use crate::task::exits::{ExitTable, Owner, Registered};
+use crate::task::launch::launch;
 use crate::task::process::{Exit, ExitCell};
+use crate::task::publish;
+use crate::task::registry::{Registry, lock};
+use crate::task::state::{Phase, Status};
 
-/// Exits of PIDs nobody has claimed yet are kept this many at most.
-const MAX_ORPHAN_EXITS: usize = 1024;
 /// How long Delete of a never-started container waits for its killed init to be reaped.
 const DELETE_REAP_WAIT: Duration = Duration::from_secs(2);
-/// How long a container's TaskExit waits for its killed exec processes to be reaped.
+/// How long a container's TaskExit waits for its killed exec processes to be reaped (all
+/// of them together).
 const EXEC_DRAIN_WAIT: Duration = Duration::from_secs(5);
 /// How long an exit waits for its terminal's output to reach the client's fifo.
 const TTY_OUTPUT_WAIT: Duration = Duration::from_secs(5);
+/// How long Delete waits for an exit that is still being handled (the two waits above).
+const EXIT_HANDLING_WAIT: Duration = Duration::from_secs(11);
+
+/// The exit status of a process that never ran (its Start failed): containerd's
+/// "unknown exit status".
+const NEVER_RAN: u32 = 255;
 
 pub struct CreateParams {
     pub id: String,
@@ -68,44 +73,27 @@ pub struct StateInfo {
     pub exit: Option<Exit>,
 }
 
-type Slot = Arc<AsyncMutex<Option<Container>>>;
-
-/// Who a PID is: a container's init (`exec: None`) or one of its exec processes.
-#[derive(Clone)]
-struct Owner {
-    container: String,
-    exec: Option<String>,
-    exit: Arc<ExitCell>,
-    /// The process's terminal output, which must all be copied before its exit is known.
-    tty: Option<OutputDrain>,
-}
-
-#[derive(Default)]
-struct Exits {
-    /// Live PIDs → their owner.
-    by_pid: HashMap<i32, Owner>,
-    /// Exits reaped before their PID was registered (an init killed during Create).
-    orphans: HashMap<i32, Exit>,
+/// One process of a container, for Pids: an exec's carries its exec ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessEntry {
+    pub pid: u32,
+    pub exec_id: Option<String>,
 }
 
 pub struct Pod {
     runtime: Arc<dyn Runtime>,
     events: Publisher,
-    containers: Mutex<HashMap<String, Slot>>,
-    exits: Mutex<Exits>,
-    /// Raised (under the `containers` lock) when Shutdown found the pod empty: the daemon
-    /// is going away, so a Create that slipped in now would leave a container nobody
-    /// serves.
-    closing: AtomicBool,
+    containers: Registry<Entry>,
+    exits: Mutex<ExitTable<Entry>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these short locks leaves consistent data; keep serving.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub fn timestamp(t: std::time::SystemTime) -> Timestamp {
-    Timestamp::from(t)
+/// The exit a never-started exec reports when deleted: status 0 and no time (runc-v2's
+/// answer: it never exited because it never ran).
+fn never_started() -> Exit {
+    Exit {
+        status: 0,
+        at: SystemTime::UNIX_EPOCH,
+    }
 }
 
 impl Pod {
@@ -113,32 +101,19 @@ impl Pod {
         Pod {
             runtime,
             events,
-            containers: Mutex::new(HashMap::new()),
-            exits: Mutex::new(Exits::default()),
-            closing: AtomicBool::new(false),
+            containers: Registry::default(),
+            exits: Mutex::new(ExitTable::default()),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        lock(&self.containers).is_empty()
+        self.containers.is_empty()
     }
 
     /// If the pod serves nothing, closes it for good (every later Create is refused) and
-    /// says so; the daemon then exits. Checked and raised under one lock with Create's
-    /// insertion, so a container is either in before it or refused.
+    /// says so; the daemon then exits.
     pub fn close_if_empty(&self) -> bool {
-        let map = lock(&self.containers);
-        if map.is_empty() {
-            self.closing.store(true, Ordering::SeqCst);
-        }
-        self.closing.load(Ordering::SeqCst)
-    }
-
-    fn slot(&self, id: &str) -> Result<Slot> {
-        lock(&self.containers)
-            .get(id)
-            .cloned()
-            .ok_or_else(|| not_found(id))
+        self.containers.close_if_empty()
     }
 
     pub async fn create(&self, p: CreateParams) -> Result<i32> {
@@ -151,99 +126,44 @@ impl Pod {
                 "{what}: libcontainer has no CRIU restore yet, so this shim cannot restore"
             )));
         }
-        let slot: Slot = Arc::new(AsyncMutex::new(None));
-        let mut guard = slot.clone().lock_owned().await;
-        {
-            let mut map = lock(&self.containers);
-            if self.closing.load(Ordering::SeqCst) {
-                return Err(Error::FailedPrecondition(format!(
-                    "create {:?}: this shim is shutting down (its pod was empty and containerd \
-                     asked it to exit); start a new one",
-                    p.id
-                )));
-            }
-            if map.contains_key(&p.id) {
-                return Err(Error::AlreadyExists(format!(
-                    "container {:?} already exists",
-                    p.id
-                )));
-            }
-            map.insert(p.id.clone(), slot);
-        }
-        let (container, early_exit) = match self.build(&p).await {
-            Ok(c) => c,
+        let entry = Arc::new(Entry::new(&p.id, p.bundle.clone(), p.stdio.clone()));
+        // Before anything is opened, mounted or cleaned up: a refused Create touches nothing.
+        self.containers.reserve(&p.id, entry.clone())?;
+        let order = entry.order.lock().await;
+        let reaped = match self.build(&p, &entry).await {
+            Ok(r) => r,
             Err(e) => {
-                lock(&self.containers).remove(&p.id);
-                return Err(e);
+                // A Wait that came in meanwhile answers; the ID is free again.
+                entry.lock().exited.set(Exit::now(NEVER_RAN));
+                self.containers.remove(&p.id, &entry);
+                return Err(create_error(e));
             }
         };
-        let pid = container.pid;
-        let mut ev = TaskCreate::new();
-        ev.container_id = p.id.clone();
-        ev.bundle = p.bundle.to_string_lossy().into_owned();
-        ev.rootfs = p.rootfs.iter().map(to_proto_mount).collect();
-        let mut io = TaskIO::new();
-        io.stdin = p.stdio.stdin.clone();
-        io.stdout = p.stdio.stdout.clone();
-        io.stderr = p.stdio.stderr.clone();
-        io.terminal = p.stdio.terminal;
-        ev.io = Some(io).into();
-        ev.pid = pid as u32;
-        self.events.publish(topics::TASK_CREATE_EVENT_TOPIC, &ev);
-        if let Some(exit) = early_exit {
-            container.exit.set(exit);
-            let seen = Some(container.exit_seen.clone());
-            self.publish_exit(&container.id, &container.id, pid, exit, seen);
+        let pid = entry.lock().pid;
+        publish::create(&self.events, &p.id, &p.bundle, &p.rootfs, &p.stdio, pid);
+        drop(order);
+        if let Some((owner, exit)) = reaped {
+            self.exited(pid, owner, exit).await;
         }
-        *guard = Some(container);
         Ok(pid)
     }
 
-    /// Runs `launch` (a create or an exec) with the process's stdio: fds opened here, or
-    /// for a terminal a console socket on which the init sends its pty master. The
-    /// process exists once this returns Ok, even when attaching its terminal failed (the
-    /// inner Err): the caller removes it then.
-    async fn launch<F>(
+    /// Runs the runtime's create (unlocked: the container is Creating) and moves the
+    /// container to Created. Returns the init's exit if it was reaped already.
+    async fn build(
         &self,
-        id: &str,
-        stdio: &StdioPaths,
-        launch: impl FnOnce(ChildIo) -> F,
-    ) -> Result<(i32, Keepalive, Result<Option<Console>>)>
-    where
-        F: std::future::Future<Output = Result<i32>>,
-    {
-        let ns = self.events.namespace();
-        if !stdio.terminal {
-            let (child, keep) = open_stdio(stdio, id, ns).await?;
-            let pid = launch(ChildIo::Fds(child)).await?;
-            return Ok((pid, keep, Ok(None)));
-        }
-        let mut keep = Keepalive::default();
-        let out = open_terminal_output(stdio, id, ns, &mut keep).await?;
-        let sock = ConsoleSocket::bind(&self.runtime.console_dir())?;
-        let path = sock.path().to_path_buf();
-        let receiving = tokio::spawn(sock.receive());
-        let pid = match launch(ChildIo::Console(path)).await {
-            Ok(pid) => pid,
-            Err(e) => {
-                receiving.abort();
-                return Err(e);
-            }
-        };
-        let console = match receiving.await {
-            Ok(Ok(master)) => Console::attach(master, &stdio.stdin, out, keep).map(Some),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(Error::Internal(format!("terminal receive task: {e}"))),
-        };
-        Ok((pid, Keepalive::default(), console))
-    }
-
-    async fn build(&self, p: &CreateParams) -> Result<(Container, Option<Exit>)> {
+        p: &CreateParams,
+        entry: &Arc<Entry>,
+    ) -> Result<Option<(Owner<Entry>, Exit)>> {
         // An orphan exit older than this create belongs to an earlier process that had
         // the same PID, not to ours.
-        let began = std::time::SystemTime::now();
-        let (pid, keep, tty) = self
-            .launch(&p.id, &p.stdio, |stdio| {
+        let began = SystemTime::now();
+        let (pid, keep, tty) = launch(
+            &self.runtime.console_dir(),
+            self.events.namespace(),
+            &p.id,
+            &p.stdio,
+            |stdio| {
                 self.runtime.create(CreateSpec {
                     id: p.id.clone(),
                     bundle: p.bundle.clone(),
@@ -253,8 +173,9 @@ impl Pod {
                     no_pivot_root: p.no_pivot_root,
                     no_new_keyring: p.no_new_keyring,
                 })
-            })
-            .await?;
+            },
+        )
+        .await?;
         let tty = match tty {
             Ok(t) => t,
             Err(e) => {
@@ -265,32 +186,24 @@ impl Pod {
                 return Err(e);
             }
         };
-        let exit = Arc::new(ExitCell::default());
-        let early = self.register(
+        let registered = lock(&self.exits).register(
             pid,
-            Owner {
-                container: p.id.clone(),
-                exec: None,
-                exit: exit.clone(),
-                tty: tty.as_ref().map(Console::drain),
-            },
+            entry.clone(),
+            None,
+            tty.as_ref().map(Console::drain),
             began,
         );
-        let c = Container {
-            id: p.id.clone(),
-            bundle: p.bundle.clone(),
-            stdio: p.stdio.clone(),
-            pid,
-            started: false,
-            paused: false,
-            exit,
-            exit_seen: Arc::new(AtomicBool::new(false)),
-            io: keep,
-            tty,
-            execs: HashMap::new(),
-            oom_watch: self.watch_oom(&p.id, pid).await,
-        };
-        Ok((c, early))
+        let oom_watch = self.watch_oom(&p.id, pid).await;
+        let mut c = entry.lock();
+        c.pid = pid;
+        c.io = keep;
+        c.tty = tty;
+        c.oom_watch = oom_watch;
+        c.life.created()?;
+        Ok(match registered {
+            Registered::Live(_) => None,
+            Registered::Reaped(owner, exit) => Some((owner, exit)),
+        })
     }
 
     /// Publishes TaskOOM for every OOM kill in the container's memory cgroup. A container
@@ -306,31 +219,19 @@ impl Pod {
         };
         let events = self.events.clone();
         let owner = id.to_string();
-        let publish = move || {
-            let mut ev = TaskOOM::new();
-            ev.container_id = owner.clone();
-            events.publish(topics::TASK_OOM_EVENT_TOPIC, &ev);
-        };
+        let publish = move || publish::oom(&events, &owner);
         oom::watch(cgroup.clone(), publish)
             .map_err(|e| log::warn!("no OOM events for {id} ({cgroup:?}): {e}"))
             .ok()
     }
 
-    /// Claims `pid`; returns its exit if the reaper already saw it (after `began`, so not
-    /// an earlier process that had the same PID).
-    fn register(&self, pid: i32, owner: Owner, began: std::time::SystemTime) -> Option<Exit> {
-        let mut ex = lock(&self.exits);
-        ex.by_pid.insert(pid, owner);
-        ex.orphans.remove(&pid).filter(|e| e.at >= began)
-    }
-
     /// Exec: records a process to run in the running container `id`; Start runs it.
     pub async fn exec(&self, p: ExecParams) -> Result<()> {
         validate_id(&p.exec_id)?;
-        let slot = self.slot(&p.id)?;
-        let mut g = slot.lock().await;
-        let c = g.as_mut().ok_or_else(|| not_found(&p.id))?;
-        if c.status() != Status::Running {
+        let entry = self.containers.get(&p.id)?;
+        let process = with_terminal(&p.process, p.stdio.terminal, &p.exec_id)?;
+        let mut c = entry.lock();
+        if c.life.phase() != Phase::Running {
             return Err(Error::FailedPrecondition(format!(
                 "exec {:?}: container {:?} is not running",
                 p.exec_id, p.id
@@ -344,98 +245,106 @@ impl Pod {
         }
         c.execs.insert(
             p.exec_id.clone(),
-            Exec {
-                id: p.exec_id.clone(),
-                process: with_terminal(&p.process, p.stdio.terminal, &p.exec_id)?,
-                stdio: p.stdio,
-                pid: None,
-                exit: Arc::new(ExitCell::default()),
-                io: Default::default(),
-                tty: None,
-            },
+            Exec::new(&p.id, &p.exec_id, p.stdio, process),
         );
-        let mut ev = TaskExecAdded::new();
-        ev.container_id = p.id.clone();
-        ev.exec_id = p.exec_id;
-        self.events
-            .publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, &ev);
+        publish::exec_added(&self.events, &p.id, &p.exec_id);
         Ok(())
     }
 
     async fn start_exec(&self, id: &str, exec_id: &str) -> Result<i32> {
-        let slot = self.slot(id)?;
-        let mut g = slot.lock().await;
-        let c = g.as_mut().ok_or_else(|| not_found(id))?;
-        if c.status() != Status::Running {
-            return Err(Error::FailedPrecondition(format!(
-                "exec {exec_id:?}: container {id:?} is not running"
-            )));
-        }
-        let bundle = c.bundle.clone();
-        let e = c
-            .execs
-            .get_mut(exec_id)
-            .ok_or_else(|| exec_not_found(id, exec_id))?;
-        if e.status() != Status::Created {
-            return Err(Error::FailedPrecondition(format!(
-                "exec {exec_id:?} in {id:?} was already started"
-            )));
-        }
-        let began = std::time::SystemTime::now();
-        let (pid, keep, tty) = self
-            .launch(id, &e.stdio, |stdio| {
-                self.runtime.exec(ExecSpec {
-                    id: id.to_string(),
-                    exec_id: exec_id.to_string(),
-                    bundle,
-                    process: e.process.clone(),
-                    stdio,
-                })
-            })
-            .await?;
-        e.pid = Some(pid);
-        e.io = keep;
-        let early = self.register(
-            pid,
-            Owner {
-                container: id.to_string(),
-                exec: Some(exec_id.to_string()),
-                exit: e.exit.clone(),
-                tty: tty
-                    .as_ref()
-                    .ok()
-                    .and_then(|t| t.as_ref().map(Console::drain)),
-            },
-            began,
-        );
-        match tty {
-            Ok(t) => e.tty = t,
+        let entry = self.containers.get(id)?;
+        let order = entry.order.lock().await;
+        let (bundle, process, stdio) = {
+            let mut c = entry.lock();
+            if c.life.phase() != Phase::Running {
+                return Err(Error::FailedPrecondition(format!(
+                    "exec {exec_id:?}: container {id:?} is not running"
+                )));
+            }
+            let bundle = c.bundle.clone();
+            let e = c.exec_mut(id, exec_id)?;
+            e.life.begin_start()?;
+            (bundle, e.process.take(), e.stdio.clone())
+        };
+        let began = SystemTime::now();
+        let launched = match process {
+            Some(process) => {
+                // The exec's own ID names its stdio (a binary:// logger gets it, as with runc).
+                launch(
+                    &self.runtime.console_dir(),
+                    self.events.namespace(),
+                    exec_id,
+                    &stdio,
+                    |stdio| {
+                        self.runtime.exec(ExecSpec {
+                            id: id.to_string(),
+                            exec_id: exec_id.to_string(),
+                            bundle,
+                            process,
+                            stdio,
+                        })
+                    },
+                )
+                .await
+            }
+            None => Err(Error::Internal(format!(
+                "exec {exec_id:?} in {id:?} has no process spec"
+            ))),
+        };
+        let (pid, keep, tty) = match launched {
+            Ok(l) => l,
             Err(err) => {
-                // The exec runs but cannot be reached: end it; its exit is reaped as usual.
-                let _ = self.runtime.kill(id, pid, libc::SIGKILL, false).await;
-                if let Some(exit) = early {
-                    e.exit.set(exit);
+                // It never ran and never will: every Wait on it answers now.
+                let mut c = entry.lock();
+                if let Ok(e) = c.exec_mut(id, exec_id) {
+                    e.life.start_failed(true);
+                    let exit = Exit::now(NEVER_RAN);
+                    e.exit = Some(exit);
+                    e.exited.set(exit);
                 }
                 return Err(err);
             }
-        }
-        let mut ev = TaskExecStarted::new();
-        ev.container_id = id.to_string();
-        ev.exec_id = exec_id.to_string();
-        ev.pid = pid as u32;
-        self.events
-            .publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &ev);
-        if let Some(exit) = early {
-            if let Some(t) = &e.tty {
-                t.drain().finish(TTY_OUTPUT_WAIT).await;
+        };
+        let drain = tty
+            .as_ref()
+            .ok()
+            .and_then(|t| t.as_ref().map(Console::drain));
+        let registered =
+            lock(&self.exits).register(pid, entry.clone(), Some(exec_id.to_string()), drain, began);
+        let reaped = match registered {
+            Registered::Live(_) => None,
+            Registered::Reaped(owner, exit) => Some((owner, exit)),
+        };
+        let (result, kill) = {
+            let mut c = entry.lock();
+            let init_gone = !c.life.is_live();
+            let e = c.exec_mut(id, exec_id)?;
+            e.pid = Some(pid);
+            e.io = keep;
+            e.life.started()?;
+            let unreaped = e.exit.is_none() && reaped.is_none();
+            match tty {
+                Ok(t) => {
+                    e.tty = t;
+                    publish::exec_started(&self.events, id, exec_id, pid);
+                    // Started while its container's init died: it goes the way of its
+                    // siblings (and its exit is reaped as usual).
+                    (Ok(pid), init_gone && unreaped)
+                }
+                // The exec runs but cannot be reached: end it; its exit is reaped as usual.
+                Err(err) => (Err(err), unreaped),
             }
-            if !e.exit.set(exit) {
-                return Ok(pid);
-            }
-            e.io.release_fifos();
-            self.publish_exit(id, exec_id, pid, exit, None);
+        };
+        if kill {
+            // No await since the check above: the reaper runs on this thread, so the PID
+            // is still this exec's.
+            let _ = self.runtime.kill(id, pid, libc::SIGKILL, false).await;
         }
-        Ok(pid)
+        drop(order);
+        if let Some((owner, exit)) = reaped {
+            self.exited(pid, owner, exit).await;
+        }
+        result
     }
 
     /// Start of the container's init (`exec_id` empty) or of one of its execs.
@@ -443,88 +352,71 @@ impl Pod {
         if !exec_id.is_empty() {
             return self.start_exec(id, exec_id).await;
         }
-        let slot = self.slot(id)?;
-        let mut g = slot.lock().await;
-        let c = g.as_mut().ok_or_else(|| not_found(id))?;
-        match c.status() {
-            Status::Created => {}
-            Status::Running | Status::Paused => {
-                return Err(Error::FailedPrecondition(format!(
-                    "container {id:?} is already started"
-                )));
+        let entry = self.containers.get(id)?;
+        // Held until TaskStart is queued: the exit path takes it before TaskExit.
+        let _order = entry.order.lock().await;
+        let pid = {
+            let mut c = entry.lock();
+            c.life.begin_start()?;
+            c.pid
+        };
+        let started = self.runtime.start(id).await;
+        let mut c = entry.lock();
+        match started {
+            Ok(()) => {
+                c.life.started()?;
+                publish::start(&self.events, id, pid);
+                Ok(pid)
             }
-            Status::Stopped => {
-                return Err(Error::FailedPrecondition(format!(
-                    "container {id:?} has already exited"
-                )));
+            Err(e) => {
+                c.life.start_failed(false);
+                Err(e)
             }
         }
-        self.runtime.start(id).await?;
-        c.started = true;
-        let mut ev = TaskStart::new();
-        ev.container_id = id.to_string();
-        ev.pid = c.pid as u32;
-        // Published under the container's lock: the exit path takes the same lock before
-        // publishing TaskExit, so TaskStart always goes first.
-        self.events.publish(topics::TASK_START_EVENT_TOPIC, &ev);
-        Ok(c.pid)
     }
 
     /// The init's PID, for Connect. Unlike State it does not count as containerd seeing
     /// an exit: containerd's loader calls Connect right before the Pids that decides
     /// whether it keeps the task (see `pids`).
     pub async fn init_pid(&self, id: &str) -> Result<u32> {
-        let slot = self.slot(id)?;
-        let g = slot.lock().await;
-        let c = g.as_ref().ok_or_else(|| not_found(id))?;
-        Ok(c.pid as u32)
+        Ok(self.containers.get(id)?.lock().pid as u32)
     }
 
     pub async fn state(&self, id: &str, exec_id: &str) -> Result<StateInfo> {
-        let slot = self.slot(id)?;
-        let g = slot.lock().await;
-        let c = g.as_ref().ok_or_else(|| not_found(id))?;
+        let entry = self.containers.get(id)?;
+        let c = entry.lock();
         if !exec_id.is_empty() {
-            let e = c
-                .execs
-                .get(exec_id)
-                .ok_or_else(|| exec_not_found(id, exec_id))?;
+            let e = c.exec(id, exec_id)?;
             return Ok(StateInfo {
                 id: e.id.clone(),
                 bundle: c.bundle.clone(),
                 pid: e.pid.unwrap_or(0),
-                status: e.status(),
+                status: c.exec_status(e),
                 stdio: e.stdio.clone(),
-                exit: e.exit.get(),
+                exit: e.exit,
             });
         }
-        let exit = c.exited();
-        if exit.is_some() {
+        if c.exit.is_some() {
             c.exit_seen.store(true, Ordering::SeqCst);
         }
         Ok(StateInfo {
-            id: c.id.clone(),
+            id: id.to_string(),
             bundle: c.bundle.clone(),
             pid: c.pid,
             status: c.status(),
             stdio: c.stdio.clone(),
-            exit,
+            exit: c.exit,
         })
     }
 
     pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
         let (cell, seen) = {
-            let slot = self.slot(id)?;
-            let g = slot.lock().await;
-            let c = g.as_ref().ok_or_else(|| not_found(id))?;
+            let entry = self.containers.get(id)?;
+            let c = entry.lock();
             if exec_id.is_empty() {
-                (c.exit.clone(), Some(c.exit_seen.clone()))
+                (c.exited.clone(), Some(c.exit_seen.clone()))
             } else {
-                let e = c
-                    .execs
-                    .get(exec_id)
-                    .ok_or_else(|| exec_not_found(id, exec_id))?;
-                (e.exit.clone(), None)
+                (c.exec(id, exec_id)?.exited.clone(), None)
             }
         };
         let exit = cell.wait().await;
@@ -535,38 +427,57 @@ impl Pod {
     }
 
     pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
-        let slot = self.slot(id)?;
-        let mut g = slot.lock().await;
-        let c = g.as_mut().ok_or_else(|| not_found(id))?;
         let sig = i32::try_from(signal)
             .ok()
             .filter(|s| (1..=64).contains(s))
             .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
-        if !exec_id.is_empty() {
-            let e = c
-                .execs
-                .get(exec_id)
-                .ok_or_else(|| exec_not_found(id, exec_id))?;
-            return match (e.status(), e.pid) {
-                (Status::Running, Some(pid)) => self.runtime.kill(id, pid, sig, false).await,
-                (Status::Created, _) => Err(Error::FailedPrecondition(format!(
-                    "exec {exec_id:?} in {id:?} has not been started"
-                ))),
-                _ => Err(Error::NotFound(format!(
-                    "exec {exec_id:?} in {id:?}: process already finished"
-                ))),
-            };
-        }
-        if c.exited().is_some() {
-            return Err(Error::NotFound(format!(
-                "container {id:?}: process already finished"
-            )));
-        }
-        self.runtime.kill(id, c.pid, sig, all).await?;
-        if sig == libc::SIGKILL && c.paused {
+        let entry = self.containers.get(id)?;
+        let (pid, paused) = {
+            let c = entry.lock();
+            if exec_id.is_empty() {
+                match (c.life.phase(), c.life.is_live()) {
+                    (_, true) => (c.pid, c.life.phase() == Phase::Paused),
+                    (Phase::Creating, _) => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "container {id:?} is being created"
+                        )));
+                    }
+                    // Reaped: its PID may be someone else's now. With `all`, what is left in
+                    // a stopped container's cgroup is still signalled (the cgroup, never the
+                    // reaped init's PID), as runc-v2 does.
+                    (Phase::Exited, _) if all => (c.pid, false),
+                    _ => {
+                        return Err(Error::NotFound(format!(
+                            "container {id:?}: process already finished"
+                        )));
+                    }
+                }
+            } else {
+                let e = c.exec(id, exec_id)?;
+                match (e.life.phase(), e.pid) {
+                    (Phase::Running, Some(pid)) => (pid, false),
+                    (Phase::Exited | Phase::Deleting, _) => {
+                        return Err(Error::NotFound(format!(
+                            "exec {exec_id:?} in {id:?}: process already finished"
+                        )));
+                    }
+                    _ => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "exec {exec_id:?} in {id:?} has not been started"
+                        )));
+                    }
+                }
+            }
+        };
+        // No await between the check above and the signal: the reaper runs on this same
+        // thread, so the PID cannot have been reaped (and reused) in between.
+        self.runtime
+            .kill(id, pid, sig, all && exec_id.is_empty())
+            .await?;
+        if exec_id.is_empty() && sig == libc::SIGKILL && paused {
             // A frozen process cannot die; thaw it so the kill takes effect (as runc does).
             self.runtime.resume(id).await?;
-            c.paused = false;
+            let _ = entry.lock().life.resume();
         }
         Ok(())
     }
@@ -582,103 +493,101 @@ impl Pod {
     }
 
     async fn set_frozen(&self, id: &str, freeze: bool) -> Result<()> {
-        let (from, verb) = if freeze {
-            (Status::Running, "pause")
-        } else {
-            (Status::Paused, "resume")
-        };
-        let slot = self.slot(id)?;
-        let mut g = slot.lock().await;
-        let c = g.as_mut().ok_or_else(|| not_found(id))?;
-        if c.status() != from {
-            return Err(Error::FailedPrecondition(format!(
-                "cannot {verb} container {id:?}: it is {:?}, not {from:?}",
-                c.status()
-            )));
-        }
+        let entry = self.containers.get(id)?;
+        entry.lock().life.may_freeze(freeze)?;
         if freeze {
             self.runtime.pause(id).await?;
-            let mut ev = TaskPaused::new();
-            ev.container_id = id.to_string();
-            self.events.publish(topics::TASK_PAUSED_EVENT_TOPIC, &ev);
         } else {
             self.runtime.resume(id).await?;
-            let mut ev = TaskResumed::new();
-            ev.container_id = id.to_string();
-            self.events.publish(topics::TASK_RESUMED_EVENT_TOPIC, &ev);
         }
-        c.paused = freeze;
+        let mut c = entry.lock();
+        if freeze {
+            c.life.pause()?;
+        } else {
+            c.life.resume()?;
+        }
+        publish::frozen(&self.events, id, freeze);
         Ok(())
     }
 
     /// Checkpoint: CRIU dumps the running (or paused) container into `spec.image_path`;
     /// with `--exit` (`leave_running` false) the container then stops and exits as usual.
     pub async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()> {
-        let slot = self.slot(id)?;
-        let g = slot.lock().await;
-        let c = g.as_ref().ok_or_else(|| not_found(id))?;
-        if !matches!(c.status(), Status::Running | Status::Paused) {
-            return Err(Error::FailedPrecondition(format!(
-                "cannot checkpoint container {id:?}: it is {:?}, not running",
-                c.status()
-            )));
+        let entry = self.containers.get(id)?;
+        {
+            let c = entry.lock();
+            if !matches!(c.status(), Status::Running | Status::Paused) {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot checkpoint container {id:?}: it is {:?}, not running",
+                    c.status()
+                )));
+            }
         }
         checkpoint::criu_ready(&format!("checkpoint of {id:?}")).await?;
         self.runtime.checkpoint(id, spec).await?;
-        let mut ev = TaskCheckpointed::new();
-        ev.container_id = id.to_string();
-        ev.checkpoint = spec.image_path.to_string_lossy().into_owned();
-        self.events
-            .publish(topics::TASK_CHECKPOINTED_EVENT_TOPIC, &ev);
+        publish::checkpointed(&self.events, id, &spec.image_path);
         Ok(())
+    }
+
+    /// Refuses `verb` on a container without a live cgroup (stopped, or not made yet).
+    fn live(&self, id: &str, verb: &str) -> Result<()> {
+        let entry = self.containers.get(id)?;
+        let c = entry.lock();
+        match c.life.phase() {
+            Phase::Exited | Phase::Deleting => Err(Error::FailedPrecondition(format!(
+                "{verb} container {id:?}: it has exited"
+            ))),
+            Phase::Creating => Err(Error::FailedPrecondition(format!(
+                "{verb} container {id:?}: it is being created"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Stats: the container's cgroup numbers (while it has a cgroup: not after it stopped).
     pub async fn stats(&self, id: &str) -> Result<CgroupStats> {
-        let slot = self.slot(id)?;
-        let g = slot.lock().await;
-        let c = g.as_ref().ok_or_else(|| not_found(id))?;
-        if c.status() == Status::Stopped {
-            return Err(Error::FailedPrecondition(format!(
-                "no stats for container {id:?}: it has exited"
-            )));
-        }
+        self.live(id, "no stats for")?;
         self.runtime.stats(id).await
     }
 
     /// Update: new resource limits for the container's live cgroup.
     pub async fn update(&self, id: &str, resources: &[u8]) -> Result<()> {
-        let slot = self.slot(id)?;
-        let g = slot.lock().await;
-        let c = g.as_ref().ok_or_else(|| not_found(id))?;
-        if c.status() == Status::Stopped {
-            return Err(Error::FailedPrecondition(format!(
-                "cannot update container {id:?}: it has exited"
-            )));
-        }
+        self.live(id, "cannot update")?;
         self.runtime.update(id, resources).await
     }
 
     /// Delete of an exec: forgets a finished (or never started) exec process.
     async fn delete_exec(&self, id: &str, exec_id: &str) -> Result<(i32, Exit)> {
-        let slot = self.slot(id)?;
-        let mut g = slot.lock().await;
-        let c = g.as_mut().ok_or_else(|| not_found(id))?;
-        let e = c
-            .execs
-            .get(exec_id)
-            .ok_or_else(|| exec_not_found(id, exec_id))?;
-        if e.status() == Status::Running {
-            return Err(Error::FailedPrecondition(format!(
-                "exec {exec_id:?} in {id:?} is running: kill it before delete"
-            )));
+        let entry = self.containers.get(id)?;
+        // An exit still being handled (terminal output copying) finishes first.
+        let handling = {
+            let c = entry.lock();
+            let e = c.exec(id, exec_id)?;
+            (e.exit.is_some() && e.exited.get().is_none()).then(|| e.exited.clone())
+        };
+        if let Some(cell) = handling {
+            let _ = tokio::time::timeout(EXIT_HANDLING_WAIT, cell.wait()).await;
+        }
+        let mut c = entry.lock();
+        let e = c.exec(id, exec_id)?;
+        match e.life.phase() {
+            Phase::Created | Phase::Exited => {}
+            Phase::Starting => {
+                return Err(Error::FailedPrecondition(format!(
+                    "exec {exec_id:?} in {id:?} is starting: delete it once started"
+                )));
+            }
+            _ => {
+                return Err(Error::FailedPrecondition(format!(
+                    "exec {exec_id:?} in {id:?} is running: kill it before delete"
+                )));
+            }
         }
         let pid = e.pid.unwrap_or(0);
-        let exit = e.exit.get().unwrap_or_else(|| Exit::now(0));
+        let exit = e.exit.unwrap_or_else(never_started);
+        // A Wait still pending (on an exec deleted before Start) answers with it.
+        e.exited.set(exit);
         c.execs.remove(exec_id);
-        if pid != 0 {
-            lock(&self.exits).by_pid.remove(&pid);
-        }
         Ok((pid, exit))
     }
 
@@ -687,75 +596,109 @@ impl Pod {
         if !exec_id.is_empty() {
             return self.delete_exec(id, exec_id).await;
         }
-        let slot = self.slot(id)?;
-        let mut g = slot.lock().await;
-        let c = g.as_ref().ok_or_else(|| not_found(id))?;
-        if matches!(c.status(), Status::Running | Status::Paused) {
-            return Err(Error::FailedPrecondition(format!(
-                "container {id:?} is running: kill it before delete"
-            )));
-        }
-        self.runtime.delete(id, &c.bundle).await?;
-        let exit = match c.exited() {
-            Some(e) => e,
-            // A created container's init was just killed; its exit comes through the reaper.
-            None => {
-                let e = tokio::time::timeout(DELETE_REAP_WAIT, c.exit.wait())
-                    .await
-                    .unwrap_or_else(|_| Exit::now(137));
-                // Record it, so a Wait already pending on this container answers too.
-                c.exit.set(e);
-                c.exit.get().unwrap_or(e)
-            }
+        let entry = self.containers.get(id)?;
+        // An exit still being handled (exec processes draining, terminal output copying)
+        // finishes first: TaskExit goes out before TaskDelete, and the console is dropped
+        // only once its last output is in the client's fifo.
+        let handling = {
+            let c = entry.lock();
+            (c.exit.is_some() && c.exited.get().is_none()).then(|| c.exited.clone())
         };
-        let pid = c.pid;
-        if let Some(w) = &c.oom_watch {
-            w.abort();
+        if let Some(cell) = handling {
+            let _ = tokio::time::timeout(EXIT_HANDLING_WAIT, cell.wait()).await;
         }
-        lock(&self.exits).by_pid.retain(|_, o| o.container != id);
-        *g = None;
-        lock(&self.containers).remove(id);
-        let mut ev = TaskDelete::new();
-        ev.container_id = id.to_string();
-        ev.id = id.to_string();
-        ev.pid = pid as u32;
-        ev.exit_status = exit.status;
-        ev.exited_at = Some(timestamp(exit.at)).into();
-        self.events.publish(topics::TASK_DELETE_EVENT_TOPIC, &ev);
+        let (was, bundle) = {
+            let mut c = entry.lock();
+            (c.life.begin_delete()?, c.bundle.clone())
+        };
+        if let Err(e) = self.runtime.delete(id, &bundle).await {
+            let mut c = entry.lock();
+            let reaped = c.exit.is_some();
+            c.life.delete_failed(was, reaped);
+            return Err(e);
+        }
+        let cell = entry.lock().exited.clone();
+        if was == Phase::Created {
+            // The created init was just killed; its exit comes through the reaper.
+            if tokio::time::timeout(DELETE_REAP_WAIT, cell.wait())
+                .await
+                .is_err()
+            {
+                log::warn!("delete {id}: its init was not reaped within {DELETE_REAP_WAIT:?}");
+            }
+        }
+        let (pid, exit) = {
+            let mut c = entry.lock();
+            if let Some(w) = c.oom_watch.take() {
+                w.abort();
+            }
+            let exit = c.exit.unwrap_or_else(|| Exit::now(137));
+            // Record it, so a Wait still pending on this container answers too.
+            cell.set(exit);
+            let exit = cell.get().unwrap_or(exit);
+            for e in c.execs.values() {
+                e.exited.set(e.exit.unwrap_or_else(never_started));
+            }
+            c.execs.clear();
+            c.tty = None;
+            (c.pid, exit)
+        };
+        lock(&self.exits).forget_all(&entry);
+        self.containers.remove(id, &entry);
+        publish::delete(&self.events, id, pid, exit);
         Ok((pid, exit))
     }
 
-    pub async fn pids(&self, id: &str) -> Result<Vec<u32>> {
-        let slot = self.slot(id)?;
-        let g = slot.lock().await;
-        let c = g.as_ref().ok_or_else(|| not_found(id))?;
-        if c.exited().is_some() {
-            // containerd >= 1.7, loading its shims after a restart, asks each task's shim
-            // for Pids and deletes a task whose list is empty, as a shim "leaked" by a
-            // Create cut off half-way: an exit during its downtime would be lost with it
-            // (the task gone, CRI left with 255). So the init stays listed, like a zombie
-            // until it is reaped, only while containerd has not seen its exit: TaskExit
-            // could not be delivered and nobody asked State or Wait since. Any caller
-            // after that gets the honest empty list.
-            if !c.exit_seen.load(Ordering::SeqCst) {
-                return Ok(vec![c.pid as u32]);
+    /// Pids: the container's processes; an exec's carries its exec ID.
+    pub async fn pids(&self, id: &str) -> Result<Vec<ProcessEntry>> {
+        let entry = self.containers.get(id)?;
+        let (pid, execs) = {
+            let c = entry.lock();
+            if c.exit.is_some() {
+                // containerd >= 1.7, loading its shims after a restart, asks each task's
+                // shim for Pids and deletes a task whose list is empty, as a shim "leaked"
+                // by a Create cut off half-way: an exit during its downtime would be lost
+                // with it (the task gone, CRI left with 255). So the init stays listed,
+                // like a zombie until it is reaped, only while containerd has not seen its
+                // exit: TaskExit could not be delivered and nobody asked State or Wait
+                // since. Any caller after that gets the honest empty list.
+                if !c.exit_seen.load(Ordering::SeqCst) {
+                    return Ok(vec![ProcessEntry {
+                        pid: c.pid as u32,
+                        exec_id: None,
+                    }]);
+                }
+                return Ok(Vec::new());
             }
-            return Ok(Vec::new());
-        }
-        self.runtime.pids(id, c.pid).await
+            let execs: Vec<(u32, String)> = c
+                .execs
+                .values()
+                .filter(|e| e.life.is_live())
+                .filter_map(|e| e.pid.map(|p| (p as u32, e.id.clone())))
+                .collect();
+            (c.pid, execs)
+        };
+        let pids = self.runtime.pids(id, pid).await?;
+        Ok(pids
+            .into_iter()
+            .map(|pid| ProcessEntry {
+                pid,
+                exec_id: execs
+                    .iter()
+                    .find(|(p, _)| *p == pid)
+                    .map(|(_, x)| x.clone()),
+            })
+            .collect())
     }
 
     pub async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
-        let slot = self.slot(id)?;
-        let mut g = slot.lock().await;
-        let c = g.as_mut().ok_or_else(|| not_found(id))?;
+        let entry = self.containers.get(id)?;
+        let mut c = entry.lock();
         let (io, tty) = if exec_id.is_empty() {
+            let c = &mut *c;
             (&mut c.io, &mut c.tty)
         } else {
-            let e = c
-                .execs
-                .get_mut(exec_id)
-                .ok_or_else(|| exec_not_found(id, exec_id))?;
+            let e = c.exec_mut(id, exec_id)?;
             (&mut e.io, &mut e.tty)
         };
         io.close_stdin();
@@ -768,16 +711,12 @@ impl Pod {
     /// ResizePty: the terminal's new window size. A process without a terminal has
     /// nothing to resize (as with runc-v2, that is not an error).
     pub async fn resize(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
-        let slot = self.slot(id)?;
-        let g = slot.lock().await;
-        let c = g.as_ref().ok_or_else(|| not_found(id))?;
+        let entry = self.containers.get(id)?;
+        let c = entry.lock();
         let tty = if exec_id.is_empty() {
             &c.tty
         } else {
-            &c.execs
-                .get(exec_id)
-                .ok_or_else(|| exec_not_found(id, exec_id))?
-                .tty
+            &c.exec(id, exec_id)?.tty
         };
         match tty {
             Some(t) => t.resize(width, height),
@@ -785,50 +724,79 @@ impl Pod {
         }
     }
 
-    /// A child was reaped. Records the exit at once (so Wait and Delete see it) and then
-    /// publishes TaskExit under the container's lock, after any TaskStart.
+    /// A child was reaped: its PID leaves the exit table now, and its owner learns it.
     pub async fn on_exit(&self, pid: i32, status: u32) {
         let exit = Exit::now(status);
-        let owner = {
-            let mut ex = lock(&self.exits);
-            match ex.by_pid.get(&pid).cloned() {
-                Some(o) => Some(o),
+        let owner = lock(&self.exits).route(pid, exit);
+        if let Some(owner) = owner {
+            self.exited(pid, owner, exit).await;
+        }
+    }
+
+    /// The exit path of one process. The exit is recorded at once (State says stopped,
+    /// Kill no longer signals the PID, Exec is refused); then, for an init, its exec
+    /// processes are ended and waited for; then its terminal output is copied out; only
+    /// then do Wait and TaskExit answer, after any TaskCreate/TaskStart of the container.
+    async fn exited(&self, pid: i32, owner: Owner<Entry>, exit: Exit) {
+        let entry = owner.entry.clone();
+        let id = entry.id.clone();
+        let first = {
+            let mut c = entry.lock();
+            match &owner.exec {
                 None => {
-                    if ex.orphans.len() >= MAX_ORPHAN_EXITS {
-                        ex.orphans.clear();
+                    let first = c.exit.is_none();
+                    if first {
+                        c.exit = Some(exit);
                     }
-                    ex.orphans.insert(pid, exit);
-                    None
+                    c.life.exited();
+                    first
                 }
+                Some(exec_id) => match c.execs.get_mut(exec_id) {
+                    Some(e) if e.exit.is_none() => {
+                        e.exit = Some(exit);
+                        e.life.exited();
+                        true
+                    }
+                    _ => false,
+                },
             }
         };
-        let Some(owner) = owner else { return };
-        let id = owner.container;
+        if !first {
+            return;
+        }
         if owner.exec.is_none() {
-            self.drain_execs(&id, pid).await;
+            // Without a PID namespace of its own the init's children outlive it: end them
+            // before its exit is known, as runc-v2 does (the kernel does it otherwise).
+            if let Err(e) = self.runtime.kill_orphans(&id).await {
+                log::warn!("kill what the init of {id} left running: {e}");
+            }
+            self.drain_execs(&entry, pid).await;
         }
         // Wait answers once the exit is set, and the client deletes the process next:
         // its terminal output must be in the client's fifo by then.
         if let Some(t) = &owner.tty {
             t.finish(TTY_OUTPUT_WAIT).await;
         }
-        if !owner.exit.set(exit) {
-            return;
-        }
-        let Ok(slot) = self.slot(&id) else { return };
-        let mut g = slot.lock().await;
-        let Some(c) = g.as_mut() else { return };
-        // The client's ends stay theirs; ours only kept the fifos alive for the process.
+        let _order = entry.order.lock().await;
+        let mut c = entry.lock();
         match &owner.exec {
             None => {
+                // The client's ends stay theirs; ours only kept the fifos alive for the process.
                 c.io.release_fifos();
-                self.publish_exit(&id, &id, pid, exit, Some(c.exit_seen.clone()));
+                c.exited.set(exit);
+                // A created container killed by its Delete has no TaskExit (TaskDelete
+                // says it all), as with runc-v2.
+                if c.life.phase() != Phase::Deleting {
+                    let seen = Some(c.exit_seen.clone());
+                    publish::exit(&self.events, &id, &id, pid, exit, seen);
+                }
             }
             Some(exec_id) => {
                 if let Some(e) = c.execs.get_mut(exec_id) {
                     e.io.release_fifos();
+                    e.exited.set(exit);
+                    publish::exit(&self.events, &id, exec_id, pid, exit, None);
                 }
-                self.publish_exit(&id, exec_id, pid, exit, None);
             }
         }
     }
@@ -836,12 +804,14 @@ impl Pod {
     /// The init of `id` exited: its exec processes go with it (in a shared or the host's
     /// PID namespace the kernel would leave them running), and, as with runc-v2, the
     /// container's TaskExit comes only after theirs.
-    async fn drain_execs(&self, id: &str, init_pid: i32) {
-        let running: Vec<Arc<ExitCell>> = lock(&self.exits)
-            .by_pid
+    async fn drain_execs(&self, entry: &Arc<Entry>, init_pid: i32) {
+        let id = &entry.id;
+        let running: Vec<Arc<ExitCell>> = entry
+            .lock()
+            .execs
             .values()
-            .filter(|o| o.container == id && o.exec.is_some() && o.exit.get().is_none())
-            .map(|o| o.exit.clone())
+            .filter(|e| e.pid.is_some() && e.exit.is_none())
+            .map(|e| e.exited.clone())
             .collect();
         if running.is_empty() {
             return;
@@ -849,88 +819,28 @@ impl Pod {
         if let Err(e) = self.runtime.kill(id, init_pid, libc::SIGKILL, true).await {
             log::warn!("kill exec processes of {id} after its init exited: {e}");
         }
-        for cell in running {
-            if tokio::time::timeout(EXEC_DRAIN_WAIT, cell.wait())
-                .await
-                .is_err()
-            {
-                log::warn!("an exec process of {id} outlived its init by {EXEC_DRAIN_WAIT:?}");
+        let all = async {
+            for cell in running {
+                cell.wait().await;
             }
-        }
-    }
-
-    /// TaskExit of the init (`process_id` = container ID) or of an exec (the exec ID).
-    /// `delivered`, for an init: raised once containerd accepted the event.
-    fn publish_exit(
-        &self,
-        id: &str,
-        process_id: &str,
-        pid: i32,
-        exit: Exit,
-        delivered: Option<Arc<AtomicBool>>,
-    ) {
-        let mut ev = TaskExit::new();
-        ev.container_id = id.to_string();
-        ev.id = process_id.to_string();
-        ev.pid = pid as u32;
-        ev.exit_status = exit.status;
-        ev.exited_at = Some(timestamp(exit.at)).into();
-        match delivered {
-            Some(flag) => self
-                .events
-                .publish_tracked(topics::TASK_EXIT_EVENT_TOPIC, &ev, flag),
-            None => self.events.publish(topics::TASK_EXIT_EVENT_TOPIC, &ev),
+        };
+        if tokio::time::timeout(EXEC_DRAIN_WAIT, all).await.is_err() {
+            log::warn!("an exec process of {id} outlived its init by {EXEC_DRAIN_WAIT:?}");
         }
     }
 }
 
-fn not_found(id: &str) -> Error {
-    Error::NotFound(format!("container {id:?} not found"))
-}
-
-fn exec_not_found(id: &str, exec_id: &str) -> Error {
-    Error::NotFound(format!("exec {exec_id:?} not found in container {id:?}"))
-}
-
-fn to_proto_mount(m: &Mount) -> ProtoMount {
-    let mut p = ProtoMount::new();
-    p.type_ = m.kind.clone();
-    p.source = m.source.clone();
-    p.options = m.options.clone();
-    p
-}
-
-pub fn from_proto_mount(p: &ProtoMount) -> Mount {
-    Mount {
-        kind: p.type_.clone(),
-        source: p.source.clone(),
-        options: p.options.clone(),
+/// A Create's error as containerd should read it: NotFound would say the *task* is
+/// unknown (containerd then forgets it), so a file missing along the way (a hook, a
+/// mount source, a device) is the runtime's failure, with its message.
+fn create_error(e: Error) -> Error {
+    match e {
+        Error::NotFound(m) => Error::Runtime(m),
+        Error::Io(ctx, io) if io.kind() == std::io::ErrorKind::NotFound => {
+            Error::Runtime(format!("{ctx}: {io}"))
+        }
+        other => other,
     }
-}
-
-/// An exec's process JSON with `terminal` set as the request says. containerd's client
-/// passes the container's own process (often `terminal: false`) with a terminal requested
-/// on the request alone (`cio.WithTerminal`); runc's shim lets the request decide too, and
-/// libcontainer refuses a console socket for a process without a terminal.
-fn with_terminal(process: &[u8], terminal: bool, exec_id: &str) -> Result<Vec<u8>> {
-    let mut v: serde_json::Value = serde_json::from_slice(process)
-        .map_err(|e| Error::InvalidArgument(format!("exec {exec_id:?}: process spec: {e}")))?;
-    let Some(obj) = v.as_object_mut() else {
-        return Err(Error::InvalidArgument(format!(
-            "exec {exec_id:?}: process spec is not an object"
-        )));
-    };
-    if obj
-        .get("terminal")
-        .and_then(|t| t.as_bool())
-        .unwrap_or(false)
-        == terminal
-    {
-        return Ok(process.to_vec());
-    }
-    obj.insert("terminal".into(), serde_json::Value::Bool(terminal));
-    serde_json::to_vec(&v)
-        .map_err(|e| Error::Internal(format!("exec {exec_id:?}: process spec: {e}")))
 }
 
 #[cfg(test)]

@@ -9,15 +9,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
-use containerd_shim_protos::events::task::TaskDelete;
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
+    TaskStart,
+};
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::event::Envelope;
+use containerd_shim_protos::topics;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::time::timeout;
 use ttrpc::Code;
 
 use crate::runtime::fake::FakeRuntime;
 use crate::shim::events::Forwarder;
+use crate::shim::service::timestamp;
 
 const NS: &str = "pod-tests";
 /// Upper bound for anything asynchronous (event delivery, an exit reaching the pod).
@@ -148,6 +153,16 @@ impl Harness {
             .unwrap_or_else(|_| panic!("wait({id}) did not answer within {PATIENCE:?}"))
             .unwrap_or_else(|e| panic!("wait({id}) failed: {e}"))
     }
+}
+
+async fn pids_of(h: &Harness, id: &str) -> Vec<u32> {
+    h.pod
+        .pids(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.pid)
+        .collect()
 }
 
 fn topics_of(events: &[(String, Envelope)]) -> Vec<String> {
@@ -377,15 +392,17 @@ async fn kill_and_start_respect_the_state() {
         h.pod.kill("c1", "", libc::SIGKILL as u32, false).await,
         Code::NOT_FOUND,
     );
-    assert_code(
-        h.pod.kill("c1", "", libc::SIGTERM as u32, true).await,
-        Code::NOT_FOUND,
-    );
     let kills_after = h.calls().iter().filter(|c| c.starts_with("kill")).count();
     assert_eq!(
         kills_before, kills_after,
         "kill of a finished process reached the runtime"
     );
+    // With `all` what is left in the stopped container's cgroup is still signalled, as
+    // with runc-v2 (the runtime signals the cgroup, not the reaped init's PID).
+    h.pod
+        .kill("c1", "", libc::SIGTERM as u32, true)
+        .await
+        .unwrap();
 
     // Start after exit.
     assert_code(h.pod.start("c1", "").await, Code::FAILED_PRECONDITION);
@@ -552,7 +569,7 @@ async fn exit_reaped_before_registration_is_applied_on_create() {
     let pid = h.pod.create(params("early")).await.unwrap();
     assert_eq!(pid, 1000);
     assert!(
-        !lock(&h.pod.exits).orphans.contains_key(&1000),
+        !lock(&h.pod.exits).has_orphan(1000),
         "orphan exit not consumed"
     );
 
@@ -586,7 +603,7 @@ async fn exit_reaped_before_registration_is_applied_on_create() {
     // next container.
     h.exits.send((1001, 1)).unwrap();
     let deadline = Instant::now() + PATIENCE;
-    while !lock(&h.pod.exits).orphans.contains_key(&1001) {
+    while !lock(&h.pod.exits).has_orphan(1001) {
         assert!(
             Instant::now() < deadline,
             "the orphan exit was never recorded"
@@ -615,7 +632,7 @@ async fn concurrent_creates_all_succeed_with_distinct_pids() {
         assert_eq!((st.pid, st.status), (pid, Status::Created));
     }
     assert_eq!(pids.len(), 10);
-    assert_eq!(lock(&h.pod.containers).len(), 10);
+    assert_eq!(h.pod.containers.len(), 10);
 
     let ev = h.events_exactly(10).await;
     assert!(ev.iter().all(|(t, _)| t == topics::TASK_CREATE_EVENT_TOPIC));
@@ -847,7 +864,7 @@ async fn pause_and_resume_follow_the_state() {
     let h = harness();
     h.pod.create(params("c1")).await.unwrap();
     let e = assert_code(h.pod.pause("c1").await, Code::FAILED_PRECONDITION);
-    assert!(e.to_string().contains("Created"), "{e}");
+    assert!(e.to_string().contains("created, not started"), "{e}");
     assert_code(h.pod.resume("c1").await, Code::FAILED_PRECONDITION);
     h.pod.start("c1", "").await.unwrap();
     assert_code(h.pod.resume("c1").await, Code::FAILED_PRECONDITION);
@@ -974,20 +991,15 @@ async fn pids_keep_an_exit_containerd_has_not_seen() {
     h.rt.exit("c1", 7);
     // The exit is recorded (through the reaper) but its TaskExit is not delivered.
     let deadline = Instant::now() + PATIENCE;
-    while lock(&h.pod.exits)
-        .by_pid
-        .get(&pid)
-        .and_then(|o| o.exit.get())
-        .is_none()
-    {
+    while h.pod.containers.get("c1").unwrap().lock().exit.is_none() {
         assert!(Instant::now() < deadline, "the exit never reached the pod");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // What containerd's loader asks after its restart: Connect (init_pid), then Pids.
     assert_eq!(h.pod.init_pid("c1").await.unwrap(), pid as u32);
-    assert_eq!(h.pod.pids("c1").await.unwrap(), vec![pid as u32]);
+    assert_eq!(pids_of(&h, "c1").await, vec![pid as u32]);
     assert_eq!(
-        h.pod.pids("c1").await.unwrap(),
+        pids_of(&h, "c1").await,
         vec![pid as u32],
         "Pids alone sees nothing"
     );
@@ -1058,4 +1070,354 @@ fn the_exec_request_decides_the_terminal() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("e1"), "{e}");
+}
+
+// Kill on init exit (issue 13, behaviour 2): a container without a PID namespace of its
+// own keeps its other processes when its init exits; they must go before the exit is known.
+#[tokio::test]
+async fn init_exit_without_own_pid_namespace_kills_what_it_left() {
+    let h = harness_with(|rt| {
+        rt.shared_pid_ns.lock().unwrap().insert("c1".into());
+    });
+    running(&h, "c1").await;
+    running(&h, "c2").await;
+    h.rt.leave_behind("c1", "sleep");
+    h.rt.leave_behind("c2", "sleep");
+    h.rt.exit("c1", 0);
+    assert_eq!(h.wait_exit("c1").await.status, 0);
+    assert!(
+        !h.rt.is_live("c1/sleep"),
+        "left running after its init's exit was known: {:?}",
+        h.calls()
+    );
+    // A container with its own PID namespace: the kernel's job, nothing killed here.
+    h.rt.exit("c2", 0);
+    h.wait_exit("c2").await;
+    assert!(h.rt.is_live("c2/sleep"));
+}
+
+#[tokio::test]
+async fn kill_all_still_reaches_a_stopped_containers_cgroup() {
+    let h = harness();
+    running(&h, "c1").await;
+    h.rt.leave_behind("c1", "sleep");
+    h.rt.exit("c1", 0);
+    h.wait_exit("c1").await;
+    // The init is reaped: its PID is never signalled again...
+    assert_code(h.pod.kill("c1", "", 9, false).await, Code::NOT_FOUND);
+    // ...but what is left in its cgroup still is, as with runc-v2.
+    h.pod.kill("c1", "", 9, true).await.unwrap();
+    assert!(!h.rt.is_live("c1/sleep"), "{:?}", h.calls());
+}
+
+// ---- issue 13: lifecycle without races ----
+
+/// Waits (bounded) for `fut`, failing the test with `what` if it is still pending.
+async fn answers<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    timeout(Duration::from_millis(500), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not answer (still pending)"))
+}
+
+/// Behaviour 1: CRI calls Wait before Start; a failing Start (missing binary, bad user)
+/// or a Delete before Start must answer that Wait, or its handler leaks.
+#[tokio::test]
+async fn every_pending_exec_wait_answers_when_start_fails_or_delete_comes_first() {
+    let h = harness_with(|rt| rt.fail_exec = Some("broken".into()));
+    running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "broken")).await.unwrap();
+    let pod = h.pod.clone();
+    let waiting = tokio::spawn(async move { pod.wait("c1", "broken").await });
+    tokio::task::yield_now().await;
+    let e = h.pod.start("c1", "broken").await.unwrap_err();
+    assert!(e.to_string().contains("not found"), "{e}");
+    let exit = answers("Wait on an exec whose Start failed", waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.status, 255, "it never ran");
+    let st = h.pod.state("c1", "broken").await.unwrap();
+    assert_eq!((st.status, st.pid), (Status::Stopped, 0));
+    assert_code(h.pod.start("c1", "broken").await, Code::FAILED_PRECONDITION);
+    h.pod.delete("c1", "broken").await.unwrap();
+
+    // Deleted before Start: the pending Wait answers; Delete reports no exit time.
+    h.pod.exec(exec_params("c1", "never")).await.unwrap();
+    let pod = h.pod.clone();
+    let waiting = tokio::spawn(async move { pod.wait("c1", "never").await });
+    tokio::task::yield_now().await;
+    let (pid, exit) = h.pod.delete("c1", "never").await.unwrap();
+    assert_eq!((pid, exit.status), (0, 0));
+    assert_eq!(
+        exit.at,
+        std::time::SystemTime::UNIX_EPOCH,
+        "a never-started exec has no exited_at"
+    );
+    answers("Wait on an exec deleted before Start", waiting)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Behaviour 3: the init's exit counts from the moment it is reaped, not after its exec
+/// processes are drained (up to 5 s): State says stopped, Kill does not signal the reaped
+/// PID, Exec is refused. TaskExit (and Wait) still come after the execs'.
+#[tokio::test]
+async fn a_reaped_init_is_exited_at_once_while_its_execs_drain() {
+    let h = harness();
+    let init = running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "stuck")).await.unwrap();
+    h.pod.start("c1", "stuck").await.unwrap();
+    // The exec survives the drain's SIGKILL for now (stuck in the kernel, say).
+    h.rt.immortal.lock().unwrap().insert("c1/stuck".into());
+    h.rt.exit("c1", 3);
+    let deadline = Instant::now() + Duration::from_millis(300);
+    loop {
+        let st = h.pod.state("c1", "").await.unwrap();
+        if st.status == Status::Stopped {
+            assert_eq!(st.exit.map(|e| e.status), Some(3));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "State still says {:?} after the init was reaped",
+            st.status
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_code(h.pod.kill("c1", "", 15, false).await, Code::NOT_FOUND);
+    assert!(
+        !h.rt.signalled.lock().unwrap().contains(&init),
+        "the reaped init's PID was signalled: {:?}",
+        h.calls()
+    );
+    assert_code(
+        h.pod.exec(exec_params("c1", "late")).await,
+        Code::FAILED_PRECONDITION,
+    );
+    // Wait and TaskExit wait for the exec: not yet.
+    assert!(
+        timeout(Duration::from_millis(50), h.pod.wait("c1", ""))
+            .await
+            .is_err(),
+        "Wait answered before the exec was gone"
+    );
+    h.rt.immortal.lock().unwrap().clear();
+    h.rt.exit("c1/stuck", 137);
+    assert_eq!(h.wait_exit("c1").await.status, 3);
+    let ev = h.events_exactly(6).await;
+    let exits: Vec<String> = ev
+        .iter()
+        .filter(|(t, _)| t == topics::TASK_EXIT_EVENT_TOPIC)
+        .map(|(_, e)| decode::<TaskExit>(e).id)
+        .collect();
+    assert_eq!(exits, ["stuck", "c1"]);
+}
+
+/// A Start running in the runtime (a slow worker) holds no lock: State, Wait, Kill and
+/// Delete of the same container, and every call on another one, keep answering.
+#[tokio::test]
+async fn calls_keep_answering_while_a_start_runs() {
+    let hold = Arc::new(tokio::sync::Notify::new());
+    let h = harness_with(|rt| rt.hold_start = Some(hold.clone()));
+    h.pod.create(params("slow")).await.unwrap();
+    h.pod.create(params("other")).await.unwrap();
+    let pod = h.pod.clone();
+    let starting = tokio::spawn(async move { pod.start("slow", "").await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let st = answers("State of a starting container", h.pod.state("slow", "")).await;
+    assert_eq!(st.unwrap().status, Status::Created);
+    answers("State of another container", h.pod.state("other", ""))
+        .await
+        .unwrap();
+    let e = assert_code(
+        answers("Delete of a starting container", h.pod.delete("slow", "")).await,
+        Code::FAILED_PRECONDITION,
+    );
+    assert!(e.to_string().contains("starting"), "{e}");
+    answers(
+        "Kill of another container",
+        h.pod.kill("other", "", 9, false),
+    )
+    .await
+    .unwrap();
+    answers("Wait of another container", h.pod.wait("other", ""))
+        .await
+        .unwrap();
+    let pod = h.pod.clone();
+    let waiting = tokio::spawn(async move { pod.wait("slow", "").await });
+    // Killed while starting: the exit is recorded at once, and TaskExit waits for TaskStart.
+    answers(
+        "Kill of a starting container",
+        h.pod.kill("slow", "", 9, false),
+    )
+    .await
+    .unwrap();
+    hold.notify_one();
+    starting.await.unwrap().unwrap();
+    assert_eq!(answers("Wait", waiting).await.unwrap().unwrap().status, 137);
+    let ev = h.events.lock().unwrap().clone();
+    let slow: Vec<&str> = ev
+        .iter()
+        .filter(|(t, e)| {
+            (t == topics::TASK_START_EVENT_TOPIC && decode::<TaskStart>(e).container_id == "slow")
+                || (t == topics::TASK_EXIT_EVENT_TOPIC
+                    && decode::<TaskExit>(e).container_id == "slow")
+        })
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(
+        slow,
+        [
+            topics::TASK_START_EVENT_TOPIC,
+            topics::TASK_EXIT_EVENT_TOPIC
+        ]
+    );
+}
+
+/// Behaviour 8: an exec of a paused container is paused too.
+#[tokio::test]
+async fn exec_state_follows_its_paused_container() {
+    let h = harness();
+    running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "e1")).await.unwrap();
+    h.pod.start("c1", "e1").await.unwrap();
+    h.pod.pause("c1").await.unwrap();
+    assert_eq!(
+        h.pod.state("c1", "e1").await.unwrap().status,
+        Status::Paused
+    );
+    h.pod.resume("c1").await.unwrap();
+    assert_eq!(
+        h.pod.state("c1", "e1").await.unwrap().status,
+        Status::Running
+    );
+}
+
+/// Behaviour 8: Pids says which process is which exec (runc-v2's ProcessDetails).
+#[tokio::test]
+async fn pids_carry_exec_ids() {
+    let h = harness();
+    let init = running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "e1")).await.unwrap();
+    let epid = h.pod.start("c1", "e1").await.unwrap();
+    let pids = h.pod.pids("c1").await.unwrap();
+    assert_eq!(
+        pids,
+        [
+            ProcessEntry {
+                pid: init as u32,
+                exec_id: None
+            },
+            ProcessEntry {
+                pid: epid as u32,
+                exec_id: Some("e1".into())
+            }
+        ]
+    );
+}
+
+/// Behaviour 8: a file missing during Create (a hook, a device) is the runtime's failure,
+/// not "no such task" (containerd would forget the task).
+#[tokio::test]
+async fn a_missing_file_during_create_is_not_not_found() {
+    let h = harness();
+    *h.rt.create_error.lock().unwrap() = Some(Error::io(
+        "run hook /usr/bin/missing",
+        std::io::Error::from_raw_os_error(libc::ENOENT),
+    ));
+    let e = h.pod.create(params("c1")).await.unwrap_err();
+    assert_ne!(e.code(), Code::NOT_FOUND, "{e}");
+    assert!(e.to_string().contains("/usr/bin/missing"), "{e}");
+    assert!(h.pod.is_empty());
+}
+
+/// Behaviour 9 (part): a started exec keeps no process spec (it may hold secrets).
+#[tokio::test]
+async fn a_started_exec_keeps_no_spec() {
+    let h = harness();
+    running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "e1")).await.unwrap();
+    let entry = h.pod.containers.get("c1").unwrap();
+    assert!(entry.lock().execs["e1"].process.is_some());
+    h.pod.start("c1", "e1").await.unwrap();
+    assert!(entry.lock().execs["e1"].process.is_none());
+}
+
+/// The exit table: a routed PID is gone at once, and Delete leaves nothing behind.
+#[tokio::test]
+async fn routed_exits_leave_the_table_at_once() {
+    let h = harness();
+    running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "e1")).await.unwrap();
+    h.pod.start("c1", "e1").await.unwrap();
+    assert_eq!(lock(&h.pod.exits).live(), 2);
+    h.rt.exit("c1/e1", 0);
+    h.pod.wait("c1", "e1").await.unwrap();
+    assert_eq!(lock(&h.pod.exits).live(), 1, "the exec's PID is gone");
+    h.pod.kill("c1", "", 9, false).await.unwrap();
+    h.wait_exit("c1").await;
+    assert_eq!(lock(&h.pod.exits).live(), 0);
+    h.pod.delete("c1", "").await.unwrap();
+    assert!(h.pod.is_empty());
+}
+
+/// Delete that comes while the exit is still being handled (execs draining) waits for it
+/// instead of refusing: TaskExit goes out first, then TaskDelete.
+#[tokio::test]
+async fn delete_during_exit_handling_waits_and_keeps_the_order() {
+    let h = harness();
+    running(&h, "c1").await;
+    h.pod.exec(exec_params("c1", "stuck")).await.unwrap();
+    h.pod.start("c1", "stuck").await.unwrap();
+    h.rt.immortal.lock().unwrap().insert("c1/stuck".into());
+    h.rt.exit("c1", 0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let pod = h.pod.clone();
+    let deleting = tokio::spawn(async move { pod.delete("c1", "").await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    h.rt.immortal.lock().unwrap().clear();
+    h.rt.exit("c1/stuck", 137);
+    answers("Delete", deleting).await.unwrap().unwrap();
+    let ev = h.events_exactly(7).await;
+    let t = topics_of(&ev);
+    assert_eq!(
+        &t[t.len() - 2..],
+        [
+            topics::TASK_EXIT_EVENT_TOPIC,
+            topics::TASK_DELETE_EVENT_TOPIC
+        ]
+    );
+}
+
+/// Behaviour 11: while Delete runs in the runtime (a forked worker, slow under load), State
+/// answers "stopped" at once. On main it waited behind Delete's lock and then answered
+/// NotFound, and CRI's StopContainer, getting NotFound from containerd's Task(), returned
+/// without waiting for the exit to be recorded: RemoveContainer then found the container
+/// "still running".
+#[tokio::test]
+async fn state_answers_stopped_while_delete_runs() {
+    let hold = Arc::new(tokio::sync::Notify::new());
+    let h = harness_with(|rt| rt.hold_delete = Some(hold.clone()));
+    running(&h, "c1").await;
+    h.pod.kill("c1", "", 9, false).await.unwrap();
+    h.wait_exit("c1").await;
+    let pod = h.pod.clone();
+    let deleting = tokio::spawn(async move { pod.delete("c1", "").await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let st = answers("State while Delete runs", h.pod.state("c1", ""))
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.status, st.exit.map(|e| e.status)),
+        (Status::Stopped, Some(137))
+    );
+    assert_code(
+        answers("Kill while Delete runs", h.pod.kill("c1", "", 9, true)).await,
+        Code::NOT_FOUND,
+    );
+    hold.notify_one();
+    answers("Delete", deleting).await.unwrap().unwrap();
+    assert_code(h.pod.state("c1", "").await, Code::NOT_FOUND);
 }

@@ -222,6 +222,30 @@ impl Client {
         Ok(())
     }
 
+    /// Tasks.Exec of `process` with stdout and stderr given as URIs (`binary://...`).
+    pub fn exec_to(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: &serde_json::Value,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<(), Status> {
+        let mut spec = self.container(id)?.spec.expect("spec");
+        spec.type_url = PROCESS_TYPE.into();
+        spec.value = serde_json::to_vec(process).expect("encode process");
+        let r = ExecProcessRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            spec: Some(spec),
+            ..Default::default()
+        };
+        self.rt.block_on(self.tasks().exec(req(r)))?;
+        Ok(())
+    }
+
     pub fn start(&self, id: &str, exec_id: &str) -> Result<u32, Status> {
         let r = StartRequest {
             container_id: id.into(),

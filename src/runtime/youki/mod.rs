@@ -5,6 +5,7 @@
 //! systemd) is sent over `protocol` to a short-lived forked worker (`forker`) that runs
 //! `worker`, under a deadline (`Deadlines`).
 
+mod kill;
 mod protocol;
 mod worker;
 
@@ -175,14 +176,7 @@ impl YoukiRuntime {
 
     /// The container's cgroup, as libcontainer recorded it at create.
     fn cgroup(&self, what: &str, id: &str) -> Result<AnyCgroupManager> {
-        let c = self.load(what, id)?;
-        let cfg = c.spec().map_err(|e| lc_error(what, id, e))?;
-        libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-            cgroup_path: cfg.cgroup_path.clone(),
-            systemd_cgroup: c.systemd(),
-            container_name: id.to_string(),
-        })
-        .map_err(|e| Error::Runtime(format!("{what} {id}: cgroup: {e}")))
+        cgroup_of(&self.root, what, id)
     }
 
     fn cgroup_pids(&self, id: &str) -> Result<Vec<i32>> {
@@ -191,6 +185,34 @@ impl YoukiRuntime {
             .map(|v| v.into_iter().map(|p| p.as_raw()).collect())
             .map_err(|e| Error::Runtime(format!("pids of {id}: {e}")))
     }
+}
+
+/// The cgroup of container `id` under state root `root`, as libcontainer recorded it.
+fn cgroup_of(root: &Path, what: &str, id: &str) -> Result<AnyCgroupManager> {
+    Ok(cgroup_and_path(root, what, id)?.0)
+}
+
+/// The cgroup and its path (`linux.cgroupsPath` as libcontainer resolved it).
+fn cgroup_and_path(root: &Path, what: &str, id: &str) -> Result<(AnyCgroupManager, PathBuf)> {
+    let c = Container::load(root.join(id)).map_err(|e| lc_error(what, id, e))?;
+    let cfg = c.spec().map_err(|e| lc_error(what, id, e))?;
+    let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: cfg.cgroup_path.clone(),
+        systemd_cgroup: c.systemd(),
+        container_name: id.to_string(),
+    })
+    .map_err(|e| Error::Runtime(format!("{what} {id}: cgroup: {e}")))?;
+    Ok((manager, cfg.cgroup_path))
+}
+
+/// Signals every process of container `id` through its cgroup (see `kill`).
+async fn signal_all(root: &Path, id: &str, signal: i32) -> Result<()> {
+    let (cgroup, path) = cgroup_and_path(root, "kill", id)?;
+    let freezer = match &cgroup {
+        AnyCgroupManager::V1(_) => Some(kill::v1_freezer_dir(&path)?),
+        _ => None,
+    };
+    kill::signal_cgroup(&cgroup, freezer.as_deref(), id, signal).await
 }
 
 /// Splits the process's stdio into what travels as fds and the console socket path.
@@ -285,26 +307,37 @@ impl Runtime for YoukiRuntime {
     }
 
     async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()> {
-        let targets = if all {
-            self.cgroup_pids(id)?
-        } else {
-            vec![pid]
-        };
-        for p in targets {
-            // Raw kill(2): nix's Signal has no real-time signals (SIGRTMIN+3 stops systemd
-            // in a container); the pod already checked the number is 1..=64.
-            // SAFETY: kill takes plain integers.
-            if unsafe { libc::kill(p, signal) } != 0 {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() != Some(libc::ESRCH) {
-                    return Err(Error::io(
-                        format!("kill {p} in {id} with signal {signal}"),
-                        e,
-                    ));
-                }
+        if all {
+            return signal_all(&self.root, id, signal).await;
+        }
+        // Raw kill(2): nix's Signal has no real-time signals (SIGRTMIN+3 stops systemd
+        // in a container); the pod already checked the number is 1..=64.
+        // SAFETY: kill takes plain integers.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(Error::io(
+                    format!("kill {pid} in {id} with signal {signal}"),
+                    e,
+                ));
             }
         }
         Ok(())
+    }
+
+    async fn kill_orphans(&self, id: &str) -> Result<bool> {
+        if !self.root.join(id).exists() {
+            // Deleted already (the init of a created container dies in Delete), and its
+            // cgroup with it.
+            return Ok(false);
+        }
+        let c = self.load("kill", id)?;
+        let config = std::fs::read(c.bundle().join("config.json"));
+        if config.as_deref().is_ok_and(kill::has_own_pid_namespace) {
+            return Ok(false);
+        }
+        signal_all(&self.root, id, libc::SIGKILL).await?;
+        Ok(true)
     }
 
     // The freezer polls with sleeps until the cgroup is frozen (v1 retries for seconds;

@@ -343,6 +343,10 @@ fn create(
     stdio: WorkerIo,
 ) -> Result<i32> {
     super::ensure_state_root(root)?;
+    // Before anything is mounted: a container of this ID already has state here (left by
+    // another shim, or one being created right now). Not ours: mounting over its bundle's
+    // rootfs, or the cleanup below (which deletes by ID), would harm it.
+    already_exists(id, root)?;
     // First, so a spec libcontainer would choke on fails before anything is mounted.
     let propagation = propagation::prepare(bundle).map_err(|e| match e {
         Error::InvalidArgument(m) => Error::InvalidArgument(format!("create {id}: {m}")),
@@ -384,6 +388,17 @@ fn create(
         }
     }
     created
+}
+
+fn already_exists(id: &str, root: &Path) -> Result<()> {
+    let state = root.join(id);
+    if std::fs::symlink_metadata(&state).is_ok() {
+        return Err(Error::AlreadyExists(format!(
+            "create {id}: container {id:?} already exists ({} is there)",
+            state.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Capabilities an exec needs until its seccomp filter is loaded (see `ShimExecutor`).
@@ -572,6 +587,40 @@ pub fn delete(id: &str, root: &Path, bundle: Option<&Path>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13 (7): a Create whose ID already has state is refused before anything is
+    /// mounted or cleaned up, and the existing state is left alone.
+    #[test]
+    fn create_of_an_existing_id_touches_nothing() {
+        // The state root's parent is ours too: create() tightens both (never /tmp).
+        let top = std::env::temp_dir().join(format!("worker-exists-{}", std::process::id()));
+        let root = top.join("root");
+        let state = root.join("c1");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("state.json"), "{}").unwrap();
+        let bundle = root.join("bundle");
+        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        std::fs::write(
+            bundle.join("config.json"),
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"terminal":true,"user":{"uid":0,"gid":0},"args":["true"],"cwd":"/"},"linux":{"namespaces":[{"type":"mount"}]}}"#,
+        )
+        .unwrap();
+        let e = create(
+            "c1",
+            &bundle,
+            &root,
+            &[],
+            false,
+            WorkerIo::Console(root.join("console.sock")),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
+        assert!(
+            state.join("state.json").exists(),
+            "the existing state was removed"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn long_failures_are_cut_to_fit_the_reply_pipe() {
