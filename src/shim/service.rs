@@ -25,7 +25,7 @@ use crate::cgroup::metrics;
 use crate::error::{Error, Result};
 use crate::ids::validate_id;
 use crate::runtime::mount::Mount;
-use crate::shim::options::{self, RuntimeOptions};
+use crate::shim::options::RuntimeOptions;
 use crate::shim::socket::ServedSocket;
 use crate::shim::{options, validate};
 use crate::stdio::StdioPaths;
