@@ -610,7 +610,12 @@ mod tests {
             &bundle,
             &root,
             &[],
-            false,
+            How {
+                systemd_cgroup: false,
+                no_pivot_root: false,
+                // Not this test process's session keyring to replace.
+                no_new_keyring: true,
+            },
             WorkerIo::Console(root.join("console.sock")),
         )
         .unwrap_err();
