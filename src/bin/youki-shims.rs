@@ -21,7 +21,7 @@ use containerd_client::tonic::Request;
 use containerd_shim_youki_v2::ops::cleanup::{remove_container, remove_dead_socket, shutdown_shim};
 use containerd_shim_youki_v2::ops::install::{self, InstallError};
 use containerd_shim_youki_v2::ops::inventory::{
-    self, ContainerRow, Known, Report, STATE_ROOT, Shim, Verdict, View, judge,
+    self, ContainerRow, Known, Report, Shim, Verdict, View, judge,
 };
 use containerd_shim_youki_v2::shim::bootstrap::SOCKET_DIR;
 
@@ -213,8 +213,10 @@ fn survey(o: &Opts) -> Report {
         .into_iter()
         .filter(|s| o.namespace.as_ref().is_none_or(|n| &s.namespace == n))
         .collect();
-    let containers: Vec<_> = inventory::scan_containers(Path::new(STATE_ROOT), proc)
-        .into_iter()
+    // The default state root and every one a Root option put elsewhere.
+    let containers: Vec<_> = containerd_shim_youki_v2::ops::roots::bases()
+        .iter()
+        .flat_map(|base| inventory::scan_containers(base, proc))
         .filter(|c| o.namespace.as_ref().is_none_or(|n| &c.namespace == n))
         .collect();
     let chosen = |s: &Shim| o.address.as_ref().is_none_or(|a| &s.address == a);

@@ -35,7 +35,8 @@ use libcontainer::container::Container;
 use crate::error::{Error, Result};
 use crate::ids::{validate_id, validate_namespace};
 use crate::ops::inventory::parse_shim_cmdline;
-use crate::runtime::youki::{delete, state_root};
+use crate::ops::roots;
+use crate::runtime::youki::delete;
 use crate::shim::args::Args;
 use crate::shim::bootstrap::{group_id, group_of};
 use crate::shim::service::timestamp;
@@ -59,10 +60,15 @@ pub fn run(args: &Args) -> Result<Vec<u8>> {
         }
     };
     let socket = bundle.as_deref().and_then(bundle_socket);
-    let root = state_root(&args.namespace);
+    // Where `start` recorded it (the Root option), else wherever the container is found.
+    let root = bundle
+        .as_deref()
+        .and_then(|b| roots::of_bundle(b, &args.namespace))
+        .unwrap_or_else(|| roots::find(&args.namespace, &args.id));
     // Before the container goes: its state says which pod it was in.
     let group = group_of_container(&root, &args.id, bundle.as_deref());
-    let pid = remove_container(
+    let pid = remove_container_in(
+        &root,
         &args.namespace,
         &args.id,
         bundle.as_deref().unwrap_or(Path::new("")),
@@ -94,7 +100,25 @@ pub fn remove_container(
 ) -> Result<u32> {
     validate_namespace(namespace)?;
     validate_id(id)?;
-    let root = state_root(namespace);
+    remove_container_in(
+        &roots::find(namespace, id),
+        namespace,
+        id,
+        bundle,
+        shim_socket,
+    )
+}
+
+/// `remove_container` with the namespace's state root known.
+fn remove_container_in(
+    root: &Path,
+    namespace: &str,
+    id: &str,
+    bundle: &Path,
+    shim_socket: Option<&Path>,
+) -> Result<u32> {
+    validate_namespace(namespace)?;
+    validate_id(id)?;
     let state = Container::load(root.join(id)).ok();
     let pid = state
         .as_ref()
@@ -110,7 +134,7 @@ pub fn remove_container(
         .filter(|b| b.is_absolute())
         .map(Path::to_path_buf)
         .or_else(|| state.map(|c| c.bundle().clone()));
-    remove_from_disk(&root, id, bundle.as_deref())?;
+    remove_from_disk(root, id, bundle.as_deref())?;
     Ok(pid)
 }
 

@@ -25,6 +25,10 @@ pub struct CreateSpec {
     pub rootfs: Vec<Mount>,
     pub stdio: ChildIo,
     pub systemd_cgroup: bool,
+    /// runc's NoPivotRoot: libcontainer's `no_pivot`.
+    pub no_pivot_root: bool,
+    /// runc's NoNewKeyring: the container keeps the shim's session keyring.
+    pub no_new_keyring: bool,
 }
 
 /// What Stats reports: libcgroups' numbers and which hierarchy they come from (containerd

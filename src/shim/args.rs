@@ -28,6 +28,8 @@ pub struct Args {
     pub bundle: String,
     /// The socket to serve on, set only for the daemon `start` spawned.
     pub socket: String,
+    /// The Root runtime option the daemon serves with (empty: the default state root).
+    pub state_root: String,
     /// The group (pod) the daemon was spawned for: recorded on its command line so that
     /// `youki-shims` matches containers to it without recomputing socket names.
     pub group: String,
@@ -48,6 +50,7 @@ impl Args {
             publish_binary: String::new(),
             bundle: String::new(),
             socket: String::new(),
+            state_root: String::new(),
             group: String::new(),
             debug: false,
             action: Action::Serve,
@@ -81,7 +84,7 @@ impl Args {
                     }
                 }
                 "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket"
-                | "group" => {
+                | "group" | "state-root" => {
                     let value = match inline {
                         Some(v) => v,
                         None => it.next().ok_or_else(|| {
@@ -94,6 +97,7 @@ impl Args {
                         "address" => args.address = value,
                         "publish-binary" => args.publish_binary = value,
                         "bundle" => args.bundle = value,
+                        "state-root" => args.state_root = value,
                         "group" => args.group = value,
                         _ => args.socket = value,
                     }

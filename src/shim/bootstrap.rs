@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::ids::{validate_id, validate_namespace};
 use crate::shim::args::Args;
 use crate::shim::daemon::LISTENER_FD;
+use crate::shim::options::{self, RuntimeOptions};
 
 /// Where containerd's shims put their sockets (containerd's own convention).
 pub const SOCKET_DIR: &str = "/run/containerd/s";
@@ -171,6 +172,14 @@ fn bind_or_join(socket: &Path) -> Result<Option<UnixListener>> {
     )))
 }
 
+/// Where the runtime options put the daemon: its state root (`Root`) and its cgroup
+/// (`ShimCgroup`, with the `cgroup.procs` files to join between fork and exec).
+struct Placement {
+    state_root: Option<PathBuf>,
+    shim_cgroup: Option<String>,
+    cgroup_procs: Vec<std::ffi::CString>,
+}
+
 /// Spawns the daemon in a new session with the listener as fd 3 and returns its PID.
 /// Its parent (us) exits right after, so it is re-parented away from containerd.
 fn spawn_daemon(
@@ -180,6 +189,7 @@ fn spawn_daemon(
     group: &str,
     listener: OwnedFd,
     input: &Input,
+    placement: Placement,
 ) -> Result<u32> {
     let exe = std::env::current_exe().map_err(|e| Error::io("find own executable", e))?;
     let mut cmd = Command::new(exe);
@@ -195,6 +205,9 @@ fn spawn_daemon(
         .arg(group);
     if !args.publish_binary.is_empty() {
         cmd.arg("-publish-binary").arg(&args.publish_binary);
+    }
+    if let Some(root) = &placement.state_root {
+        cmd.arg("-state-root").arg(root);
     }
     let (ttrpc_address, bootstrap_debug) = match input {
         Input::Bootstrap(p) => (
@@ -230,12 +243,14 @@ fn spawn_daemon(
         .stdout(Stdio::null())
         .stderr(log);
     let fd = listener.as_raw_fd();
+    let cgroup_procs = placement.cgroup_procs;
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            crate::cgroup::shim::join_self(&cgroup_procs)?;
             if fd == LISTENER_FD {
                 // dup2 onto itself would keep FD_CLOEXEC set: clear it instead.
                 if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
@@ -247,8 +262,27 @@ fn spawn_daemon(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| Error::io("spawn shim daemon", e))?;
+    let what = match &placement.shim_cgroup {
+        Some(cg) => format!("spawn shim daemon in ShimCgroup {cg:?}"),
+        None => "spawn shim daemon".to_string(),
+    };
+    let child = cmd.spawn().map_err(|e| Error::io(what, e))?;
     Ok(child.id())
+}
+
+/// The runtime options containerd gave `start`: on stdin (≤ 2.2) or as an extension of
+/// `BootstrapParams` (2.3+). Options that do not decode are not `start`'s to refuse: the
+/// same options come again with Create, which answers InvalidArgument naming the field.
+pub fn runtime_options(input: &Input) -> RuntimeOptions {
+    match input {
+        Input::Options(any) => options::decode(any.as_ref()).unwrap_or_default(),
+        Input::Bootstrap(p) => p
+            .extensions
+            .iter()
+            .filter_map(|x| x.value.as_ref())
+            .find_map(|any| options::decode(Some(any)).ok())
+            .unwrap_or_default(),
+    }
 }
 
 /// The whole `start` subcommand. Returns the bytes to print on stdout.
@@ -281,8 +315,28 @@ pub fn start(args: &Args, stdin: &mut dyn Read) -> Result<Vec<u8>> {
     let group = group_id(&config, &args.id)?;
     let socket = socket_path(Path::new(&socket_dir), &address, &args.namespace, &group);
     let addr = address_of(&socket);
+    let options = runtime_options(&input);
+    // Before the daemon exists: `delete` after a failed start must find the state too.
+    crate::ops::roots::record(&bundle, options.root.as_deref(), &args.namespace)?;
+    // Found before anything is bound or spawned, so a missing cgroup leaves nothing behind.
+    let placement = Placement {
+        cgroup_procs: match options.shim_cgroup.as_deref() {
+            Some(cg) => crate::cgroup::shim::procs_files_here(cg)?,
+            None => Vec::new(),
+        },
+        shim_cgroup: options.shim_cgroup,
+        state_root: options.root,
+    };
     if let Some(listener) = bind_or_join(&socket)?
-        && let Err(e) = spawn_daemon(args, &bundle, &socket, &group, listener.into(), &input)
+        && let Err(e) = spawn_daemon(
+            args,
+            &bundle,
+            &socket,
+            &group,
+            listener.into(),
+            &input,
+            placement,
+        )
     {
         let _ = std::fs::remove_file(&socket);
         return Err(e);
@@ -333,6 +387,33 @@ mod tests {
             Input::Options(Some(a)) => assert_eq!(a.type_url, "containerd.runc.v1.Options"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn start_finds_the_shim_cgroup_in_either_input() {
+        let mut o = containerd_shim_protos::shim::oci::Options::new();
+        o.shim_cgroup = "/containerd/shim".into();
+        let mut any = Any::new();
+        any.type_url = "containerd.runc.v1.Options".into();
+        any.value = o.write_to_bytes().unwrap();
+        let legacy = Input::Options(Some(any.clone()));
+        assert_eq!(
+            runtime_options(&legacy).shim_cgroup.as_deref(),
+            Some("/containerd/shim")
+        );
+        let mut p = params("c1", "default");
+        let mut x = containerd_shim_protos::bootstrap_api::Extension::new();
+        x.value = Some(any).into();
+        p.extensions.push(x);
+        let boot = Input::Bootstrap(Box::new(p));
+        assert_eq!(
+            runtime_options(&boot).shim_cgroup.as_deref(),
+            Some("/containerd/shim")
+        );
+        assert_eq!(
+            runtime_options(&Input::Options(None)),
+            RuntimeOptions::default()
+        );
     }
 
     #[test]

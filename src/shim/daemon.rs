@@ -13,7 +13,7 @@ use ttrpc::r#async::transport::Listener;
 use crate::error::{Error, Result};
 use crate::runtime::forker::Forker;
 use crate::runtime::youki::{
-    Deadlines, YoukiRuntime, ensure_state_root, state_root, worker, worker_failed,
+    Deadlines, YoukiRuntime, ensure_state_root, state_root_in, worker, worker_failed,
 };
 use crate::shim::args::Args;
 use crate::shim::events::{Publisher, TtrpcForwarder};
@@ -66,7 +66,9 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
     let forker = Arc::new(Forker::new(worker, worker_failed));
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
     let events = Publisher::spawn(args.namespace.clone(), TtrpcForwarder::new(&ttrpc_address));
-    let root = state_root(&args.namespace);
+    // The Root option `start` was given; a Create asking for another one is refused.
+    let base = Some(PathBuf::from(&args.state_root)).filter(|r| r.is_absolute());
+    let root = state_root_in(base.as_deref(), &args.namespace);
     ensure_state_root(&root)?;
     let runtime = Arc::new(YoukiRuntime::new(
         forker.clone(),
@@ -102,6 +104,8 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
         .map_err(|e| Error::io("register listener", e))?;
     let task = Arc::new(TaskService {
         pod,
+        state_base: base,
+        options: Default::default(),
         shutdown: shutdown.clone(),
         socket,
     });

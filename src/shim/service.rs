@@ -25,6 +25,7 @@ use crate::cgroup::metrics;
 use crate::error::{Error, Result};
 use crate::ids::validate_id;
 use crate::runtime::mount::Mount;
+use crate::shim::options::RuntimeOptions;
 use crate::shim::socket::ServedSocket;
 use crate::shim::{options, validate};
 use crate::stdio::StdioPaths;
@@ -37,6 +38,11 @@ pub const TASK_V3: &str = "containerd.task.v3.Task";
 
 pub struct TaskService {
     pub pod: Arc<Pod>,
+    /// The Root option the daemon was started with (its libcontainer state is below it).
+    pub state_base: Option<PathBuf>,
+    /// Each container's runtime options, for what they say beyond Create: the stdio owner
+    /// of its execs and its checkpoint defaults.
+    pub options: std::sync::Mutex<HashMap<String, RuntimeOptions>>,
     /// Notified when Shutdown finds the pod empty: the daemon then exits.
     pub shutdown: Arc<Notify>,
     /// Our socket file, removed before that Shutdown is answered.
@@ -112,6 +118,30 @@ fn process_info(p: ProcessEntry) -> Result<ProcessInfo> {
     Ok(info)
 }
 
+impl TaskService {
+    fn options_of(&self, id: &str) -> Option<RuntimeOptions> {
+        self.options.lock().ok()?.get(id).cloned()
+    }
+
+    fn remember(&self, id: &str, options: Option<RuntimeOptions>) {
+        if let Ok(mut map) = self.options.lock() {
+            match options {
+                Some(o) => map.insert(id.to_string(), o),
+                None => map.remove(id),
+            };
+        }
+    }
+}
+
+fn params_stdio(req: &CreateTaskRequest) -> StdioPaths {
+    StdioPaths {
+        stdin: req.stdin.clone(),
+        stdout: req.stdout.clone(),
+        stderr: req.stderr.clone(),
+        terminal: req.terminal,
+    }
+}
+
 fn proto_status(s: Status) -> ProtoStatus {
     match s {
         Status::Created => ProtoStatus::CREATED,
@@ -138,22 +168,30 @@ impl Task for TaskService {
         // O_PATH first and read only if they are regular files, and only so much.
         validate::bundle_config(&req.id, &req.bundle)?;
         let opts = options::decode(req.options.as_ref())?;
+        if opts.root != self.state_base {
+            // State under one root per shim: `delete` and youki-shims find it by start's record.
+            return Err(Error::InvalidArgument(format!(
+                "create {}: runtime option Root {:?} differs from {:?}, which this pod's shim \
+                 was started with",
+                req.id, opts.root, self.state_base
+            ))
+            .into());
+        }
+        crate::stdio::owner::give_fifos(&params_stdio(&req), opts.io_uid, opts.io_gid)?;
         let began = Instant::now();
         let pod = self.pod.clone();
         let params = CreateParams {
             id: req.id.clone(),
             bundle: PathBuf::from(&req.bundle),
             rootfs: req.rootfs.iter().map(from_proto_mount).collect(),
-            stdio: StdioPaths {
-                stdin: req.stdin.clone(),
-                stdout: req.stdout.clone(),
-                stderr: req.stderr.clone(),
-                terminal: req.terminal,
-            },
+            stdio: params_stdio(&req),
             systemd_cgroup: opts.systemd_cgroup,
+            no_pivot_root: opts.no_pivot_root,
+            no_new_keyring: opts.no_new_keyring,
             checkpoint: req.checkpoint.clone(),
         };
         let pid = to_completion("create", async move { pod.create(params).await }).await?;
+        self.remember(&req.id, Some(opts));
         log::debug!("create {} took {:?}", req.id, began.elapsed());
         let mut resp = CreateTaskResponse::new();
         resp.pid = pid as u32;
@@ -221,6 +259,9 @@ impl Task for TaskService {
         let (id, exec_id) = (req.id.clone(), req.exec_id.clone());
         let (pid, e) =
             to_completion("delete", async move { pod.delete(&id, &exec_id).await }).await?;
+        if req.exec_id.is_empty() {
+            self.remember(&req.id, None);
+        }
         log::debug!(
             "delete {} {} took {:?}",
             req.id,
@@ -313,7 +354,14 @@ impl Task for TaskService {
         req: containerd_shim_protos::api::CheckpointTaskRequest,
     ) -> ttrpc::Result<Empty> {
         validate_id(&req.id)?;
-        let spec = checkpoint::decode(&req.path, req.options.as_ref())?;
+        let defaults = self
+            .options_of(&req.id)
+            .map(|o| checkpoint::CriuDefaults {
+                image_path: o.criu_image_path,
+                work_path: o.criu_work_path,
+            })
+            .unwrap_or_default();
+        let spec = checkpoint::decode_with(&req.path, req.options.as_ref(), &defaults)?;
         validate::checkpoint(&spec)?;
         self.pod.checkpoint(&req.id, &spec).await?;
         Ok(Empty::new())
@@ -337,6 +385,9 @@ impl Task for TaskService {
             },
             process,
         };
+        if let Some(o) = self.options_of(&req.id) {
+            crate::stdio::owner::give_fifos(&params.stdio, o.io_uid, o.io_gid)?;
+        }
         to_completion("exec", async move { pod.exec(params).await }).await?;
         Ok(Empty::new())
     }

@@ -7,6 +7,7 @@
 //! client has not attached yet.
 
 pub mod log_binary;
+pub mod owner;
 pub mod tty;
 
 use std::fs::OpenOptions;

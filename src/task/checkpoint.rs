@@ -38,6 +38,23 @@ const RUNC_CHECKPOINT_OPTIONS: &str = "containerd.runc.v1.CheckpointOptions";
 
 /// `path` is the request's image directory; `options` runc's CheckpointOptions, if any.
 pub fn decode(path: &str, options: Option<&Any>) -> Result<CheckpointSpec> {
+    decode_with(path, options, &CriuDefaults::default())
+}
+
+/// The runtime options' CriuImagePath and CriuWorkPath: where a checkpoint goes, and where
+/// CRIU works and logs, when the request does not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CriuDefaults {
+    pub image_path: Option<PathBuf>,
+    pub work_path: Option<PathBuf>,
+}
+
+/// `decode`, with the container's runtime options filling in what the request leaves out.
+pub fn decode_with(
+    path: &str,
+    options: Option<&Any>,
+    defaults: &CriuDefaults,
+) -> Result<CheckpointSpec> {
     let opts = match options {
         Some(a) if !a.value.is_empty() || !a.type_url.is_empty() => {
             let name = a.type_url.rsplit('/').next().unwrap_or(&a.type_url);
@@ -53,11 +70,15 @@ pub fn decode(path: &str, options: Option<&Any>) -> Result<CheckpointSpec> {
         }
         _ => CheckpointOptions::new(),
     };
-    let image = if opts.image_path.is_empty() {
-        path
-    } else {
-        opts.image_path.as_str()
-    };
+    let fallback = defaults
+        .image_path
+        .as_deref()
+        .and_then(|p| p.to_str())
+        .unwrap_or("");
+    let image = [opts.image_path.as_str(), path, fallback]
+        .into_iter()
+        .find(|p| !p.is_empty())
+        .unwrap_or("");
     if image.is_empty() || !image.starts_with('/') {
         return Err(Error::InvalidArgument(format!(
             "checkpoint image path {image:?} must be an absolute path"
@@ -65,7 +86,9 @@ pub fn decode(path: &str, options: Option<&Any>) -> Result<CheckpointSpec> {
     }
     Ok(CheckpointSpec {
         image_path: PathBuf::from(image),
-        work_path: (!opts.work_path.is_empty()).then(|| PathBuf::from(&opts.work_path)),
+        work_path: (!opts.work_path.is_empty())
+            .then(|| PathBuf::from(&opts.work_path))
+            .or_else(|| defaults.work_path.clone()),
         leave_running: !opts.exit,
         tcp_established: opts.open_tcp,
         ext_unix_sk: opts.external_unix_sockets,
@@ -253,5 +276,22 @@ mod tests {
         assert!(p.contains("Could not initialize"), "{p}");
         assert!(!p.contains("Warn"), "{p}");
         assert_eq!(criu_problem(b"", b""), "no output");
+    }
+
+    #[test]
+    fn runtime_options_fill_in_what_the_request_leaves_out() {
+        let defaults = CriuDefaults {
+            image_path: Some("/var/ckpt".into()),
+            work_path: Some("/var/ckpt-work".into()),
+        };
+        let s = decode_with("", None, &defaults).unwrap();
+        assert_eq!(s.image_path, PathBuf::from("/var/ckpt"));
+        assert_eq!(s.work_path, Some(PathBuf::from("/var/ckpt-work")));
+        // The request's own paths win.
+        let mut o = CheckpointOptions::new();
+        o.work_path = "/w".into();
+        let s = decode_with("/var/lib/cp/3", Some(&any(&o)), &defaults).unwrap();
+        assert_eq!(s.image_path, PathBuf::from("/var/lib/cp/3"));
+        assert_eq!(s.work_path, Some(PathBuf::from("/w")));
     }
 }

@@ -49,6 +49,8 @@ pub struct CreateParams {
     pub rootfs: Vec<Mount>,
     pub stdio: StdioPaths,
     pub systemd_cgroup: bool,
+    pub no_pivot_root: bool,
+    pub no_new_keyring: bool,
     pub checkpoint: String,
 }
 
@@ -168,6 +170,8 @@ impl Pod {
                     rootfs: p.rootfs.clone(),
                     stdio,
                     systemd_cgroup: p.systemd_cgroup,
+                    no_pivot_root: p.no_pivot_root,
+                    no_new_keyring: p.no_new_keyring,
                 })
             },
         )

@@ -104,6 +104,8 @@ fn params(id: &str) -> CreateParams {
         rootfs: Vec::new(),
         stdio: StdioPaths::default(),
         systemd_cgroup: false,
+        no_pivot_root: false,
+        no_new_keyring: false,
         checkpoint: String::new(),
     }
 }

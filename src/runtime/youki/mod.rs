@@ -29,9 +29,18 @@ use protocol::{Request, Response};
 use worker::lc_error;
 pub use worker::{delete, worker, worker_failed};
 
+/// Where libcontainer keeps its state unless the Root option says otherwise.
+pub const DEFAULT_STATE_BASE: &str = "/run/containerd/youki";
+
 /// Where libcontainer keeps its state for a namespace: one directory per container.
 pub fn state_root(namespace: &str) -> PathBuf {
-    PathBuf::from("/run/containerd/youki").join(namespace)
+    state_root_in(None, namespace)
+}
+
+/// The same below `base` (runc's Root option), as runc does: `<base>/<namespace>`.
+pub fn state_root_in(base: Option<&Path>, namespace: &str) -> PathBuf {
+    base.unwrap_or(Path::new(DEFAULT_STATE_BASE))
+        .join(namespace)
 }
 
 /// Creates the state root and its parent (`/run/containerd/youki`) 0700, or tightens them
@@ -228,6 +237,8 @@ impl Runtime for YoukiRuntime {
             root: self.root.clone(),
             rootfs: spec.rootfs,
             systemd_cgroup: spec.systemd_cgroup,
+            no_pivot_root: spec.no_pivot_root,
+            no_new_keyring: spec.no_new_keyring,
             console_socket,
         };
         let what = format!("create {}", spec.id);

@@ -18,6 +18,8 @@ pub enum Request {
         root: PathBuf,
         rootfs: Vec<Mount>,
         systemd_cgroup: bool,
+        no_pivot_root: bool,
+        no_new_keyring: bool,
         console_socket: Option<PathBuf>,
     },
     Start {

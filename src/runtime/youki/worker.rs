@@ -179,10 +179,17 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
             root,
             rootfs,
             systemd_cgroup,
+            no_pivot_root,
+            no_new_keyring,
             console_socket,
         } => {
             let stdio = WorkerIo::new(fds, console_socket)?;
-            create(&id, &bundle, &root, &rootfs, systemd_cgroup, stdio).map(Response::Pid)
+            let how = How {
+                systemd_cgroup,
+                no_pivot_root,
+                no_new_keyring,
+            };
+            create(&id, &bundle, &root, &rootfs, how, stdio).map(Response::Pid)
         }
         Request::Start { id, root } => {
             let mut c = Container::load(root.join(&id)).map_err(|e| lc_error("start", &id, e))?;
@@ -301,12 +308,38 @@ impl WorkerIo {
     }
 }
 
+/// runc's options that shape a container's creation.
+struct How {
+    systemd_cgroup: bool,
+    no_pivot_root: bool,
+    no_new_keyring: bool,
+}
+
+/// Gives this worker, and so the container it forks, a session keyring of its own, named
+/// as runc names it: keys a container adds are then not in the shim's (root's) session
+/// keyring, shared with every other container. libcontainer has no such step.
+fn join_new_session_keyring(id: &str) -> Result<()> {
+    let name = std::ffi::CString::new(format!("_ses.{id}"))
+        .map_err(|_| Error::InvalidArgument(format!("create {id}: NUL in container ID")))?;
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl(JOIN_SESSION_KEYRING, name) reads a NUL-terminated string we own.
+    let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        // As runc: a kernel without keyrings has nothing to separate.
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(Error::io(format!("create {id}: new session keyring"), e));
+        }
+    }
+    Ok(())
+}
+
 fn create(
     id: &str,
     bundle: &Path,
     root: &Path,
     rootfs: &[Mount],
-    systemd_cgroup: bool,
+    how: How,
     stdio: WorkerIo,
 ) -> Result<i32> {
     super::ensure_state_root(root)?;
@@ -321,6 +354,9 @@ fn create(
     })?;
     // Several uid or gid ranges: libcontainer runs newuidmap/newgidmap, ours (idmap.rs).
     crate::runtime::idmap::use_helpers(root)?;
+    if !how.no_new_keyring {
+        join_new_session_keyring(id)?;
+    }
     let target = rootfs_path(bundle);
     if !rootfs.is_empty() {
         mount_all(rootfs, &target)?;
@@ -331,7 +367,8 @@ fn create(
         .and_then(|b| b.validate_id())
         .and_then(|b| {
             b.as_init(bundle)
-                .with_systemd(systemd_cgroup)
+                .with_systemd(how.systemd_cgroup)
+                .with_no_pivot(how.no_pivot_root)
                 .with_detach(true)
                 .build()
         });
@@ -573,7 +610,12 @@ mod tests {
             &bundle,
             &root,
             &[],
-            false,
+            How {
+                systemd_cgroup: false,
+                no_pivot_root: false,
+                // Not this test process's session keyring to replace.
+                no_new_keyring: true,
+            },
             WorkerIo::Console(root.join("console.sock")),
         )
         .unwrap_err();
