@@ -122,6 +122,15 @@ $containerd_extra
       runtime_path = "$shim_path"
       [$cri_runtime.containerd.runtimes.youki-by-path.options]
         SystemdCgroup = false
+$(if [ -n "${SHIM_B:-}" ]; then cat <<B
+    # hack/bench.sh --compare: a second build of our shim, by path.
+    [$cri_runtime.containerd.runtimes.youki-b]
+      runtime_type = "io.containerd.youki.v2"
+      runtime_path = "$SHIM_B"
+      [$cri_runtime.containerd.runtimes.youki-b.options]
+        SystemdCgroup = false
+B
+fi)
   [$cri_runtime.cni]
     $cni_bin
     conf_dir = "$dir/cni/conf"
