@@ -8,6 +8,7 @@
 #   STAGE_DIR     node directory for the binaries install copies from (default
 #                 /opt/youki/bin); the pod mounts it at /host$STAGE_DIR
 #   INSTALL_ARGS  arguments of `youki-shims install` (default: --restart)
+#   ONESHOT=1     exit with install's status instead of sleeping (a Job, the tests)
 set -eu
 node_pid=${NODE_PID:-1}
 stage=${STAGE_DIR:-/opt/youki/bin}
@@ -20,6 +21,7 @@ done
 echo "youki-installer: running $stage/youki-shims install --from $stage ${INSTALL_ARGS:---restart}"
 # shellcheck disable=SC2086 # INSTALL_ARGS is a list of words
 nsenter -t "$node_pid" -m -u -i -n -p -- "$stage/youki-shims" install --from "$stage" ${INSTALL_ARGS:---restart}
+[ "${ONESHOT:-}" != 1 ] || { echo "youki-installer: done"; exit 0; }
 echo "youki-installer: done; sleeping"
 # PID 1 of its namespace: exit on TERM at once instead of waiting out the grace period.
 trap 'exit 0' TERM INT
