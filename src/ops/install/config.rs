@@ -126,22 +126,81 @@ fn missing(key: &str) -> InstallError {
 }
 
 /// Sets `t[key] = v` unless it already holds exactly that (so the text is untouched).
-fn set<V: Into<toml_edit::Value> + Clone>(t: &mut Table, key: &str, v: V) -> bool
+/// A value replaced keeps its key's and its own decoration (indentation, trailing
+/// comment); a new key is indented like the table's other keys.
+fn set<V>(t: &mut Table, key: &str, v: V) -> bool
 where
     toml_edit::Value: From<V>,
 {
-    let want: toml_edit::Value = v.clone().into();
-    let same = t.get(key).and_then(Item::as_value).is_some_and(|have| {
-        match (have, &want) {
+    let mut want = toml_edit::Value::from(v);
+    if let Some(have) = t.get_mut(key).and_then(Item::as_value_mut) {
+        let same = match (&*have, &want) {
             (toml_edit::Value::String(a), toml_edit::Value::String(b)) => a.value() == b.value(),
             (toml_edit::Value::Boolean(a), toml_edit::Value::Boolean(b)) => a.value() == b.value(),
             _ => false,
+        };
+        if !same {
+            *want.decor_mut() = have.decor().clone();
+            *have = want;
         }
-    });
-    if !same {
-        t.insert(key, value(want));
+        return !same;
     }
-    !same
+    let indent = key_indent(t);
+    t.insert(key, value(want));
+    if let (Some(indent), Some(mut k)) = (indent, t.key_mut(key)) {
+        k.leaf_decor_mut().set_prefix(indent);
+    }
+    true
+}
+
+/// The indentation of the first key of `t` written as `key = value`.
+fn key_indent(t: &Table) -> Option<String> {
+    t.iter()
+        .filter(|(_, v)| v.is_value())
+        .find_map(|(k, _)| t.key(k))
+        .and_then(|k| k.leaf_decor().prefix())
+        .and_then(|p| p.as_str())
+        .map(|s| s.rsplit('\n').next().unwrap_or(s).to_string())
+}
+
+/// The whitespace before a table header (after the line before it).
+fn header_indent(t: &Table) -> Option<String> {
+    t.decor()
+        .prefix()
+        .and_then(|p| p.as_str())
+        .map(|s| s.rsplit('\n').next().unwrap_or(s).to_string())
+}
+
+/// Lays out a runtime table we just created like an existing sibling (runc's, usually):
+/// header and keys indented the same, its `options` table too, so the file reads as if
+/// the operator had written it.
+fn style_like(rt: &mut Table, sibling: Option<&Table>) {
+    let Some(sib) = sibling else { return };
+    let header = header_indent(sib).unwrap_or_default();
+    let keys = key_indent(sib).unwrap_or_else(|| format!("{header}  "));
+    let sib_opts = sib.get("options").and_then(Item::as_table);
+    let opts_header = sib_opts
+        .and_then(header_indent)
+        .unwrap_or_else(|| keys.clone());
+    let opts_keys = sib_opts
+        .and_then(key_indent)
+        .unwrap_or_else(|| format!("{opts_header}  "));
+    rt.decor_mut().set_prefix(header);
+    let names: Vec<String> = rt.iter().map(|(k, _)| k.to_string()).collect();
+    for k in &names {
+        if let Some(mut key) = rt.key_mut(k) {
+            key.leaf_decor_mut().set_prefix(keys.clone());
+        }
+    }
+    if let Some(opts) = rt.get_mut("options").and_then(Item::as_table_mut) {
+        opts.decor_mut().set_prefix(opts_header);
+        let names: Vec<String> = opts.iter().map(|(k, _)| k.to_string()).collect();
+        for k in &names {
+            if let Some(mut key) = opts.key_mut(k) {
+                key.leaf_decor_mut().set_prefix(opts_keys.clone());
+            }
+        }
+    }
 }
 
 /// What the runc runtime (any handler whose runtime_type is io.containerd.runc.v2 or
@@ -187,8 +246,16 @@ pub fn merge(cfg: &mut Config, want: &Wanted) -> Result<Vec<String>, InstallErro
     let prefix = format!("plugins.\"{plugin}\".containerd");
     {
         let mut path = base.to_vec();
-        path.extend(["runtimes", want.handler.as_str()]);
-        let rt = table_at(root, &path)?;
+        path.push("runtimes");
+        let runtimes = table_at(root, &path)?;
+        let created = !runtimes.contains_key(&want.handler);
+        // A sibling to look like: the runc handler, else any runtime written as a table.
+        let sibling = runtimes
+            .get("runc")
+            .and_then(Item::as_table)
+            .or_else(|| runtimes.iter().find_map(|(_, v)| v.as_table()))
+            .cloned();
+        let rt = table_at(runtimes, &[want.handler.as_str()])?;
         if set(rt, "runtime_type", RUNTIME_TYPE) {
             changes.push(format!(
                 "{prefix}.runtimes.{}.runtime_type = \"{RUNTIME_TYPE}\"",
@@ -201,6 +268,11 @@ pub fn merge(cfg: &mut Config, want: &Wanted) -> Result<Vec<String>, InstallErro
                 "{prefix}.runtimes.{}.options.SystemdCgroup = {systemd}",
                 want.handler
             ));
+        }
+        if created {
+            // A table written by us is a real header, not implicit.
+            rt.set_implicit(false);
+            style_like(rt, sibling.as_ref());
         }
     }
     if want.set_default {
@@ -308,7 +380,7 @@ root = "/var/lib/containerd"
     # our mirror
     sandbox_image = "registry.k8s.io/pause:3.9"
     [plugins."io.containerd.grpc.v1.cri".containerd]
-      default_runtime_name = "runc"
+      default_runtime_name = "runc"  # until youki is proven here
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
         runtime_type = "io.containerd.runc.v2"
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
@@ -346,7 +418,15 @@ root = "/var/lib/containerd"
     #[test]
     fn v2_keeps_comments_order_and_other_runtimes_and_follows_runc() {
         let (out, changes) = merged(V2, 1, &want());
-        assert!(out.starts_with(V2.trim_end()), "existing text changed:\n{out}");
+        // Only lines added, none changed; ours indented like runc's.
+        let d = diff("c", V2, &out);
+        assert!(!d.lines().skip(2).any(|l| l.starts_with('-')), "{d}");
+        assert!(
+            d.contains("+      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.youki]\n")
+                && d.contains("+        runtime_type = \"io.containerd.youki.v2\"\n")
+                && d.contains("+          SystemdCgroup = true\n"),
+            "{d}"
+        );
         assert!(out.contains("# our mirror") && out.contains("gvisor"));
         let again: DocumentMut = out.parse().unwrap();
         let rt = &again["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["youki"];
@@ -355,6 +435,19 @@ root = "/var/lib/containerd"
         assert_eq!(changes.len(), 2);
         // The sandbox image is the operator's unless --pause.
         assert!(out.contains("registry.k8s.io/pause:3.9"));
+    }
+
+    #[test]
+    fn a_changed_value_keeps_its_comment() {
+        let w = Wanted {
+            set_default: true,
+            ..want()
+        };
+        let (out, _) = merged(V2, 1, &w);
+        assert!(
+            out.contains("      default_runtime_name = \"youki\"  # until youki is proven here\n"),
+            "{out}"
+        );
     }
 
     #[test]
