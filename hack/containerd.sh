@@ -4,8 +4,13 @@
 #
 #   hack/containerd.sh start   # starts it (if not running), imports the test images
 #   hack/containerd.sh stop    # stops it (the PID it recorded, nothing else)
+#   hack/containerd.sh restart # stop, then start (the installer's tests restart with it)
 #   hack/containerd.sh env     # prints the variables the tests and ctr use
 #
+# CONTAINERD_CONFIG names a config.toml of the caller's to run containerd with instead of the
+# one written here (tests/install.rs: a node's config that `youki-shims install` edits); it
+# must use this script's root, state and socket. PRELOAD lists the test images imported at
+# start (default "busybox pause").
 # CONTAINERD picks a containerd release by name (1.6, 1.7, 2.1: hack/containerd-versions.sh
 # provides it); CONTAINERD_BIN a binary by path (default: containerd on PATH). The ctr and
 # containerd-shim-runc-v2 next to that binary are used with it;
@@ -25,6 +30,8 @@ PATH="$bin_dir:$PATH"
 shim_dir=${SHIM_DIR:-$top/target/dist}
 images=${IMAGES_DIR:-$top/target/images}
 pidfile=$run/containerd.pid
+config=${CONTAINERD_CONFIG:-$dir/config.toml}
+preload=${PRELOAD-busybox pause}
 
 ctr_() { ctr --address "$sock" "$@"; }  # the ctr next to containerd_bin: see PATH below
 
@@ -54,6 +61,8 @@ def hook(stage):
 spec["hooks"] = {"createRuntime": hook("create"), "poststart": hook("start"), "poststop": hook("delete")}
 json.dump(spec, sys.stdout, indent=1)
 ' "$dir/slow" >"$dir/slow-spec.json"
+  # A caller's config: the directories above are all it needs from us.
+  [ -z "${CONTAINERD_CONFIG:-}" ] || return 0
   local cri_images cri_runtime cni_bin shim_path
   shim_path=$(cd "$shim_dir" && pwd)/containerd-shim-youki-v2
   if [ "$(major)" -ge 2 ]; then
@@ -153,9 +162,9 @@ running() {
 
 start() {
   if running; then echo "containerd already running (pid $(cat "$pidfile"), $sock)"; return; fi
-  [ -x "$shim_dir/containerd-shim-youki-v2" ] || { echo "no shim at $shim_dir: run hack/prepare.sh first" >&2; exit 1; }
+  [ -n "${CONTAINERD_CONFIG:-}" ] || [ -x "$shim_dir/containerd-shim-youki-v2" ] || { echo "no shim at $shim_dir: run hack/prepare.sh first" >&2; exit 1; }
   write_config
-  PATH="$shim_dir:$bin_dir:$PATH" setsid "$containerd_bin" --config "$dir/config.toml" \
+  PATH="$shim_dir:$bin_dir:$PATH" setsid "$containerd_bin" --config "$config" \
     >"$dir/containerd.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   for _ in $(seq 100); do
@@ -165,7 +174,7 @@ start() {
   done
   ctr_ version >/dev/null
   for ns in default k8s.io; do
-    for img in busybox pause; do
+    for img in $preload; do
       ctr_ -n "$ns" images import --no-unpack "$images/$img.tar" >/dev/null
     done
   done
@@ -185,6 +194,7 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  restart) stop; start ;;
   env) printf '%s=%q\n' CONTAINERD_ADDRESS "$sock" YOUKI_TEST_DIR "$dir" YOUKI_TEST_RUN "$run" \
          CONTAINERD_BIN "$containerd_bin" PATH "$PATH" \
          CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS 1 ;;

@@ -2,8 +2,10 @@
 //! flags the "unknown" ones, shims or containers that containerd (asked through its API
 //! socket, the one each shim was started by) no longer knows.
 //!
-//!   youki-shims [--json] [--kill] [--address SOCK] [--namespace NS] [--grace SECS]
+//!   youki-shims [--json] [--kill] [--address SOCK] [--namespace NS] [--grace DURATION]
 //!               [--containerd-gone SOCK]...
+//!   youki-shims install [HANDLER] [options]     (src/ops/install)
+//!   youki-shims uninstall [--force] [options]
 //!
 //! Exit status: 0 nothing unknown; 1 unknown ones found (with --kill: and all removed);
 //! 2 containerd could not be asked, or removing failed.
@@ -17,14 +19,16 @@ use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{ListContainersRequest, ListTasksRequest};
 use containerd_client::tonic::Request;
 use containerd_shim_youki_v2::ops::cleanup::{remove_container, remove_dead_socket, shutdown_shim};
+use containerd_shim_youki_v2::ops::install::{self, InstallError};
 use containerd_shim_youki_v2::ops::inventory::{
     self, ContainerRow, Known, Report, STATE_ROOT, Shim, Verdict, View, judge,
 };
 use containerd_shim_youki_v2::shim::bootstrap::SOCKET_DIR;
 
 const USAGE: &str =
-    "usage: youki-shims [--json] [--kill] [--address SOCK] [--namespace NS] [--grace SECS]
+    "usage: youki-shims [--json] [--kill] [--address SOCK] [--namespace NS] [--grace DURATION]
                    [--containerd-gone SOCK]...
+       youki-shims install|uninstall [options]   (see youki-shims install --help)
 
 Lists every youki shim (containerd-shim-youki-v2) on this machine with its namespace, pod and
 containers, and flags the unknown ones: shims and containers that the containerd which started
@@ -37,8 +41,10 @@ containers no shim serves, and shim sockets nothing listens on.
                   its shim exit once it serves nothing
   --address SOCK  only shims started by the containerd at SOCK
   --namespace NS  only this containerd namespace
-  --grace SECS    do not judge containers or shims younger than this (default 10):
-                  containerd records a task only once its Create returns
+  --grace DURATION
+                  do not judge containers or shims younger than this (default 10s; 10s, 2m,
+                  0s, or plain seconds): containerd records a task only once its Create
+                  returns
   --containerd-gone SOCK
                   the containerd at SOCK is gone for good (removed, never to come back): its
                   shims and containers are unknown, not unverified, and --kill removes them.
@@ -75,11 +81,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--address" => o.address = Some(socket_path(value("--address")?)),
             "-n" | "--namespace" => o.namespace = Some(value("--namespace")?),
             "--grace" => {
-                let v = value("--grace")?;
-                let secs: u64 = v
-                    .parse()
-                    .map_err(|_| format!("--grace {v:?}: not a number of seconds"))?;
-                o.grace = Duration::from_secs(secs);
+                o.grace = parse_duration(&value("--grace")?)?;
             }
             "--containerd-gone" => o.gone.push(socket_path(value("--containerd-gone")?)),
             "-h" | "--help" => return Err(String::new()),
@@ -87,6 +89,41 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
         }
     }
     Ok(o)
+}
+
+/// A duration as people write it (`10s`, `2m`, `1m30s`, `0s`), or plain seconds as
+/// earlier releases took it.
+fn parse_duration(v: &str) -> Result<Duration, String> {
+    if let Ok(secs) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(v)
+        .map_err(|e| format!("--grace {v:?}: not a duration like 10s or 2m ({e})"))
+}
+
+/// `youki-shims install|uninstall ARGS`: exits 0 on success, 2 on bad usage, 1 otherwise.
+fn install_command(cmd: &str, args: impl Iterator<Item = String>) -> ! {
+    let opts = match install::parse_args(args) {
+        Ok(o) => o,
+        Err(InstallError::Usage(m)) if m.is_empty() => {
+            println!("{}", install::INSTALL_USAGE);
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("youki-shims {cmd}: {e}\n{}", install::INSTALL_USAGE);
+            std::process::exit(2);
+        }
+    };
+    let result = if cmd == "install" {
+        install::install(&opts)
+    } else {
+        install::uninstall(&opts)
+    };
+    if let Err(e) = result {
+        eprintln!("youki-shims {cmd}: {e}");
+        std::process::exit(1);
+    }
+    std::process::exit(0);
 }
 
 /// A containerd address as shims carry it in `-address`: the socket path, without `unix://`.
@@ -98,7 +135,11 @@ fn socket_path(address: String) -> String {
 }
 
 fn main() {
-    let opts = match parse(std::env::args().skip(1)) {
+    let mut args = std::env::args().skip(1).peekable();
+    if let Some(cmd) = args.next_if(|a| a == "install" || a == "uninstall") {
+        install_command(&cmd, args);
+    }
+    let opts = match parse(args) {
         Ok(o) => o,
         Err(e) if e.is_empty() => {
             println!("{USAGE}");
@@ -448,4 +489,19 @@ fn stop_shim(s: &Shim) -> bool {
     }
     remove_dead_socket(&s.socket);
     gone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_takes_durations_as_people_write_them() {
+        let g = |v: &str| parse(["--grace".to_string(), v.to_string()].into_iter()).map(|o| o.grace);
+        assert_eq!(g("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(g("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(g("0s"), Ok(Duration::ZERO));
+        assert_eq!(g("7"), Ok(Duration::from_secs(7)));
+        assert!(g("soon").unwrap_err().contains("\"soon\""));
+    }
 }

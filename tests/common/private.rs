@@ -16,6 +16,8 @@ pub struct Private {
     pub containers: Vec<String>,
     /// containerd's log level (its shims get -debug at "debug").
     pub log_level: &'static str,
+    /// More variables for hack/containerd.sh (e.g. CONTAINERD_CONFIG, SHIM_DIR, PRELOAD).
+    pub env: Vec<(String, String)>,
 }
 
 impl Private {
@@ -27,18 +29,35 @@ impl Private {
             dir: PathBuf::from(format!("/var/lib/youki-{tag}-{n}")),
             containers: Vec::new(),
             log_level: "info",
+            env: Vec::new(),
         }
     }
 
-    fn script(&self, action: &str) -> Output {
+    /// hack/containerd.sh ACTION for this containerd: `bash <path> ACTION`.
+    pub fn script_cmd(action: &str) -> String {
         let top = Path::new(env!("CARGO_MANIFEST_DIR"));
-        Command::new("bash")
-            .arg(top.join("hack/containerd.sh"))
-            .arg(action)
-            .env("YOUKI_TEST_RUN", &self.run)
-            .env("YOUKI_TEST_DIR", &self.dir)
-            .env("SHIM_DIR", Path::new(SHIM).parent().unwrap())
-            .env("CONTAINERD_LOG_LEVEL", self.log_level)
+        format!("bash {} {action}", top.join("hack/containerd.sh").display())
+    }
+
+    /// The environment hack/containerd.sh needs to act on this containerd.
+    pub fn script_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("YOUKI_TEST_RUN".into(), self.run.display().to_string()),
+            ("YOUKI_TEST_DIR".into(), self.dir.display().to_string()),
+            (
+                "SHIM_DIR".into(),
+                Path::new(SHIM).parent().unwrap().display().to_string(),
+            ),
+            ("CONTAINERD_LOG_LEVEL".into(), self.log_level.into()),
+        ];
+        env.extend(self.env.iter().cloned());
+        env
+    }
+
+    fn script(&self, action: &str) -> Output {
+        Command::new("sh")
+            .args(["-c", &Self::script_cmd(action)])
+            .envs(self.script_env())
             .stdin(Stdio::null())
             .output()
             .expect("hack/containerd.sh")
