@@ -67,8 +67,18 @@ fn runtimes() -> Result<[Runtime; 2], String> {
     };
     let (a, b) = (canon(a)?, canon(b)?);
     Ok([
-        Runtime { exe: Some(a), label: "A", ..YOUKI },
-        Runtime { handler: "youki-b", runtime_type: b, exe: Some(b), label: "B", ..YOUKI },
+        Runtime {
+            exe: Some(a),
+            label: "A",
+            ..YOUKI
+        },
+        Runtime {
+            handler: "youki-b",
+            runtime_type: b,
+            exe: Some(b),
+            label: "B",
+            ..YOUKI
+        },
     ])
 }
 const IMAGE: &str = "localhost/youki/busybox:latest";

@@ -29,10 +29,20 @@ fn containerd_bin() -> String {
 }
 
 fn major() -> u32 {
-    let out = Command::new(containerd_bin()).arg("--version").output().unwrap();
+    let out = Command::new(containerd_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
     let v = String::from_utf8_lossy(&out.stdout).into_owned();
-    let v = v.split_whitespace().nth(2).unwrap_or("v1").trim_start_matches('v');
-    v.split('.').next().and_then(|m| m.parse().ok()).unwrap_or(1)
+    let v = v
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("v1")
+        .trim_start_matches('v');
+    v.split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1)
 }
 
 fn text(o: &Output) -> String {
@@ -57,7 +67,12 @@ impl Node {
             dir: PathBuf::from(format!("/var/lib/youki-installer-{n}")),
             run: PathBuf::from(format!("/run/youki-installer-{n}")),
         };
-        for d in [node.bin(), node.stage(), node.dir.join("etc"), node.run.clone()] {
+        for d in [
+            node.bin(),
+            node.stage(),
+            node.dir.join("etc"),
+            node.run.clone(),
+        ] {
             std::fs::create_dir_all(d).unwrap();
         }
         std::fs::write(node.config(), node.original_config()).unwrap();
@@ -67,13 +82,15 @@ impl Node {
             .iter()
             .map(|(k, v)| format!("export {k}='{v}'\n"))
             .collect();
-        let script = format!(
-            "#!/bin/sh\n{env}exec bash {TOP}/hack/containerd.sh restart >/dev/null\n"
-        );
+        let script =
+            format!("#!/bin/sh\n{env}exec bash {TOP}/hack/containerd.sh restart >/dev/null\n");
         std::fs::write(node.restart_script(), script).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(node.restart_script(), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(
+            node.restart_script(),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         node
     }
 
@@ -98,7 +115,10 @@ impl Node {
             ("YOUKI_TEST_DIR".into(), self.dir.display().to_string()),
             ("YOUKI_TEST_RUN".into(), self.run.display().to_string()),
             ("SHIM_DIR".into(), self.bin().display().to_string()),
-            ("CONTAINERD_CONFIG".into(), self.config().display().to_string()),
+            (
+                "CONTAINERD_CONFIG".into(),
+                self.config().display().to_string(),
+            ),
             ("CONTAINERD_BIN".into(), containerd_bin()),
             ("PRELOAD".into(), String::new()),
         ]
@@ -171,9 +191,25 @@ fn run_installer(image: &str, node: &Node) -> Output {
     let node_pid = format!("NODE_PID={}", std::process::id());
     let stage_env = format!("STAGE_DIR={}", stage.display());
     ctr(&[
-        "run", "--rm", "--privileged", "--runtime", RUNTIME, "--with-ns", &pidns, "--mount",
-        &mount, "--env", &node_pid, "--env", &stage_env, "--env", &install_args, "--env",
-        "ONESHOT=1", image, &id,
+        "run",
+        "--rm",
+        "--privileged",
+        "--runtime",
+        RUNTIME,
+        "--with-ns",
+        &pidns,
+        "--mount",
+        &mount,
+        "--env",
+        &node_pid,
+        "--env",
+        &stage_env,
+        "--env",
+        &install_args,
+        "--env",
+        "ONESHOT=1",
+        image,
+        &id,
     ])
 }
 
@@ -181,7 +217,10 @@ fn run_installer(image: &str, node: &Node) -> Output {
 fn installer_image_installs_onto_a_node() {
     let bins = static_dir();
     if !bins.join("youki-shims").exists() {
-        eprintln!("skipped: no static build in {} (hack/build-static.sh)", bins.display());
+        eprintln!(
+            "skipped: no static build in {} (hack/build-static.sh)",
+            bins.display()
+        );
         return;
     }
     // The image, built offline from the static binaries, imported into our containerd.
@@ -199,17 +238,28 @@ fn installer_image_installs_onto_a_node() {
 
     let node = Node::new();
     let started = node.script("start");
-    assert!(started.status.success(), "start the node's containerd: {}", text(&started));
+    assert!(
+        started.status.success(),
+        "start the node's containerd: {}",
+        text(&started)
+    );
 
     let out = run_installer(&image, &node);
     assert!(out.status.success(), "installer: {}", text(&out));
-    assert!(text(&out).contains("youki-installer: done"), "{}", text(&out));
+    assert!(
+        text(&out).contains("youki-installer: done"),
+        "{}",
+        text(&out)
+    );
 
     // config.toml: the handler merged, the operator's lines kept.
     let merged = std::fs::read_to_string(node.config()).unwrap();
     assert!(merged.contains("io.containerd.youki.v2"), "{merged}");
     assert!(merged.contains("runtimes.youki"), "{merged}");
-    assert!(merged.starts_with("# the node team's containerd config: keep this line"), "{merged}");
+    assert!(
+        merged.starts_with("# the node team's containerd config: keep this line"),
+        "{merged}"
+    );
     assert!(merged.contains("runtimes.runc"), "{merged}");
     // The binaries: the image's, byte for byte, in the node's bin dir.
     for b in ["containerd-shim-youki-v2", "youki-shims"] {
@@ -223,13 +273,32 @@ fn installer_image_installs_onto_a_node() {
     let images = text(&node.ctr(&["-n", "k8s.io", "images", "ls", "-q"]));
     assert!(images.contains("localhost/youki/pause"), "{images}");
     let run = node.ctr(&[
-        "-n", "k8s.io", "run", "-d", "--runtime", "io.containerd.youki.v2",
-        "localhost/youki/pause:latest", "installer-check",
+        "-n",
+        "k8s.io",
+        "run",
+        "-d",
+        "--runtime",
+        "io.containerd.youki.v2",
+        "localhost/youki/pause:latest",
+        "installer-check",
     ]);
     assert!(run.status.success(), "ctr run on the node: {}", text(&run));
     let tasks = text(&node.ctr(&["-n", "k8s.io", "tasks", "ls"]));
-    assert!(tasks.lines().any(|l| l.starts_with("installer-check") && l.contains("RUNNING")), "{tasks}");
-    let _ = node.ctr(&["-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", "installer-check"]);
+    assert!(
+        tasks
+            .lines()
+            .any(|l| l.starts_with("installer-check") && l.contains("RUNNING")),
+        "{tasks}"
+    );
+    let _ = node.ctr(&[
+        "-n",
+        "k8s.io",
+        "tasks",
+        "kill",
+        "-s",
+        "SIGKILL",
+        "installer-check",
+    ]);
     let _ = node.ctr(&["-n", "k8s.io", "tasks", "rm", "-f", "installer-check"]);
     let _ = node.ctr(&["-n", "k8s.io", "containers", "rm", "installer-check"]);
 

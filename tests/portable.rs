@@ -81,7 +81,15 @@ impl Image {
         self.spec["process"]["user"] = json!({"uid": uid, "gid": uid});
         let path = self.dir.join("config.json");
         std::fs::write(&path, serde_json::to_vec(&self.spec).unwrap()).unwrap();
-        ctr(&["run", "--rm", "--runtime", RUNTIME, "--config", path.to_str().unwrap(), id])
+        ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--config",
+            path.to_str().unwrap(),
+            id,
+        ])
     }
 }
 
@@ -108,9 +116,15 @@ const PASSWD: &str = "root:x:0:0:root:/root-of-image:/bin/sh\nbob:x:4242:4242::/
 fn home_comes_from_the_images_passwd() {
     let id = unique("nss-files");
     let mut image = Image::new(&id, PASSWD, "passwd: files\ngroup: files\n");
-    assert_eq!(stdout_of(&image.run_as(&id, 0)).trim(), "home=/root-of-image");
+    assert_eq!(
+        stdout_of(&image.run_as(&id, 0)).trim(),
+        "home=/root-of-image"
+    );
     let id2 = unique("nss-files");
-    assert_eq!(stdout_of(&image.run_as(&id2, 4242)).trim(), "home=/home/bob");
+    assert_eq!(
+        stdout_of(&image.run_as(&id2, 4242)).trim(),
+        "home=/home/bob"
+    );
 }
 
 /// An nsswitch.conf naming a service the image does not have (`compat`, Debian's old
@@ -130,7 +144,10 @@ fn a_service_the_image_lacks_does_not_hide_passwd() {
 fn an_images_nss_module_is_never_loaded() {
     let lib = Path::new("/usr/lib/x86_64-linux-gnu/libnss_systemd.so.2");
     if !lib.exists() {
-        eprintln!("skipped: no {} on this host (apt-get install libnss-systemd)", lib.display());
+        eprintln!(
+            "skipped: no {} on this host (apt-get install libnss-systemd)",
+            lib.display()
+        );
         return;
     }
     let id = unique("nss-module");
