@@ -8,10 +8,11 @@
 #   CONTAINERD=2.1 hack/bench.sh      # against another containerd (as hack/test.sh)
 #   YOUKI_TEST_DIR=/var/lib/youki-x YOUKI_TEST_RUN=/run/youki-x hack/bench.sh  # own dirs
 #   CONTAINERD_LOG_LEVEL=debug ...    # per-phase timings in $YOUKI_TEST_DIR/containerd.log
-#   hack/bench.sh --compare DIR_B [DIR_A]  # two builds of our shim instead of youki vs runc:
-#       A = DIR_A/containerd-shim-youki-v2 (default target/dist) as handler youki,
-#       B = DIR_B/containerd-shim-youki-v2 as handler youki-b (e.g. the static build,
-#       target/x86_64-unknown-linux-gnu/dist); the private containerd must not be running
+#   hack/bench.sh --compare [DIR_B [DIR_A]]  # two builds of our shim instead of youki vs runc:
+#       A = DIR_A/containerd-shim-youki-v2 as handler youki (default target/dist: the
+#       dynamically linked dist build, made here), B = DIR_B/containerd-shim-youki-v2 as
+#       handler youki-b (default target/x86_64-unknown-linux-gnu/dist: the static build
+#       hack/prepare.sh makes); the private containerd must not be running
 #
 # Each pod's container is stopped only after it printed "ready" (its SIGTERM trap is set):
 # see examples/bench.rs. Ratios (same run, alternating) are what compare; the
@@ -22,7 +23,10 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 if [ "${1:-}" = --compare ]; then
-  SHIM_B=$(cd "${2:?--compare needs the directory of build B}" && pwd)/containerd-shim-youki-v2
+  if [ -z "${3:-}" ]; then
+    cargo build --profile dist --locked --bin containerd-shim-youki-v2
+  fi
+  SHIM_B=$(cd "${2:-$top/target/x86_64-unknown-linux-gnu/dist}" && pwd)/containerd-shim-youki-v2
   SHIM_DIR=$(cd "${3:-$top/target/dist}" && pwd)
   SHIM_A=$SHIM_DIR/containerd-shim-youki-v2
   [ -x "$SHIM_B" ] && [ -x "$SHIM_A" ] || { echo "no shim at $SHIM_A or $SHIM_B" >&2; exit 1; }
@@ -36,7 +40,7 @@ fi
 eval "$(bash hack/containerd.sh env | sed 's/^/export /')"
 started=0
 if ! ctr --address "$CONTAINERD_ADDRESS" version >/dev/null 2>&1; then
-  SHIM_DIR="${SHIM_DIR:-$top/target/dist}" bash hack/containerd.sh start
+  SHIM_DIR="${SHIM_DIR:-$top/target/x86_64-unknown-linux-gnu/dist}" bash hack/containerd.sh start
   started=1
 elif [ -n "${SHIM_B:-}" ]; then
   echo "--compare registers handler youki-b at start: hack/containerd.sh stop the running containerd first" >&2

@@ -38,6 +38,12 @@ for b in containerd-shim-youki-v2 youki-shims pause; do
     echo "release: $b is dynamically linked:" >&2; ldd "$out/$b" >&2; exit 1
   fi
 done
+# And prove it: both run in a chroot that holds nothing but them (no libc, no /proc).
+empty=$(mktemp -d)
+cp "$out/containerd-shim-youki-v2" "$out/youki-shims" "$empty/"
+chroot "$empty" /containerd-shim-youki-v2 -v >/dev/null
+chroot "$empty" /youki-shims install --help >/dev/null
+rm -rf "$empty"
 
 # The tarball: reproducible (sorted, owner root, mtime of the last commit).
 stage=$(mktemp -d)
