@@ -133,10 +133,10 @@ $containerd_extra
       [$cri_runtime.containerd.runtimes.youki-by-path.options]
         SystemdCgroup = false
 $(if [ -n "${SHIM_B:-}" ]; then cat <<B
-    # hack/bench.sh --compare: a second build of our shim, by path.
+    # hack/bench.sh --compare: a second build of our shim, by path. As runtime_type (which
+    # containerd resolves like \`ctr run --runtime /path\`): 1.6's CRI ignores runtime_path.
     [$cri_runtime.containerd.runtimes.youki-b]
-      runtime_type = "io.containerd.youki.v2"
-      runtime_path = "$SHIM_B"
+      runtime_type = "$SHIM_B"
       [$cri_runtime.containerd.runtimes.youki-b.options]
         SystemdCgroup = false
 B
