@@ -82,8 +82,21 @@ impl Node {
             .iter()
             .map(|(k, v)| format!("export {k}='{v}'\n"))
             .collect();
-        let script =
-            format!("#!/bin/sh\n{env}exec bash {TOP}/hack/containerd.sh restart >/dev/null\n");
+        // The script runs inside the installer container's cgroups (nsenter changes
+        // namespaces, not cgroups), which are killed when that container goes: the
+        // containerd it starts first moves to this test's cgroups, the way systemd starts
+        // the node's containerd in its own.
+        let script = format!(
+            "#!/bin/sh\n{env}\
+             while IFS=: read -r _ ctrl path; do\n\
+               d=/sys/fs/cgroup/${{ctrl#name=}}\n\
+               [ -n \"$ctrl\" ] || d=/sys/fs/cgroup/unified\n\
+               [ -d \"$d\" ] || d=/sys/fs/cgroup\n\
+               echo $$ >\"$d$path/cgroup.procs\" 2>/dev/null || true\n\
+             done </proc/{}/cgroup\n\
+             exec bash {TOP}/hack/containerd.sh restart >/dev/null\n",
+            std::process::id()
+        );
         std::fs::write(node.restart_script(), script).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(
