@@ -12,6 +12,12 @@
 //! this). Environment: BENCH_N (runs per runtime, default 20), BENCH_PODS (default 50),
 //! BENCH_CONCURRENCY (default 10), CONTAINERD_ADDRESS, BENCH_OUT (markdown report path).
 //! Prints a table and one `BENCH <metric> youki=… runc=… ratio=…` line per metric.
+//!
+//! Two builds of our shim instead (`hack/bench.sh --compare B_DIR`): SHIM_A and SHIM_B name
+//! two containerd-shim-youki-v2 files; A runs as handler `youki` (containerd finds it on its
+//! PATH), B as handler `youki-b` (hack/containerd.sh registers it with `runtime_path`) and,
+//! for ctr, by its absolute path as the runtime. Shim processes are told apart by
+//! /proc/PID/exe. The columns are then A and B (`BENCH … A=… B=…`).
 
 #[path = "../tests/common/kubelet.rs"]
 mod kubelet;
@@ -29,18 +35,52 @@ struct Runtime {
     handler: &'static str,
     runtime_type: &'static str,
     shim: &'static str,
+    /// Compare mode: the shim file, to tell two builds' processes apart.
+    exe: Option<&'static str>,
+    label: &'static str,
 }
 
 const YOUKI: Runtime = Runtime {
     handler: "youki",
     runtime_type: "io.containerd.youki.v2",
     shim: "containerd-shim-youki-v2",
+    exe: None,
+    label: "youki",
 };
 const RUNC: Runtime = Runtime {
     handler: "runc",
     runtime_type: "io.containerd.runc.v2",
     shim: "containerd-shim-runc-v2",
+    exe: None,
+    label: "runc",
 };
+
+/// The two runtimes to compare: ours against runc, or (SHIM_A and SHIM_B set) two builds
+/// of ours.
+fn runtimes() -> Result<[Runtime; 2], String> {
+    let (Ok(a), Ok(b)) = (std::env::var("SHIM_A"), std::env::var("SHIM_B")) else {
+        return Ok([YOUKI, RUNC]);
+    };
+    let canon = |p: String| -> Result<&'static str, String> {
+        let c = std::fs::canonicalize(&p).map_err(|e| format!("{p}: {e}"))?;
+        Ok(Box::leak(c.to_string_lossy().into_owned().into_boxed_str()))
+    };
+    let (a, b) = (canon(a)?, canon(b)?);
+    Ok([
+        Runtime {
+            exe: Some(a),
+            label: "A",
+            ..YOUKI
+        },
+        Runtime {
+            handler: "youki-b",
+            runtime_type: b,
+            exe: Some(b),
+            label: "B",
+            ..YOUKI
+        },
+    ])
+}
 const IMAGE: &str = "localhost/youki/busybox:latest";
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -179,6 +219,12 @@ fn shim_memory(rt: Runtime) -> Memory {
         if !argv0.ends_with(rt.shim) || !cmd.contains("\0k8s.io\0") || !cmd.contains(&address) {
             continue;
         }
+        if let Some(exe) = rt.exe {
+            let own = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            if own.as_os_str() != exe {
+                continue;
+            }
+        }
         let field = |text: &str, key: &str| -> u64 {
             text.lines()
                 .find(|l| l.starts_with(key))
@@ -263,6 +309,8 @@ fn teardown_many(pods: Vec<(String, PodSpec)>, concurrency: usize) {
 struct Report {
     table: String,
     lines: Vec<String>,
+    /// Column names: youki and runc, or A and B.
+    names: [&'static str; 2],
 }
 
 impl Report {
@@ -278,7 +326,9 @@ impl Report {
             "| {metric} | {ym:.1} {unit} ({y10:.1}–{y90:.1}) | {rm:.1} {unit} ({r10:.1}–{r90:.1}) | **{ratio:.2}×** | {saved:.1} {unit} |"
         );
         self.lines.push(format!(
-            "BENCH {metric} youki={ym:.1} runc={rm:.1} ratio={ratio:.3} saved={saved:.1}"
+            "BENCH {metric} {a}={ym:.1} {b}={rm:.1} ratio={ratio:.3} saved={saved:.1}",
+            a = self.names[0],
+            b = self.names[1],
         ));
     }
 }
@@ -287,12 +337,14 @@ fn main() -> Result<(), String> {
     let n = env_usize("BENCH_N", 20);
     let pods = env_usize("BENCH_PODS", 50);
     let conc = env_usize("BENCH_CONCURRENCY", 10);
-    let both = [YOUKI, RUNC];
+    let both = runtimes()?;
+    let [a, b] = [both[0].label, both[1].label];
     let mut report = Report {
-        table: String::from(
-            "| metric | youki: median (p10–p90) | runc: median (p10–p90) | youki/runc | runc − youki |\n| --- | --- | --- | --- | --- |\n",
+        table: format!(
+            "| metric | {a}: median (p10–p90) | {b}: median (p10–p90) | {a}/{b} | {b} − {a} |\n| --- | --- | --- | --- | --- |\n",
         ),
         lines: Vec::new(),
+        names: [a, b],
     };
 
     eprintln!("ctr run latency: {n} runs per runtime, alternating (2 warm-up each) …");

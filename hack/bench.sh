@@ -8,6 +8,11 @@
 #   CONTAINERD=2.1 hack/bench.sh      # against another containerd (as hack/test.sh)
 #   YOUKI_TEST_DIR=/var/lib/youki-x YOUKI_TEST_RUN=/run/youki-x hack/bench.sh  # own dirs
 #   CONTAINERD_LOG_LEVEL=debug ...    # per-phase timings in $YOUKI_TEST_DIR/containerd.log
+#   hack/bench.sh --compare [DIR_B [DIR_A]]  # two builds of our shim instead of youki vs runc:
+#       A = DIR_A/containerd-shim-youki-v2 as handler youki (default target/dist: the
+#       dynamically linked dist build, made here), B = DIR_B/containerd-shim-youki-v2 as
+#       handler youki-b (default target/x86_64-unknown-linux-gnu/dist: the static build
+#       hack/prepare.sh makes); the private containerd must not be running
 #
 # Each pod's container is stopped only after it printed "ready" (its SIGTERM trap is set):
 # see examples/bench.rs. Ratios (same run, alternating) are what compare; the
@@ -17,6 +22,16 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
+if [ "${1:-}" = --compare ]; then
+  if [ -z "${3:-}" ]; then
+    cargo build --profile dist --locked --bin containerd-shim-youki-v2
+  fi
+  SHIM_B=$(cd "${2:-$top/target/x86_64-unknown-linux-gnu/dist}" && pwd)/containerd-shim-youki-v2
+  SHIM_DIR=$(cd "${3:-$top/target/dist}" && pwd)
+  SHIM_A=$SHIM_DIR/containerd-shim-youki-v2
+  [ -x "$SHIM_B" ] && [ -x "$SHIM_A" ] || { echo "no shim at $SHIM_A or $SHIM_B" >&2; exit 1; }
+  export SHIM_A SHIM_B SHIM_DIR
+fi
 bash hack/prepare.sh
 if [ -z "${CONTAINERD_BIN:-}" ] && [ -n "${CONTAINERD:-}" ]; then
   CONTAINERD_BIN=$(bash hack/containerd-versions.sh "$CONTAINERD")/containerd
@@ -25,8 +40,11 @@ fi
 eval "$(bash hack/containerd.sh env | sed 's/^/export /')"
 started=0
 if ! ctr --address "$CONTAINERD_ADDRESS" version >/dev/null 2>&1; then
-  SHIM_DIR="$top/target/dist" bash hack/containerd.sh start
+  SHIM_DIR="${SHIM_DIR:-$top/target/x86_64-unknown-linux-gnu/dist}" bash hack/containerd.sh start
   started=1
+elif [ -n "${SHIM_B:-}" ]; then
+  echo "--compare registers handler youki-b at start: hack/containerd.sh stop the running containerd first" >&2
+  exit 1
 elif ! ctr --address "$CONTAINERD_ADDRESS" version | grep -q "$("$CONTAINERD_BIN" --version | awk '{print $3}')"; then
   echo "a containerd of another version is running at $CONTAINERD_ADDRESS: hack/containerd.sh stop it first" >&2
   exit 1
@@ -34,6 +52,7 @@ fi
 [ "$started" = 0 ] || trap 'bash hack/containerd.sh stop' EXIT
 cargo build --release --quiet --example bench
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
-echo "containerd $("$CONTAINERD_BIN" --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), shim $(ls -l --time-style=+ "$top/target/dist/containerd-shim-youki-v2" | awk '{print $5}') bytes"
+echo "containerd $("$CONTAINERD_BIN" --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), shim $(ls -l --time-style=+ "${SHIM_A:-$top/target/dist/containerd-shim-youki-v2}" | awk '{print $5}') bytes"
+[ -z "${SHIM_B:-}" ] || echo "A: $SHIM_A ($(stat -c %s "$SHIM_A") bytes, $(ldd "$SHIM_A" 2>&1 | grep -c '=>') shared libraries); B: $SHIM_B ($(stat -c %s "$SHIM_B") bytes, $(ldd "$SHIM_B" 2>&1 | grep -c '=>') shared libraries)"
 echo
 "$top/target/release/examples/bench"

@@ -14,7 +14,8 @@
 # CONTAINERD picks a containerd release by name (1.6, 1.7, 2.1: hack/containerd-versions.sh
 # provides it); CONTAINERD_BIN a binary by path (default: containerd on PATH). The ctr and
 # containerd-shim-runc-v2 next to that binary are used with it;
-# SHIM_DIR is where containerd-shim-youki-v2 is found (default target/dist, see Cargo.toml).
+# SHIM_DIR is where containerd-shim-youki-v2 is found (default target/x86_64-unknown-linux-gnu/dist: the static dist build
+# hack/prepare.sh makes, see hack/build-static.sh).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 dir=${YOUKI_TEST_DIR:-/var/lib/youki-test}
@@ -27,7 +28,7 @@ containerd_bin=${CONTAINERD_BIN:-$(command -v containerd || echo /usr/bin/contai
 bin_dir=$(dirname "$containerd_bin")
 # Its own ctr and runc shim first on PATH (containerd finds shims on PATH too).
 PATH="$bin_dir:$PATH"
-shim_dir=${SHIM_DIR:-$top/target/dist}
+shim_dir=${SHIM_DIR:-$top/target/x86_64-unknown-linux-gnu/dist}
 images=${IMAGES_DIR:-$top/target/images}
 pidfile=$run/containerd.pid
 config=${CONTAINERD_CONFIG:-$dir/config.toml}
@@ -131,6 +132,15 @@ $containerd_extra
       runtime_path = "$shim_path"
       [$cri_runtime.containerd.runtimes.youki-by-path.options]
         SystemdCgroup = false
+$(if [ -n "${SHIM_B:-}" ]; then cat <<B
+    # hack/bench.sh --compare: a second build of our shim, by path. As runtime_type (which
+    # containerd resolves like \`ctr run --runtime /path\`): 1.6's CRI ignores runtime_path.
+    [$cri_runtime.containerd.runtimes.youki-b]
+      runtime_type = "$SHIM_B"
+      [$cri_runtime.containerd.runtimes.youki-b.options]
+        SystemdCgroup = false
+B
+fi)
   [$cri_runtime.cni]
     $cni_bin
     conf_dir = "$dir/cni/conf"

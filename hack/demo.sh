@@ -8,7 +8,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 bash hack/prepare.sh
-SHIM_DIR="$top/target/dist" bash hack/containerd.sh start
+SHIM_DIR="$top/target/x86_64-unknown-linux-gnu/dist" bash hack/containerd.sh start
 [ "${KEEP:-0}" = 1 ] || trap 'bash hack/containerd.sh stop' EXIT
 echo
 cargo run --release --quiet --example pod_demo

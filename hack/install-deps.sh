@@ -3,7 +3,7 @@
 # Idempotent: packages already present are left alone.
 set -euo pipefail
 pkgs=(containerd runc busybox-static containernetworking-plugins libseccomp-dev libseccomp2
-      pkg-config iproute2 util-linux procps python3 criu protobuf-compiler)
+      libnss-systemd pkg-config iproute2 util-linux procps python3 criu protobuf-compiler)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,7 +14,7 @@ if [ -z "${CONTAINERD_BIN:-}" ] && [ -n "${CONTAINERD:-}" ]; then
   export CONTAINERD_BIN
 fi
 bash hack/containerd.sh stop
-SHIM_DIR="$top/target/dist" bash hack/containerd.sh start
+SHIM_DIR="${SHIM_DIR:-$top/target/x86_64-unknown-linux-gnu/dist}" bash hack/containerd.sh start
 trap 'bash hack/containerd.sh stop' EXIT
 eval "$(bash hack/containerd.sh env | sed 's/^/export /')"
 version=$("$CONTAINERD_BIN" --version | awk '{print $3}')

@@ -2,11 +2,17 @@
 //! youki's libcontainer.
 
 use containerd_shim_youki_v2::ops::cleanup;
-use containerd_shim_youki_v2::runtime::idmap;
+use containerd_shim_youki_v2::runtime::{idmap, nss};
 use containerd_shim_youki_v2::shim::args::{Action, Args};
 use containerd_shim_youki_v2::shim::{bootstrap, daemon, info, sealed};
 
 fn main() {
+    // Before anything can look a user up: container inits set HOME through glibc, and
+    // must not load an image's NSS modules (nss.rs).
+    if let Err(e) = nss::use_files_only() {
+        eprintln!("containerd-shim-youki-v2: {e}");
+        std::process::exit(1);
+    }
     // Run by libcontainer as newuidmap/newgidmap from a Create worker (see idmap.rs).
     if let Some(code) = idmap::run_if_called_as_helper() {
         std::process::exit(code);

@@ -13,6 +13,7 @@ pub mod fds;
 pub mod forker;
 pub mod idmap;
 pub mod mount;
+pub mod nss;
 pub mod propagation;
 pub mod youki;
 
