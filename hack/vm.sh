@@ -9,7 +9,8 @@
 #   hack/vm.sh --test node_dbus     # one test file (repeatable); more args after `--` go to
 #   hack/vm.sh --test node_v2 -- stats   #   the test binary (a name filter, --nocapture …)
 #   hack/vm.sh --sh 'criu check'    # a shell command in the guest (containerd running)
-#   hack/vm.sh --no-build ...       # skips the cargo builds (uses target/ as it is)
+#   hack/vm.sh --no-build ...       # skips hack/prepare.sh (shim, images as they are in
+#                                   #   target/); the test binaries are still brought up to date
 #   hack/vm.sh --image              # only builds the VM image
 #
 # The guest is built once (debootstrap, ~2 min) and cached in $VM_CACHE (default
@@ -222,7 +223,7 @@ timeout --foreground -k 10 "${VM_TIMEOUT:-1500}" \
     -virtfs "local,path=$job,mount_tag=job,security_model=none,id=job" \
     -virtfs "local,path=$top,mount_tag=top,security_model=none,readonly=on,id=top" \
     -nic none -no-reboot -nographic -serial mon:stdio </dev/null \
-  | tr -d '\r' || rc=$?
+  | sed -u 's/\x1b\[[0-9;?!]*[a-zA-Z]//g; s/\x1bc//g; s/\x1b\][0-9;]*\x07//g; s/\r$//' || rc=$?
 log "VM ran $((SECONDS - t0)) s"
 if [ ! -f "$job/rc" ]; then
   log "the VM stopped before the job ended (qemu exit $rc; timeout ${VM_TIMEOUT:-1500} s)"
