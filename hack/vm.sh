@@ -15,7 +15,7 @@
 #
 # The guest is built once (debootstrap, ~2 min) and cached in $VM_CACHE (default
 # /var/cache/youki-test/vm), named after a hash of its recipe (this file's guest part and
-# hack/vm/*); the .deb files stay in $VM_CACHE/debs, so a rebuild is offline. Each run boots
+# hack/vm/*), so reruns are offline; the .deb files stay in $VM_CACHE/debs for rebuilds. Each run boots
 # that image with -snapshot (nothing a run does persists), under TCG: this machine's
 # /dev/kvm is paravirtualised and ~100x slower than emulation. Two 9p shares: the project
 # at its own path, read-only (test binaries find what cargo compiled into them), and a
