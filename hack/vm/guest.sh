@@ -34,7 +34,9 @@ guest_suite() {
   while read -r name exe; do
     echo "=== $name ==="
     out=$(mktemp)
-    "$exe" --ignored --test-threads=2 "${args[@]}" 2>&1 | tee "$out"
+    # A binary that hangs is stopped (and counts as failed) so the rest still run and the
+    # journal still reaches the host.
+    timeout -k 10 "${VM_TEST_TIMEOUT:-900}" "$exe" --ignored --test-threads=2 "${args[@]}" 2>&1 | tee "$out"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
     p=$((p + $(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($i == "passed;") s += $(i-1) } END { print s + 0 }' "$out")))
     f=$((f + $(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($i == "failed;") s += $(i-1) } END { print s + 0 }' "$out")))
@@ -42,6 +44,9 @@ guest_suite() {
     grep -q '^test result:' "$out" || f=$((f + 1))
     rm -f "$out"
   done </job/tests
+  # What the host keeps when the suite failed (hack/vm.sh prints where).
+  journalctl --no-pager -u containerd >/job/containerd.log 2>&1
+  journalctl --no-pager >/job/journal.log 2>&1
   echo "$p passed, $f failed"
   return "$status"
 }
