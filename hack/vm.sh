@@ -21,7 +21,9 @@
 # at its own path, read-only (test binaries find what cargo compiled into them), and a
 # per-run job folder carrying the job script in and its log and exit code out.
 # Env: VM_MEM (MiB, default 3072), VM_CPUS (default 2), VM_TIMEOUT (s, the whole VM, default
-# 1500), VM_TEST_TIMEOUT (s, each test binary, default 900). A failed run's job folder (its
+# 1500), VM_TEST_TIMEOUT (s, each test binary, default 900), VM_SHIM_DIR (the shim and
+# youki-shims the guest's containerd runs, relative to the project; default the static dist
+# build; target/release, the dynamic build, runs there too and builds much faster). A failed run's job folder (its
 # log, containerd's journal and the whole journal) is kept under $VM_CACHE/runs.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -214,6 +216,7 @@ fi
 {
   echo 'set -uo pipefail'
   echo "export VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-900}"
+  [ -z "${VM_SHIM_DIR:-}" ] || echo "export VM_SHIM_DIR=$(printf '%q' "$VM_SHIM_DIR")"
   echo "source $(printf '%q' "$top/hack/vm/guest.sh")"
   if [ -n "$sh_cmd" ]; then
     echo "guest_setup && { $sh_cmd; }"

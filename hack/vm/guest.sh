@@ -5,8 +5,9 @@
 # Our freshly built shim where containerd finds it (PATH of containerd.service), the
 # system containerd started, the test images imported in both namespaces the tests use.
 guest_setup() {
-  local dist=target/x86_64-unknown-linux-gnu/dist
+  local dist=${VM_SHIM_DIR:-target/x86_64-unknown-linux-gnu/dist}
   [ -x "$dist/containerd-shim-youki-v2" ] || { echo "guest: no $dist/containerd-shim-youki-v2 (hack/prepare.sh)"; return 1; }
+  [ -x "$dist/youki-shims" ] || { echo "guest: no $dist/youki-shims"; return 1; }
   install -m 0755 "$dist/containerd-shim-youki-v2" "$dist/youki-shims" /usr/local/bin/
   systemctl start containerd || { journalctl -u containerd --no-pager | tail -30; return 1; }
   local ns img
