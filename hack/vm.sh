@@ -252,5 +252,7 @@ if [ "$rc" != 0 ]; then
   # Keep the failed run's job folder (log, containerd's and the whole journal).
   keep=$cache/runs/$(date +%Y%m%d-%H%M%S)-$$
   mkdir -p "$keep" && cp -a "$job"/. "$keep"/ && log "job exit $rc; its files: $keep"
+  # The last ten are enough.
+  ls -1d "$cache"/runs/*/ 2>/dev/null | sort | head -n -10 | xargs -r rm -rf
 fi
 exit "$rc"
