@@ -94,7 +94,7 @@ EOF
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends -t bookworm-backports \
-    qemu-system-x86 debootstrap e2fsprogs >/dev/null
+    qemu-system-x86 debootstrap >/dev/null
 }
 
 # Guest packages. linux-image-amd64 brings initramfs-tools; udev loads the virtio drivers;
