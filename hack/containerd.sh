@@ -132,6 +132,18 @@ $containerd_extra
       runtime_path = "$shim_path"
       [$cri_runtime.containerd.runtimes.youki-by-path.options]
         SystemdCgroup = false
+$(if [ "$(major)" -ge 2 ]; then cat <<S
+    # Handler youki-sandboxed (containerd 2.x): sandboxer = "shim" hands the pod's whole
+    # sandbox to our shim's Sandbox API. containerd makes no pause container and looks up
+    # no pause image for it: the shim starts the pause it carries. No options table:
+    # containerd 2.1-2.3's StartContainer reads a shim sandbox's task address into runc's
+    # options type and fails on any other (client/task.go getRuncOptions; fixed in 2.4 by
+    # b88ab5af4), and without options it makes empty runc ones (docs/design-notes.md).
+    [$cri_runtime.containerd.runtimes.youki-sandboxed]
+      runtime_type = "io.containerd.youki.v2"
+      sandboxer = "shim"
+S
+fi)
 $(if [ -n "${SHIM_B:-}" ]; then cat <<B
     # hack/bench.sh --compare: a second build of our shim, by path. As runtime_type (which
     # containerd resolves like \`ctr run --runtime /path\`): 1.6's CRI ignores runtime_path.
