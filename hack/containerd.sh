@@ -199,6 +199,8 @@ start() {
     for img in $preload; do
       ctr_ -n "$ns" images import --no-unpack "$images/$img.tar" >/dev/null
     done
+    # One imported by an earlier start with the same root.
+    [ "${NO_PAUSE:-0}" != 1 ] || ctr_ -n "$ns" images rm localhost/youki/pause:latest >/dev/null 2>&1 || true
   done
   echo "containerd $("$containerd_bin" --version | awk '{print $3}') running: pid $(cat "$pidfile"), socket $sock"
 }
