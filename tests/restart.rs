@@ -143,7 +143,11 @@ fn pod_survives_containerd_kill_with(handler: &str) {
     use kubelet::{Cri, PodGuard, PodSpec};
 
     let sandboxed = handler == kubelet::SANDBOXED_HANDLER;
-    let mut p = Private::new(if sandboxed { "restart-sbx" } else { "restart-pod" });
+    let mut p = Private::new(if sandboxed {
+        "restart-sbx"
+    } else {
+        "restart-pod"
+    });
     if sandboxed {
         p.env.push(("NO_PAUSE", "1".into()));
     }
