@@ -521,6 +521,9 @@ mod tests {
         o.root = "/run/state".into();
         o.criu_image_path = "/var/ckpt".into();
         o.criu_work_path = "/var/ckpt-work".into();
+        // containerd 2.x, for a container of a shim-served sandbox.
+        o.task_api_address = "ttrpc+unix:///run/containerd/s/ab".into();
+        o.task_api_version = 2;
         let got = decode(Some(&runc_any(&o))).unwrap();
         assert_eq!(
             got,
@@ -534,6 +537,7 @@ mod tests {
                 root: Some("/run/state".into()),
                 criu_image_path: Some("/var/ckpt".into()),
                 criu_work_path: Some("/var/ckpt-work".into()),
+                task_api_address: Some("ttrpc+unix:///run/containerd/s/ab".into()),
             }
         );
     }
@@ -556,6 +560,7 @@ mod tests {
                 root: Some("/r".into()),
                 criu_image_path: Some("/i".into()),
                 criu_work_path: Some("/w".into()),
+                task_api_address: None,
             }
         );
     }
