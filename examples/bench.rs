@@ -55,9 +55,25 @@ const RUNC: Runtime = Runtime {
     label: "runc",
 };
 
-/// The two runtimes to compare: ours against runc, or (SHIM_A and SHIM_B set) two builds
-/// of ours.
+/// Our shim under containerd 2.x's shim sandboxer (no pause image; the shim starts pause).
+const SANDBOXED: Runtime = Runtime {
+    handler: "youki-sandboxed",
+    label: "youki sandboxer=shim",
+    ..YOUKI
+};
+
+/// The two runtimes to compare: ours against runc, our two sandboxers against each other
+/// (BENCH_VS=sandboxer, containerd 2.x), or (SHIM_A and SHIM_B set) two builds of ours.
 fn runtimes() -> Result<[Runtime; 2], String> {
+    if std::env::var("BENCH_VS").is_ok_and(|v| v == "sandboxer") {
+        return Ok([
+            SANDBOXED,
+            Runtime {
+                label: "youki sandboxer=podsandbox",
+                ..YOUKI
+            },
+        ]);
+    }
     let (Ok(a), Ok(b)) = (std::env::var("SHIM_A"), std::env::var("SHIM_B")) else {
         return Ok([YOUKI, RUNC]);
     };

@@ -47,6 +47,13 @@ fn shims() -> Vec<u32> {
 fn main() -> Result<(), String> {
     let mut cri = Cri::connect(&cri_socket());
     let mut spec = PodSpec::new("demo");
+    // hack/demo.sh's SANDBOXER=shim: the handler whose pods containerd 2.x hands to our
+    // shim's Sandbox API (no pause image at all).
+    if let Ok(h) = std::env::var("DEMO_HANDLER")
+        && !h.is_empty()
+    {
+        spec.handler = h;
+    }
     spec.uid = format!("demo-{}", std::process::id());
     spec.cgroup_parent = format!("/youki-test/pod-{}", spec.uid);
     println!("RunPodSandbox (runtime handler {:?}) …", spec.handler);

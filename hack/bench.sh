@@ -3,6 +3,8 @@
 # through the same private containerd (examples/bench.rs does the measuring):
 # ctr run latency, CRI pod start/teardown, 50 pods at concurrency 10, shim memory with 1
 # and 50 pods, threads per shim. Prints the machine, a markdown table, and BENCH lines.
+# On containerd 2.x a second table compares our shim under sandboxer = "shim" (handler
+# youki-sandboxed, no pause image) with sandboxer = "podsandbox" (handler youki).
 #
 #   BENCH_N=20 BENCH_PODS=50 BENCH_CONCURRENCY=10 hack/bench.sh
 #   CONTAINERD=2.1 hack/bench.sh      # against another containerd (as hack/test.sh)
@@ -56,3 +58,10 @@ echo "containerd $("$CONTAINERD_BIN" --version | awk '{print $3}'), runc $(runc 
 [ -z "${SHIM_B:-}" ] || echo "A: $SHIM_A ($(stat -c %s "$SHIM_A") bytes, $(ldd "$SHIM_A" 2>&1 | grep -c '=>') shared libraries); B: $SHIM_B ($(stat -c %s "$SHIM_B") bytes, $(ldd "$SHIM_B" 2>&1 | grep -c '=>') shared libraries)"
 echo
 "$top/target/release/examples/bench"
+# containerd 2.x: our shim under both sandboxers, side by side (sandboxer = "shim": the
+# shim starts the pause it carries; podsandbox: containerd's pause container from the image).
+if [ -z "${SHIM_B:-}" ] && [ "$("$CONTAINERD_BIN" --version | awk '{ v = $3; sub(/^v/, "", v); print int(v) }')" -ge 2 ]; then
+  echo
+  echo "sandboxer = \"shim\" (handler youki-sandboxed) vs \"podsandbox\" (handler youki):"
+  BENCH_VS=sandboxer env ${BENCH_OUT:+BENCH_OUT="$BENCH_OUT.sandboxer"} "$top/target/release/examples/bench"
+fi

@@ -10,7 +10,7 @@
 # CONTAINERD_CONFIG names a config.toml of the caller's to run containerd with instead of the
 # one written here (tests/install.rs: a node's config that `youki-shims install` edits); it
 # must use this script's root, state and socket. PRELOAD lists the test images imported at
-# start (default "busybox pause").
+# start (default "busybox pause"; NO_PAUSE=1: see below).
 # CONTAINERD picks a containerd release by name (1.6, 1.7, 2.1: hack/containerd-versions.sh
 # provides it); CONTAINERD_BIN a binary by path (default: containerd on PATH). The ctr and
 # containerd-shim-runc-v2 next to that binary are used with it;
@@ -32,7 +32,16 @@ shim_dir=${SHIM_DIR:-$top/target/x86_64-unknown-linux-gnu/dist}
 images=${IMAGES_DIR:-$top/target/images}
 pidfile=$run/containerd.pid
 config=${CONTAINERD_CONFIG:-$dir/config.toml}
-preload=${PRELOAD-busybox pause}
+# NO_PAUSE=1: no pause image at all (the shim-sandboxer handler youki-sandboxed needs none):
+# it is not imported, and CRI's sandbox image names one that exists nowhere, so any pause
+# lookup or pull (the podsandbox handlers') fails loudly.
+if [ "${NO_PAUSE:-0}" = 1 ]; then
+  preload=${PRELOAD-busybox}
+  sandbox_image=localhost/youki/no-pause-image:absent
+else
+  preload=${PRELOAD-busybox pause}
+  sandbox_image=localhost/youki/pause:latest
+fi
 
 ctr_() { ctr --address "$sock" "$@"; }  # the ctr next to containerd_bin: see PATH below
 
@@ -97,11 +106,11 @@ TOML
 [$cri_images]
   snapshotter = "overlayfs"
   [$cri_images.pinned_images]
-    sandbox = "localhost/youki/pause:latest"
+    sandbox = "$sandbox_image"
 
 TOML
     else
-      top_extra='  sandbox_image = "localhost/youki/pause:latest"'
+      top_extra="  sandbox_image = \"$sandbox_image\""
       containerd_extra='    snapshotter = "overlayfs"'
     fi
     cat <<TOML
@@ -132,6 +141,18 @@ $containerd_extra
       runtime_path = "$shim_path"
       [$cri_runtime.containerd.runtimes.youki-by-path.options]
         SystemdCgroup = false
+$(if [ "$(major)" -ge 2 ]; then cat <<S
+    # Handler youki-sandboxed (containerd 2.x): sandboxer = "shim" hands the pod's whole
+    # sandbox to our shim's Sandbox API. containerd makes no pause container and looks up
+    # no pause image for it: the shim starts the pause it carries. No options table:
+    # containerd 2.1-2.3's StartContainer reads a shim sandbox's task address into runc's
+    # options type and fails on any other (client/task.go getRuncOptions; fixed in 2.4 by
+    # b88ab5af4), and without options it makes empty runc ones (docs/design-notes.md).
+    [$cri_runtime.containerd.runtimes.youki-sandboxed]
+      runtime_type = "io.containerd.youki.v2"
+      sandboxer = "shim"
+S
+fi)
 $(if [ -n "${SHIM_B:-}" ]; then cat <<B
     # hack/bench.sh --compare: a second build of our shim, by path. As runtime_type (which
     # containerd resolves like \`ctr run --runtime /path\`): 1.6's CRI ignores runtime_path.
@@ -178,6 +199,8 @@ start() {
     for img in $preload; do
       ctr_ -n "$ns" images import --no-unpack "$images/$img.tar" >/dev/null
     done
+    # One imported by an earlier start with the same root.
+    [ "${NO_PAUSE:-0}" != 1 ] || ctr_ -n "$ns" images rm localhost/youki/pause:latest >/dev/null 2>&1 || true
   done
   echo "containerd $("$containerd_bin" --version | awk '{print $3}') running: pid $(cat "$pidfile"), socket $sock"
 }
@@ -198,6 +221,6 @@ case "${1:-}" in
   restart) stop; start ;;
   env) printf '%s=%q\n' CONTAINERD_ADDRESS "$sock" YOUKI_TEST_DIR "$dir" YOUKI_TEST_RUN "$run" \
          CONTAINERD_BIN "$containerd_bin" PATH "$PATH" \
-         CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS 1 ;;
+         CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS 1 YOUKI_NO_PAUSE "${NO_PAUSE:-0}" ;;
   *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
 esac

@@ -10,6 +10,8 @@
 //!   unit tests), with mounts, mount propagation and ID maps.
 //! - `stdio`: fifos, files, `binary://` loggers and terminals.
 //! - `cgroup`: statistics and OOM watching.
+//! - `sandbox`: containerd 2.x's Sandbox API (`sandboxer = "shim"`): the pod's pause
+//!   container made by the shim itself, from the pause binary it carries.
 //! - `ops`: the operator side: `delete` of a dead shim's containers and `youki-shims`.
 
 pub mod cgroup;
@@ -18,6 +20,7 @@ pub mod ids;
 pub mod ops;
 pub mod runtime;
 pub mod safe_open;
+pub mod sandbox;
 pub mod shim;
 pub mod stdio;
 pub mod task;

@@ -11,6 +11,8 @@
 //! containerd 1.6's CRI gives sandboxes no base spec (so no hooks): the Create of a new
 //! shim is cut off through `ctr run` with the same hooks instead.
 //!
+//! On containerd 2.x every other pod runs under `youki-sandboxed` (sandboxer = "shim").
+//!
 //! CHAOS_CYCLES and CHAOS_PODS set the size: 20 cycles of 5 pods (plus the slow one) by
 //! default, what CI runs; hack/chaos.sh runs it alone, with any size.
 
@@ -382,6 +384,14 @@ fn teardown(cri: &mut Cri, pod: &str, spec: Option<&PodSpec>) {
     remove_pod_cgroups();
 }
 
+/// The handler of pod slot `i`: on containerd 2.x every other pod is a shim-sandboxer pod
+/// (`youki-sandboxed`: its pause made by our shim through the Sandbox API), so kills and
+/// restarts hit both kinds; the slow victim stays on the podsandbox handler (its hooks).
+fn pod_handler(i: usize) -> &'static str {
+    let handlers = common::youki_handlers();
+    handlers[i % handlers.len()]
+}
+
 #[test]
 fn chaos_containerd_and_shim_kills_lose_nothing_and_leak_nothing() {
     let cycles = env_num("CHAOS_CYCLES", 20);
@@ -404,7 +414,7 @@ fn chaos_containerd_and_shim_kills_lose_nothing_and_leak_nothing() {
     let ctr_spec = ctr_spec(&p);
     let mut cri = Cri::connect(&sock_path);
     let mut pods: Vec<Pod> = (0..npods)
-        .map(|i| new_pod(&mut cri, &format!("{POD_PREFIX}-{i}-0"), YOUKI_HANDLER))
+        .map(|i| new_pod(&mut cri, &format!("{POD_PREFIX}-{i}-0"), pod_handler(i)))
         .collect();
     let mut victim = new_pod(&mut cri, &format!("{POD_PREFIX}-victim-0"), SLOW_HANDLER);
     let mut total = Counts::default();
@@ -533,7 +543,7 @@ fn chaos_containerd_and_shim_kills_lose_nothing_and_leak_nothing() {
         pods[j] = new_pod(
             &mut cri,
             &format!("{POD_PREFIX}-{j}-{}", cycle + 1),
-            YOUKI_HANDLER,
+            pod_handler(j),
         );
 
         // Every other pod: same processes, true exit codes, still controllable.

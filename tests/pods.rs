@@ -1,6 +1,8 @@
 //! Pods through containerd's CRI, the way kubelet runs them (runtime handler `youki`):
 //! one shim per pod, the namespace picture of a runc node, shareProcessNamespace, host
-//! namespaces, and nothing left of a pod once it is removed.
+//! namespaces, and nothing left of a pod once it is removed. Every test runs once per
+//! handler of ours (`common::youki_handlers`): on containerd 2.x also `youki-sandboxed`,
+//! whose pause container the shim makes itself (sandboxer = "shim", no pause image).
 
 mod common;
 
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::kubelet::*;
-use common::{identity, proc_alive, shim_pids, wait_until};
+use common::{identity, proc_alive, shim_pids, wait_until, youki_handlers};
 use k8s_cri::v1::{ContainerState, PodSandboxState};
 use sha2::{Digest, Sha256};
 
@@ -132,6 +134,13 @@ impl Recorded {
                 left.push(format!("state {}", state.display()));
             }
         }
+        // The pause bundle the shim writes for a shim-sandboxer pod.
+        let bundle = Path::new("/run/containerd/youki/.sandbox")
+            .join(K8S_NS)
+            .join(&self.pod_id);
+        if bundle.exists() {
+            left.push(format!("pause bundle {}", bundle.display()));
+        }
         left
     }
 
@@ -165,10 +174,24 @@ fn run_pod(
 
 const SLEEP: &[&str] = &["sleep", "3600"];
 
+/// A pod named after the test and the handler it runs under.
+fn pod_spec(name: &str, handler: &str) -> PodSpec {
+    let tag = if handler == YOUKI_HANDLER { "" } else { "-sb" };
+    let mut spec = PodSpec::new(&format!("{name}{tag}"));
+    spec.handler = handler.to_string();
+    spec
+}
+
 #[test]
 fn pod_lifecycle_like_kubelet() {
+    for handler in youki_handlers() {
+        pod_lifecycle_like_kubelet_with(handler);
+    }
+}
+
+fn pod_lifecycle_like_kubelet_with(handler: &str) {
     let mut cri = Cri::connect(&cri_socket());
-    let spec = PodSpec::new("lifecycle");
+    let spec = pod_spec("lifecycle", handler);
     let (guard, ids) = run_pod(&mut cri, &spec, &[("app", SLEEP)]);
     let (pod, app) = (guard.id.clone(), ids[0].clone());
 
@@ -234,8 +257,14 @@ fn sharing(cri: &mut Cri, pod: &str, containers: &[String]) -> Vec<Vec<(String, 
 
 #[test]
 fn three_containers_one_shim_and_the_namespaces_of_a_runc_node() {
+    for handler in youki_handlers() {
+        three_containers_one_shim_and_the_namespaces_of_a_runc_node_with(handler);
+    }
+}
+
+fn three_containers_one_shim_and_the_namespaces_of_a_runc_node_with(handler: &str) {
     let mut cri = Cri::connect(&cri_socket());
-    let spec = PodSpec::new("three");
+    let spec = pod_spec("three", handler);
     let (guard, ids) = run_pod(&mut cri, &spec, &[("a", SLEEP), ("b", SLEEP)]);
     let pod = guard.id.clone();
     let mut all: Vec<&str> = vec![pod.as_str()];
@@ -259,8 +288,12 @@ fn three_containers_one_shim_and_the_namespaces_of_a_runc_node() {
     drop(guard);
     record.assert_gone();
 
+    if std::env::var("YOUKI_NO_PAUSE").is_ok_and(|v| v == "1") {
+        // runc's pods need the pause image this containerd does not have.
+        return;
+    }
     // The same pod under runc shows the same picture.
-    let mut rspec = PodSpec::new("three-runc");
+    let mut rspec = pod_spec("three-runc", handler);
     rspec.handler = RUNC_HANDLER.into();
     let (rguard, rids) = run_pod(&mut cri, &rspec, &[("a", SLEEP), ("b", SLEEP)]);
     let runc = sharing(&mut cri, &rguard.id, &rids);
@@ -270,8 +303,14 @@ fn three_containers_one_shim_and_the_namespaces_of_a_runc_node() {
 
 #[test]
 fn share_process_namespace_makes_pause_pid_1_and_it_reaps_zombies() {
+    for handler in youki_handlers() {
+        share_process_namespace_makes_pause_pid_1_and_it_reaps_zombies_with(handler);
+    }
+}
+
+fn share_process_namespace_makes_pause_pid_1_and_it_reaps_zombies_with(handler: &str) {
     let mut cri = Cri::connect(&cri_socket());
-    let mut spec = PodSpec::new("sharepid");
+    let mut spec = pod_spec("sharepid", handler);
     spec.pid = Share::Pod;
     let (guard, ids) = run_pod(&mut cri, &spec, &[("app", SLEEP)]);
     let pause = cri.pod_pid(&guard.id).unwrap();
@@ -327,8 +366,21 @@ fn share_process_namespace_makes_pause_pid_1_and_it_reaps_zombies() {
 
 #[test]
 fn host_network_ipc_and_pid_pods() {
+    for handler in youki_handlers() {
+        host_network_ipc_and_pid_pods_with(handler);
+    }
+}
+
+fn host_network_ipc_and_pid_pods_with(handler: &str) {
+    if handler == SANDBOXED_HANDLER && common::containerd_version() < (2, 3) {
+        // containerd before 2.3 crashes (nil pointer in core/runtime/v2/bundle.go
+        // NewBundle, from plugins/sandbox/controller.go Create) on a host-network pod
+        // under a shim sandboxer: its sandbox has no spec at all. Fixed by b32cecd31.
+        eprintln!("skipped for {handler}: containerd < 2.3 crashes on host-network shim sandboxes");
+        return;
+    }
     let mut cri = Cri::connect(&cri_socket());
-    let mut spec = PodSpec::new("hostns");
+    let mut spec = pod_spec("hostns", handler);
     spec.network = Share::Node;
     spec.ipc = Share::Node;
     spec.pid = Share::Node;
@@ -362,8 +414,14 @@ fn host_network_ipc_and_pid_pods() {
 
 #[test]
 fn two_pods_are_two_shims() {
+    for handler in youki_handlers() {
+        two_pods_are_two_shims_with(handler);
+    }
+}
+
+fn two_pods_are_two_shims_with(handler: &str) {
     let mut cri = Cri::connect(&cri_socket());
-    let (s1, s2) = (PodSpec::new("twin-a"), PodSpec::new("twin-b"));
+    let (s1, s2) = (pod_spec("twin-a", handler), pod_spec("twin-b", handler));
     let (g1, ids1) = run_pod(&mut cri, &s1, &[("app", SLEEP)]);
     let (g2, ids2) = run_pod(&mut cri, &s2, &[("app", SLEEP)]);
     let d1 = shim_daemons(&[g1.id.as_str(), ids1[0].as_str()]);
@@ -407,8 +465,14 @@ fn two_pods_are_two_shims() {
 /// container it knew in that shim, and nothing of the pod remains on the machine.
 #[test]
 fn killed_pod_shim_leaves_nothing_behind() {
+    for handler in youki_handlers() {
+        killed_pod_shim_leaves_nothing_behind_with(handler);
+    }
+}
+
+fn killed_pod_shim_leaves_nothing_behind_with(handler: &str) {
     let mut cri = Cri::connect(&cri_socket());
-    let spec = PodSpec::new("shimkill");
+    let spec = pod_spec("shimkill", handler);
     let (guard, ids) = run_pod(&mut cri, &spec, &[("a", SLEEP), ("b", SLEEP)]);
     let record = Recorded::take(&mut cri, &spec, &guard.id, &ids);
     let mut all: Vec<&str> = vec![guard.id.as_str()];

@@ -15,6 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::sandbox::StoreListRequest;
+use containerd_client::services::v1::sandbox::store_client::StoreClient;
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{ListContainersRequest, ListTasksRequest};
 use containerd_client::tonic::Request;
@@ -302,15 +304,32 @@ async fn list(address: &str, ns: &str) -> Result<Known, String> {
         .map_err(|e| format!("list containers: {}", e.message()))?
         .into_inner()
         .containers;
-    let tasks = TasksClient::new(channel)
+    let tasks = TasksClient::new(channel.clone())
         .list(with_ns(ListTasksRequest::default(), ns))
         .await
         .map_err(|e| format!("list tasks: {}", e.message()))?
         .into_inner()
         .tasks;
+    // containerd 2.x: sandboxes whose pause container a shim made itself. containerd 1.x
+    // has no sandbox store (Unimplemented): none.
+    let sandboxes = match StoreClient::new(channel)
+        .list(with_ns(StoreListRequest::default(), ns))
+        .await
+    {
+        Ok(r) => r
+            .into_inner()
+            .list
+            .into_iter()
+            .filter(|s| s.sandboxer == "shim")
+            .map(|s| s.sandbox_id)
+            .collect(),
+        Err(e) if e.code() == containerd_client::tonic::Code::Unimplemented => Default::default(),
+        Err(e) => return Err(format!("list sandboxes: {}", e.message())),
+    };
     Ok(Known {
         containers: containers.into_iter().map(|c| c.id).collect(),
         tasks: tasks.into_iter().map(|t| (t.id, t.pid)).collect(),
+        sandboxes,
         gone: false,
     })
 }

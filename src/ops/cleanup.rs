@@ -77,6 +77,16 @@ pub fn run(args: &Args) -> Result<Vec<u8>> {
     if let Some(s) = socket.as_deref().filter(|s| !answers(s)) {
         remove_unserved_siblings(&root, &group, &args.id);
         remove_dead_socket(s);
+        // A shim-sandboxer pod's pause bundle (sandbox/spec.rs), which only its dead shim
+        // would have removed.
+        if let Some(base) = root.parent() {
+            let bundle = crate::sandbox::spec::bundle_dir(base, &args.namespace, &args.id);
+            if let Err(e) = std::fs::remove_dir_all(&bundle)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                log::warn!("delete {}: remove {}: {e}", args.id, bundle.display());
+            }
+        }
     }
 
     let mut resp = DeleteResponse::new();

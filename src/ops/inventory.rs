@@ -255,6 +255,9 @@ pub struct Known {
     pub containers: HashSet<String>,
     /// Task ID → PID.
     pub tasks: HashMap<String, u32>,
+    /// Sandboxes containerd 2.x handed to a shim (sandboxer = "shim"): their pause
+    /// container is the shim's own, with no container record or task in containerd.
+    pub sandboxes: HashSet<String>,
     /// The operator says this containerd is gone for good (`--containerd-gone`): it knows
     /// nothing any more, and everything it started is unknown.
     pub gone: bool,
@@ -441,6 +444,8 @@ fn container_verdict(c: &Found, view: Option<&View>, young: bool) -> Verdict {
     };
     let verdict = if known.gone {
         Verdict::Unknown(GONE_REASON.into())
+    } else if known.sandboxes.contains(&c.id) {
+        Verdict::Known
     } else if !known.containers.contains(&c.id) {
         Verdict::Unknown("containerd has no container record".into())
     } else {
@@ -515,6 +520,7 @@ mod tests {
         let k = Known {
             containers: records.iter().map(|s| s.to_string()).collect(),
             tasks: tasks.iter().map(|(i, p)| (i.to_string(), *p)).collect(),
+            sandboxes: HashSet::new(),
             gone: false,
         };
         HashMap::from([((ADDR.to_string(), "k8s.io".to_string()), Ok(k))])

@@ -310,9 +310,18 @@ pub fn start(args: &Args, stdin: &mut dyn Read) -> Result<Vec<u8>> {
         Input::Options(_) => (args.address.clone(), SOCKET_DIR.to_string()),
     };
     let bundle = std::env::current_dir().map_err(|e| Error::io("bundle (working directory)", e))?;
-    let config = std::fs::read(bundle.join("config.json"))
-        .map_err(|e| Error::io(format!("read {}/config.json", bundle.display()), e))?;
-    let group = group_id(&config, &args.id)?;
+    let group = match std::fs::read(bundle.join("config.json")) {
+        Ok(config) => group_id(&config, &args.id)?,
+        // containerd 2.x's "shim" sandboxer starts us for a pod with no spec at all: the
+        // sandbox ID names the group, and the siblings' sandbox-id annotation finds it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => args.id.clone(),
+        Err(e) => {
+            return Err(Error::io(
+                format!("read {}/config.json", bundle.display()),
+                e,
+            ));
+        }
+    };
     let socket = socket_path(Path::new(&socket_dir), &address, &args.namespace, &group);
     let addr = address_of(&socket);
     let options = runtime_options(&input);

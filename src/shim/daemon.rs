@@ -13,8 +13,10 @@ use ttrpc::r#async::transport::Listener;
 use crate::error::{Error, Result};
 use crate::runtime::forker::Forker;
 use crate::runtime::youki::{
-    Deadlines, YoukiRuntime, ensure_state_root, state_root_in, worker, worker_failed,
+    DEFAULT_STATE_BASE, Deadlines, YoukiRuntime, ensure_state_root, state_root_in, worker,
+    worker_failed,
 };
+use crate::sandbox::SandboxService;
 use crate::shim::args::Args;
 use crate::shim::events::{Publisher, TtrpcForwarder};
 use crate::shim::logger;
@@ -102,6 +104,15 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
         .map_err(|e| Error::io("listener nonblocking", e))?;
     let listener = tokio::net::UnixListener::from_std(std_listener)
         .map_err(|e| Error::io("register listener", e))?;
+    // containerd 2.x's Sandbox API (sandboxer = "shim"): the same pod, the same exit.
+    let sandbox = Arc::new(SandboxService::new(
+        pod.clone(),
+        base.clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_BASE)),
+        args.namespace.clone(),
+        shutdown.clone(),
+        socket.clone(),
+    ));
     let task = Arc::new(TaskService {
         pod,
         state_base: base,
@@ -111,7 +122,8 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
     });
     let mut server = Server::new()
         .add_listener(Listener::from(listener))
-        .register_service(services(task));
+        .register_service(services(task))
+        .register_service(crate::sandbox::services(sandbox));
     server
         .start()
         .await

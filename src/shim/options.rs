@@ -40,6 +40,9 @@ pub struct RuntimeOptions {
     /// Checkpoint image and work directories when a checkpoint request names none.
     pub criu_image_path: Option<PathBuf>,
     pub criu_work_path: Option<PathBuf>,
+    /// The Task API address containerd 2.x names for a container of a pod whose sandbox a
+    /// shim serves (sandboxer = "shim"): ours, or Create is refused (service.rs).
+    pub task_api_address: Option<String>,
 }
 
 /// The `[options]` table as CRI writes it (runc's Options by their Go field names). Fields
@@ -150,15 +153,19 @@ impl Fields {
                 "CRIU is run as `criu` from the shim's PATH",
             );
         }
-        if !self.task_api_address.is_empty() || self.task_api_version != 0 {
-            return refuse(
-                &format!(
-                    "TaskApiAddress {:?} / TaskApiVersion {}",
-                    self.task_api_address, self.task_api_version
-                ),
-                "the shim serves the Task API itself",
-            );
-        }
+        // containerd 2.x sets these for the containers of a shim-served sandbox: the
+        // address is the sandbox's shim, which must be the one being asked (service.rs).
+        let task_api_address = match (self.task_api_address.as_str(), self.task_api_version) {
+            ("", 0) => None,
+            (a, 2 | 3) if a.starts_with("ttrpc+unix:///") => Some(a.to_string()),
+            (a, v) => {
+                return refuse(
+                    &format!("TaskApiAddress {a:?} / TaskApiVersion {v}"),
+                    "only a ttrpc+unix:// address of this shim's own socket (version 2 or 3) \
+                     can be served",
+                );
+            }
+        };
         Ok(RuntimeOptions {
             systemd_cgroup: self.systemd_cgroup,
             no_pivot_root: self.no_pivot_root,
@@ -171,6 +178,7 @@ impl Fields {
             root: clean_path("Root", &self.root, true)?,
             criu_image_path: clean_path("CriuImagePath", &self.criu_image_path, true)?,
             criu_work_path: clean_path("CriuWorkPath", &self.criu_work_path, true)?,
+            task_api_address,
         })
     }
 }
@@ -513,6 +521,9 @@ mod tests {
         o.root = "/run/state".into();
         o.criu_image_path = "/var/ckpt".into();
         o.criu_work_path = "/var/ckpt-work".into();
+        // containerd 2.x, for a container of a shim-served sandbox.
+        o.task_api_address = "ttrpc+unix:///run/containerd/s/ab".into();
+        o.task_api_version = 2;
         let got = decode(Some(&runc_any(&o))).unwrap();
         assert_eq!(
             got,
@@ -526,6 +537,7 @@ mod tests {
                 root: Some("/run/state".into()),
                 criu_image_path: Some("/var/ckpt".into()),
                 criu_work_path: Some("/var/ckpt-work".into()),
+                task_api_address: Some("ttrpc+unix:///run/containerd/s/ab".into()),
             }
         );
     }
@@ -548,6 +560,7 @@ mod tests {
                 root: Some("/r".into()),
                 criu_image_path: Some("/i".into()),
                 criu_work_path: Some("/w".into()),
+                task_api_address: None,
             }
         );
     }
@@ -565,7 +578,8 @@ mod tests {
         let e = refused(&runc_any(&o));
         assert!(e.contains("BinaryName \"crun\""), "{e}");
         let mut o = RuncOptions::new();
-        o.task_api_address = "ttrpc+unix:///x".into();
+        o.task_api_address = "grpc+vsock://3:1024".into();
+        o.task_api_version = 3;
         assert!(refused(&runc_any(&o)).contains("TaskApiAddress"));
         // containerd 1.x's criu_path = 8.
         let mut any = runc_any(&RuncOptions::new());

@@ -177,6 +177,22 @@ impl Task for TaskService {
             ))
             .into());
         }
+        if let Some(addr) = &opts.task_api_address {
+            // containerd 2.x names the shim serving the pod's sandbox (sandboxer = "shim"):
+            // a Create that reached us for another shim's pod is a mix-up, not ours to run.
+            let ours = format!(
+                "ttrpc+{}",
+                crate::shim::bootstrap::address_of(self.socket.path())
+            );
+            if *addr != ours {
+                return Err(Error::InvalidArgument(format!(
+                    "create {}: runtime option TaskApiAddress {addr:?} names another shim \
+                     (this one serves {ours:?})",
+                    req.id
+                ))
+                .into());
+            }
+        }
         crate::stdio::owner::give_fifos(&params_stdio(&req), opts.io_uid, opts.io_gid)?;
         let began = Instant::now();
         let pod = self.pod.clone();

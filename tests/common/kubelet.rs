@@ -19,6 +19,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub const YOUKI_HANDLER: &str = "youki";
 pub const RUNC_HANDLER: &str = "runc";
+/// Our shim with containerd 2.x's sandboxer = "shim" (hack/containerd.sh, deploy/).
+pub const SANDBOXED_HANDLER: &str = "youki-sandboxed";
 pub const BUSYBOX_IMAGE: &str = "localhost/youki/busybox:latest";
 
 /// CRI's namespace modes, named as in a pod spec.

@@ -246,19 +246,41 @@ impl Drop for RemoveOnDrop {
 /// The major version of the containerd the tests drive (`ctr version`'s server part):
 /// tests that differ by version branch on it.
 pub fn containerd_major() -> u32 {
+    containerd_version().0
+}
+
+/// containerd's (major, minor) version, for behaviour that changed within a major.
+pub fn containerd_version() -> (u32, u32) {
     let out = ctr_ok(&["version"]);
     let server = out.split("Server:").nth(1).unwrap_or_default();
     let version = server
         .lines()
         .find_map(|l| l.trim().strip_prefix("Version:"))
         .unwrap_or_else(|| panic!("no server version in `ctr version`: {out}"));
-    version
+    let mut parts = version
         .trim()
         .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| panic!("containerd version {version:?}"))
+        .split(['.', '+', '-'])
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor),
+        _ => panic!("containerd version {version:?}"),
+    }
+}
+
+/// The CRI runtime handlers of our shim the pod tests run under: `youki` (containerd's
+/// podsandbox sandboxer: a pause image) and, on containerd 2.x, `youki-sandboxed`
+/// (sandboxer = "shim": the shim makes the pause container itself). A containerd started
+/// with NO_PAUSE=1 has no pause image at all, so only the latter.
+pub fn youki_handlers() -> Vec<&'static str> {
+    if std::env::var("YOUKI_NO_PAUSE").is_ok_and(|v| v == "1") {
+        return vec![kubelet::SANDBOXED_HANDLER];
+    }
+    let mut h = vec![kubelet::YOUKI_HANDLER];
+    if containerd_major() >= 2 {
+        h.push(kubelet::SANDBOXED_HANDLER);
+    }
+    h
 }
 
 /// A process's identity that survives PID reuse: (pid, start time in ticks).
