@@ -145,11 +145,30 @@ fn watch_v1(dir: PathBuf, on_oom: impl Fn() + Send + 'static) -> Result<JoinHand
     }))
 }
 
+/// The v2 watch. With the systemd driver a container's cgroup is a scope that systemd
+/// removes the moment its last process exits, and an OOM kill makes exactly that happen:
+/// by the time the watch reads `memory.events` after the kernel's IN_MODIFY, the file
+/// can be gone (runc-v2 loses these OOMs the same way). So the watch also follows the
+/// parent's `memory.events`, whose `oom_kill` counts the children's kills too (v2 events
+/// are hierarchical), and keeps both counts as of its last look at a live cgroup. When
+/// the cgroup is gone, a rise in the parent's count since then that the watch could not
+/// see in its own file is this cgroup's kill. A sibling's kill in that same instant is
+/// the only confusion left; siblings' kills at other times are absorbed, because every
+/// change of the parent's file makes the watch look at both again.
 fn watch_v2(dir: PathBuf, on_oom: impl Fn() + Send + 'static) -> Result<JoinHandle<()>> {
     let events = dir.join("memory.events");
     let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-    inotify.add_watch(&events, AddWatchFlags::IN_MODIFY)?;
-    let mut seen = oom_kills(&events).unwrap_or(0);
+    let own = inotify.add_watch(&events, AddWatchFlags::IN_MODIFY)?;
+    // No parent file (the root, or a parent without the memory controller): no fallback.
+    let parent_events = dir.parent().map(|p| p.join("memory.events")).filter(|p| {
+        inotify
+            .add_watch(p.as_path(), AddWatchFlags::IN_MODIFY)
+            .is_ok()
+    });
+    let mut seen = Seen {
+        own: oom_kills(&events).unwrap_or(0),
+        parent: parent_events.as_deref().and_then(oom_kills),
+    };
     let inotify = register(inotify, "OOM inotify")?;
     Ok(tokio::spawn(async move {
         loop {
@@ -158,18 +177,26 @@ fn watch_v2(dir: PathBuf, on_oom: impl Fn() + Send + 'static) -> Result<JoinHand
             };
             match ready.get_inner().0.read_events() {
                 Ok(evs) => {
-                    if evs
+                    let gone = evs
                         .iter()
-                        .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
-                    {
-                        return;
-                    }
-                    let Some(now) = oom_kills(&events) else {
-                        return;
-                    };
-                    if now > seen {
-                        seen = now;
-                        on_oom();
+                        .any(|e| e.wd == own && e.mask.contains(AddWatchFlags::IN_IGNORED));
+                    let now = if gone { None } else { oom_kills(&events) };
+                    match now {
+                        Some(now) => {
+                            if now > seen.own {
+                                on_oom();
+                            }
+                            seen.own = now;
+                            seen.parent = parent_events.as_deref().and_then(oom_kills);
+                        }
+                        None => {
+                            // The cgroup is gone: a kill its own file no longer shows.
+                            let parent = parent_events.as_deref().and_then(oom_kills);
+                            if seen.missed_kill(parent) {
+                                on_oom();
+                            }
+                            return;
+                        }
                     }
                 }
                 Err(Errno::EAGAIN) => ready.clear_ready(),
@@ -180,6 +207,20 @@ fn watch_v2(dir: PathBuf, on_oom: impl Fn() + Send + 'static) -> Result<JoinHand
             }
         }
     }))
+}
+
+/// The `oom_kill` counts as of the watch's last look at a live cgroup.
+struct Seen {
+    own: u64,
+    parent: Option<u64>,
+}
+
+impl Seen {
+    /// Whether the parent counted a kill after that look. Only meaningful once the
+    /// cgroup is gone: while it lives, its own count says it.
+    fn missed_kill(&self, parent_now: Option<u64>) -> bool {
+        matches!((self.parent, parent_now), (Some(then), Some(now)) if now > then)
+    }
 }
 
 #[cfg(test)]
@@ -247,5 +288,65 @@ mod tests {
             .await
             .expect("the watch ends when the cgroup goes")
             .unwrap();
+    }
+
+    /// A pod slice with one container scope in it, as the systemd driver lays them out.
+    fn slice(name: &str) -> (PathBuf, PathBuf) {
+        let pod = std::env::temp_dir().join(format!("oom-{name}-{}", std::process::id()));
+        let scope = pod.join("cri-containerd-c1.scope");
+        std::fs::create_dir_all(&scope).unwrap();
+        std::fs::write(pod.join("memory.events"), "oom 0\noom_kill 0\n").unwrap();
+        std::fs::write(scope.join("memory.events"), "oom 0\noom_kill 0\n").unwrap();
+        (pod, scope)
+    }
+
+    #[tokio::test]
+    async fn v2_kill_is_reported_when_systemd_removes_the_scope_before_the_watch_looks() {
+        let (pod, scope) = slice("gone");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = watch(MemoryCgroup::V2(scope.clone()), move || {
+            let _ = tx.send(());
+        })
+        .unwrap();
+        // The kernel's kill raises both counts, then systemd removes the emptied scope, all
+        // before the watch runs (this test's runtime has one thread: it runs at the await).
+        std::fs::write(scope.join("memory.events"), "oom 1\noom_kill 1\n").unwrap();
+        std::fs::write(pod.join("memory.events"), "oom 1\noom_kill 1\n").unwrap();
+        std::fs::remove_dir_all(&scope).unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv()).await;
+        assert!(
+            matches!(got, Ok(Some(()))),
+            "the OOM kill was lost with the scope"
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(2), task)
+            .await
+            .expect("the watch ends when the cgroup goes")
+            .unwrap();
+        assert!(rx.try_recv().is_err(), "reported twice");
+        std::fs::remove_dir_all(&pod).unwrap();
+    }
+
+    #[tokio::test]
+    async fn v2_a_siblings_kill_is_not_this_containers() {
+        let (pod, scope) = slice("sibling");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = watch(MemoryCgroup::V2(scope.clone()), move || {
+            let _ = tx.send(());
+        })
+        .unwrap();
+        // A sibling's kill shows in the pod's count only; the watch looks at both.
+        std::fs::write(pod.join("memory.events"), "oom 1\noom_kill 1\n").unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Later this container exits normally and its scope goes.
+        std::fs::remove_dir_all(&scope).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(2), task)
+            .await
+            .expect("the watch ends when the cgroup goes")
+            .unwrap();
+        assert!(
+            rx.try_recv().is_err(),
+            "a sibling's OOM kill was reported as this one's"
+        );
+        std::fs::remove_dir_all(&pod).unwrap();
     }
 }
