@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{CgroupStats, CreateSpec, ExecSpec, Runtime};
+use super::{CgroupStats, CreateSpec, ExecSpec, RestoreSpec, Runtime};
 use crate::cgroup::oom::MemoryCgroup;
 use crate::error::{Error, Result};
 use crate::task::checkpoint::CheckpointSpec;
@@ -223,6 +223,20 @@ impl Runtime for FakeRuntime {
     async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()> {
         self.record(format!("checkpoint {id} {}", spec.image_path.display()));
         Ok(())
+    }
+
+    async fn restore(&self, spec: RestoreSpec) -> Result<i32> {
+        self.record(format!(
+            "restore {} {}",
+            spec.id,
+            spec.image.image_path.display()
+        ));
+        if let Some(e) = self.create_error.lock().unwrap().take() {
+            return Err(e);
+        }
+        let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
+        self.live.lock().unwrap().insert(spec.id, pid);
+        Ok(pid)
     }
 
     async fn delete(&self, id: &str, _bundle: &Path) -> Result<()> {

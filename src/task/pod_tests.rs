@@ -107,6 +107,8 @@ fn params(id: &str) -> CreateParams {
         no_pivot_root: false,
         no_new_keyring: false,
         checkpoint: String::new(),
+        parent_checkpoint: String::new(),
+        criu_work_path: None,
     }
 }
 
