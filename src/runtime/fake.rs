@@ -38,6 +38,8 @@ pub struct FakeRuntime {
     pub immortal: Mutex<HashSet<String>>,
     /// Every PID signalled one by one (not through `all`).
     pub signalled: Mutex<Vec<i32>>,
+    /// What `criu check` says on this "host" when it fails (None: CRIU works).
+    pub criu_problem: Option<String>,
 }
 
 impl FakeRuntime {
@@ -57,6 +59,7 @@ impl FakeRuntime {
             hold_delete: None,
             immortal: Mutex::new(HashSet::new()),
             signalled: Mutex::new(Vec::new()),
+            criu_problem: None,
         }
     }
 
@@ -218,6 +221,13 @@ impl Runtime for FakeRuntime {
             stats,
             unified: false,
         })
+    }
+
+    async fn criu_ready(&self, what: &str) -> Result<()> {
+        match &self.criu_problem {
+            Some(p) => Err(Error::FailedPrecondition(format!("{what} needs CRIU: {p}"))),
+            None => Ok(()),
+        }
     }
 
     async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()> {

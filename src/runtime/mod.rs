@@ -92,6 +92,9 @@ pub trait Runtime: Send + Sync + 'static {
     async fn memory_cgroup(&self, id: &str, pid: i32) -> Result<Option<MemoryCgroup>>;
     /// The container's cgroup statistics, and whether they come from cgroup v2.
     async fn stats(&self, id: &str) -> Result<CgroupStats>;
+    /// Whether this host's CRIU can checkpoint and restore; the error says why not, in
+    /// CRIU's own words (FailedPrecondition). `what` names the operation.
+    async fn criu_ready(&self, what: &str) -> Result<()>;
     /// Checkpoints the running container with CRIU into `spec.image_path`.
     async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()>;
     /// Restores a container from a CRIU checkpoint, running. Returns the restored init's

@@ -156,7 +156,7 @@ impl Pod {
         let what = format!("restoring {:?} from checkpoint {:?}", p.id, p.checkpoint);
         let image =
             checkpoint::restore_image(&p.checkpoint, &p.parent_checkpoint, p.criu_work_path)?;
-        checkpoint::criu_ready(&what).await?;
+        self.runtime.criu_ready(&what).await?;
         let entry = Arc::new(Entry::new(&p.id, p.bundle.clone(), p.stdio.clone()));
         self.containers.reserve(&p.id, entry.clone())?;
         let order = entry.order.lock().await;
@@ -631,7 +631,9 @@ impl Pod {
                 )));
             }
         }
-        checkpoint::criu_ready(&format!("checkpoint of {id:?}")).await?;
+        self.runtime
+            .criu_ready(&format!("checkpoint of {id:?}"))
+            .await?;
         self.runtime.checkpoint(id, spec).await?;
         publish::checkpointed(&self.events, id, &spec.image_path);
         Ok(())

@@ -411,6 +411,10 @@ impl Runtime for YoukiRuntime {
         Ok(CgroupStats { stats, unified })
     }
 
+    async fn criu_ready(&self, what: &str) -> Result<()> {
+        crate::task::checkpoint::criu_ready(what).await
+    }
+
     async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()> {
         // CRIU runs as a child of the caller (rust-criu's swrk): a worker, not the daemon.
         let req = Request::Checkpoint {
