@@ -400,6 +400,11 @@ pub fn checkpoint(id: &str, root: &Path, spec: &CheckpointSpec) -> Result<()> {
     opts.set_shell_job(spec.shell_job);
     opts.set_orphan_pts_master(true);
     opts.manage_cgroups_mode = Some(cg_mode(&spec.cgroups_mode).into());
+    // containerd's client pauses a task before it checkpoints it: CRIU must freeze (or
+    // find frozen) the container's cgroup rather than seize frozen tasks one by one.
+    if let Some(freezer) = freezer_dir(pid) {
+        opts.set_freeze_cgroup(freezer.to_string_lossy().into_owned());
+    }
     for (key, _) in external_mounts(&oci)? {
         let mut m = rpc::Ext_mount_map::new();
         m.set_key(key.clone());
@@ -478,6 +483,29 @@ fn stdio_keys(pid: i32) -> Result<(Vec<Option<String>>, Vec<String>)> {
         targets.push(target);
     }
     Ok((keys, targets))
+}
+
+/// The freezer of `pid`'s cgroup: its v2 cgroup directory, or its v1 freezer cgroup.
+fn freezer_dir(pid: i32) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let lines: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            parts.next()?;
+            Some((parts.next()?, parts.next()?))
+        })
+        .collect();
+    if let Some((_, path)) = lines
+        .iter()
+        .find(|(c, _)| c.split(',').any(|c| c == "freezer"))
+    {
+        return Some(Path::new("/sys/fs/cgroup/freezer").join(path.trim_start_matches('/')));
+    }
+    match lines.as_slice() {
+        [("", path)] => Some(Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'))),
+        _ => None,
+    }
 }
 
 /// The mount IDs of `pid`'s mount namespace.
