@@ -74,9 +74,9 @@ impl Drop for Cleanup {
     }
 }
 
-/// `ctr task checkpoint` of a running counter, then containerd's restore of that
-/// checkpoint (`ctr container restore --live`: a new container whose task Create carries
-/// the checkpoint and whose Start restores it): the restored counter goes on from where
+/// `ctr task checkpoint` of a running counter, then containerd's restore of a checkpoint
+/// of it (`ctr container restore --live`: a new container whose task Create carries the
+/// checkpoint and whose Start restores it): the restored counter goes on from where
 /// it was, never from 0; its stdout goes to the restored task's own stdio; and the
 /// restored container answers every later call (State, Exec, Pause/Resume, Stats, Kill,
 /// Delete, and a second checkpoint).
@@ -107,6 +107,12 @@ fn a_restored_counter_goes_on_from_its_count() {
     assert!(!image.is_empty(), "ctr task checkpoint printed no image: {out}");
     cleanup.images.push(image.clone());
     assert_eq!(task_status(&id), "PAUSED", "the checkpoint changed its state");
+    // `ctr container restore` needs the image's name, runtime and snapshotter in the
+    // checkpoint's index, which `ctr container checkpoint --task` writes (a task checkpoint
+    // has only the CRIU images): the same Checkpoint call to the shim, with that index.
+    let restorable = format!("localhost/youki/checkpoint/{id}:1");
+    ctr_ok(&["container", "checkpoint", "--task", &id, &restorable]);
+    cleanup.images.push(restorable.clone());
     assert_eq!(count_of(&id).as_ref(), Some(&at_dump));
     remove(&id);
     assert_eq!(
@@ -116,7 +122,7 @@ fn a_restored_counter_goes_on_from_its_count() {
         before_log.display()
     );
 
-    let o = ctr(&["container", "restore", "--live", &restored, &image]);
+    let o = ctr(&["container", "restore", "--live", &restored, &restorable]);
     assert!(
         o.status.success(),
         "restore failed: {}{}",
