@@ -667,6 +667,7 @@ fn restore_in(
     let work = spec.work_path.as_deref().map(open_dir).transpose()?;
     let log_dir = spec.work_path.as_deref().unwrap_or(&spec.image_path);
 
+    prepare_mountpoints(oci, &spec_rootfs(oci, setup.bundle))?;
     // CRIU wants a root that is a mount point whose parent is not overmounted: a bind of
     // the rootfs in the state directory, gone once CRIU is done.
     let criu_root = state.join("criu-root");
@@ -774,6 +775,56 @@ fn run_restore(
         .restored_pid
         .filter(|&p| p > 0)
         .ok_or_else(|| Error::Runtime("criu restored nothing (no init pid)".into()))
+}
+
+/// Creates in `rootfs` the mountpoints the spec's mounts need, as Create does: a restore
+/// usually gets a fresh snapshot of the image (`ctr container restore`, CRI), without
+/// the directories the checkpointed container's runtime made (busybox has no /run), and
+/// CRIU mounts onto what is there. Mountpoints inside a tmpfs are skipped (CRIU restores
+/// a tmpfs with its content), cgroup ones too (they appear with /sys). Resolved inside
+/// the rootfs (pathrs), so an image's symlink cannot send a mkdir outside it.
+fn prepare_mountpoints(oci: &Spec, rootfs: &Path) -> Result<()> {
+    use pathrs::flags::OpenFlags;
+    use std::os::unix::fs::PermissionsExt;
+    let root = pathrs::Root::open(rootfs)
+        .map_err(|e| Error::Runtime(format!("open rootfs {}: {e}", rootfs.display())))?;
+    let mounts = oci.mounts().clone().unwrap_or_default();
+    let tmpfs: Vec<PathBuf> = mounts
+        .iter()
+        .filter(|m| m.typ().as_deref() == Some("tmpfs"))
+        .map(|m| m.destination().clone())
+        .collect();
+    let dir_mode = std::fs::Permissions::from_mode(0o755);
+    for m in &mounts {
+        let dest = m.destination();
+        if matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2"))
+            || tmpfs.iter().any(|t| dest != t && dest.starts_with(t))
+        {
+            continue;
+        }
+        let fail =
+            |e: pathrs::error::Error| Error::Runtime(format!("mountpoint {}: {e}", dest.display()));
+        let file_source = is_bind(m)
+            && m
+                .source()
+                .as_ref()
+                .and_then(|s| std::fs::metadata(s).ok())
+                .is_some_and(|md| !md.is_dir());
+        if file_source {
+            if let Some(parent) = dest.parent() {
+                root.mkdir_all(parent, &dir_mode).map_err(fail)?;
+            }
+            root.create_file(
+                dest,
+                OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
+                &std::fs::Permissions::from_mode(0o644),
+            )
+            .map_err(fail)?;
+        } else {
+            root.mkdir_all(dest, &dir_mode).map_err(fail)?;
+        }
+    }
+    Ok(())
 }
 
 /// The key each of fds 0-2 was dumped under: ours (external files), else a pipe's name
