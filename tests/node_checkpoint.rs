@@ -48,12 +48,6 @@ fn wait_for_count(id: &str, at_least: u64) -> (String, u64) {
     last.unwrap_or_default()
 }
 
-/// What a counter wrote to a log file (file:// stdio), in order.
-fn logged(path: &Path) -> Vec<(String, u64)> {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    String::from_utf8_lossy(&bytes).lines().filter_map(parse).collect()
-}
-
 struct Cleanup {
     containers: Vec<String>,
     images: Vec<String>,
@@ -85,16 +79,15 @@ impl Drop for Cleanup {
 fn a_restored_counter_goes_on_from_its_count() {
     let id = unique("ckpt");
     let restored = unique("restored");
-    let before_log = std::env::temp_dir().join(format!("{id}.log"));
     let mut cleanup = Cleanup {
         containers: vec![id.clone(), restored.clone()],
         images: Vec::new(),
-        files: vec![before_log.clone()],
+        files: Vec::new(),
     };
-    let log_uri = format!("file://{}", before_log.display());
+    // Fifos as stdio, as CRI always has: CRIU restores a checkpointed stdio file with its
+    // file position, so a file:// log can only be restored onto a file again.
     ctr_ok(&[
-        "run", "-d", "--runtime", RUNTIME, "--log-uri", &log_uri, BUSYBOX, &id, "sh", "-c",
-        COUNTER,
+        "run", "-d", "--runtime", RUNTIME, BUSYBOX, &id, "sh", "-c", COUNTER,
     ]);
     wait_for_count(&id, 10);
 
@@ -111,16 +104,10 @@ fn a_restored_counter_goes_on_from_its_count() {
     let restorable = format!("localhost/youki/checkpoint/{id}:1");
     ctr_ok(&["container", "checkpoint", "--task", &id, &restorable]);
     cleanup.images.push(restorable.clone());
-    // The original still counts (it was left running), through the same stdout.
+    // The original still counts (it was left running).
     let after = wait_for_count(&id, before.1 + 2);
     assert_eq!(after.0, before.0);
     remove(&id);
-    assert!(
-        logged(&before_log).iter().any(|l| *l == after),
-        "{:?} not in {}",
-        after,
-        before_log.display()
-    );
 
     let o = ctr(&["container", "restore", "--live", &restored, &restorable]);
     assert!(
@@ -215,7 +202,7 @@ fn cri_checkpoint_container_writes_an_archive() {
     let spec = pod_spec("ckpt");
     let mut cri = Cri::connect(&socket);
     let pod = cri.run_pod(&spec).expect("run pod");
-    let _guard = PodGuard::new(&pod, &spec, &socket);
+    let guard = PodGuard::new(&pod, &spec, &socket);
     let ctr_id = cri
         .run_container(&pod, &spec, "counter", &["sh", "-c", COUNTER])
         .expect("run container");
@@ -232,6 +219,17 @@ fn cri_checkpoint_container_writes_an_archive() {
     assert_eq!(
         cri.container_state(&ctr_id).unwrap(),
         k8s_cri::v1::ContainerState::ContainerRunning
+    );
+    // The teardown, bounded: a shim that cannot answer the Kill(all) of containerd's exit
+    // handling would hang StopContainer for good.
+    let (done, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(guard);
+        let _ = done.send(());
+    });
+    assert!(
+        wait.recv_timeout(Duration::from_secs(120)).is_ok(),
+        "the pod's teardown hung after the checkpoint"
     );
 }
 
