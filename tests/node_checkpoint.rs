@@ -87,16 +87,31 @@ fn a_restored_counter_goes_on_from_its_count() {
     // Fifos as stdio, as CRI always has: CRIU restores a checkpointed stdio file with its
     // file position, so a file:// log can only be restored onto a file again.
     ctr_ok(&[
-        "run", "-d", "--runtime", RUNTIME, BUSYBOX, &id, "sh", "-c", COUNTER,
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        BUSYBOX,
+        &id,
+        "sh",
+        "-c",
+        COUNTER,
     ]);
     wait_for_count(&id, 10);
 
     // containerd's client pauses the task around the dump and resumes it after.
     let out = ctr_ok(&["task", "checkpoint", &id]);
     let image = out.lines().last().unwrap_or_default().trim().to_string();
-    assert!(!image.is_empty(), "ctr task checkpoint printed no image: {out}");
+    assert!(
+        !image.is_empty(),
+        "ctr task checkpoint printed no image: {out}"
+    );
     cleanup.images.push(image.clone());
-    assert_eq!(task_status(&id), "RUNNING", "the checkpoint changed its state");
+    assert_eq!(
+        task_status(&id),
+        "RUNNING",
+        "the checkpoint changed its state"
+    );
     // `ctr container restore` needs the image's name, runtime and snapshotter in the
     // checkpoint's index, which `ctr container checkpoint --task` writes (a task checkpoint
     // has only the CRIU images): the same Checkpoint call to the shim, with that index.
@@ -122,7 +137,10 @@ fn a_restored_counter_goes_on_from_its_count() {
     // The same process from its count on, not a fresh one from 0: the token it drew at
     // its start is the original's, and its count is past the one read before the dump.
     let first = wait_for_count(&restored, 1);
-    assert_eq!(first.0, before.0, "another token: the counter started afresh");
+    assert_eq!(
+        first.0, before.0,
+        "another token: the counter started afresh"
+    );
     assert!(
         first.1 > before.1,
         "the restored counter is at {}, it was at {} before the dump",
@@ -132,10 +150,19 @@ fn a_restored_counter_goes_on_from_its_count() {
     let later = wait_for_count(&restored, first.1 + 3);
     assert_eq!(later.0, before.0);
     // Exec joins the restored container's namespaces and sees its count.
-    let o = ctr(&["task", "exec", "--exec-id", "cat", &restored, "cat", "/tmp/count"]);
+    let o = ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "cat",
+        &restored,
+        "cat",
+        "/tmp/count",
+    ]);
     let seen = parse(&String::from_utf8_lossy(&o.stdout));
     assert!(
-        seen.as_ref().is_some_and(|(t, n)| *t == before.0 && *n >= later.1),
+        seen.as_ref()
+            .is_some_and(|(t, n)| *t == before.0 && *n >= later.1),
         "exec saw {seen:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
@@ -159,12 +186,16 @@ fn a_restored_counter_goes_on_from_its_count() {
         &again.to_string_lossy(),
         &restored,
     ]);
-    assert!(again.join("inventory.img").exists(), "no CRIU image in {again:?}");
+    assert!(
+        again.join("inventory.img").exists(),
+        "no CRIU image in {again:?}"
+    );
     assert_eq!(task_status(&restored), "RUNNING");
 
     ctr_ok(&["task", "kill", "-s", "SIGKILL", &restored]);
     assert!(
-        wait_until(Duration::from_secs(20), || task_status(&restored) == "STOPPED"),
+        wait_until(Duration::from_secs(20), || task_status(&restored)
+            == "STOPPED"),
         "the restored init's exit was not reaped: {:?}",
         task_status(&restored)
     );

@@ -975,7 +975,10 @@ async fn create_with_a_checkpoint_restores_at_start() {
     let st = h.pod.state("r1", "").await.unwrap();
     assert_eq!((st.status, st.pid), (Status::Created, 0));
     // Nothing to signal yet: never a kill(0, ...) of our own process group.
-    assert_code(h.pod.kill("r1", "", 9, false).await, Code::FAILED_PRECONDITION);
+    assert_code(
+        h.pod.kill("r1", "", 9, false).await,
+        Code::FAILED_PRECONDITION,
+    );
     assert!(h.rt.signalled.lock().unwrap().is_empty());
 
     let pid = h.pod.start("r1", "").await.unwrap();
@@ -1002,10 +1005,7 @@ async fn a_failed_restore_can_be_retried_or_deleted() {
     *h.rt.create_error.lock().unwrap() = Some(Error::Runtime("criu restore failed".into()));
     let e = assert_code(h.pod.start("r2", "").await, Code::UNKNOWN);
     assert!(e.to_string().contains("criu restore failed"), "{e}");
-    assert_eq!(
-        h.pod.state("r2", "").await.unwrap().status,
-        Status::Created
-    );
+    assert_eq!(h.pod.state("r2", "").await.unwrap().status, Status::Created);
     // Delete of a container with no init does not wait for one to be reaped.
     let began = Instant::now();
     h.pod.delete("r2", "").await.unwrap();

@@ -451,7 +451,10 @@ impl Runtime for YoukiRuntime {
             image: spec.image,
         };
         let what = format!("restore {}", spec.id);
-        match self.call(&what, self.deadlines.checkpoint, &req, &fds).await {
+        match self
+            .call(&what, self.deadlines.checkpoint, &req, &fds)
+            .await
+        {
             Ok(pid) => {
                 pid.ok_or_else(|| Error::Internal(format!("restore {}: no pid in reply", spec.id)))
             }

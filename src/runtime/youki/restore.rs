@@ -142,8 +142,12 @@ fn converse(
         let bytes = msg
             .write_to_bytes()
             .map_err(|e| Error::Internal(format!("encode CRIU request: {e}")))?;
-        nix::sys::socket::send(sock.as_raw_fd(), &bytes, nix::sys::socket::MsgFlags::empty())
-            .map_err(|e| Error::io("criu: send request", std::io::Error::from(e)))?;
+        nix::sys::socket::send(
+            sock.as_raw_fd(),
+            &bytes,
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .map_err(|e| Error::io("criu: send request", std::io::Error::from(e)))?;
         Ok(())
     };
     send(req)?;
@@ -168,7 +172,7 @@ fn converse(
             let msg = if resp.cr_errmsg().is_empty() {
                 String::new()
             } else {
-                format!(": {}", resp.cr_errmsg())
+                format!(": {}", resp.cr_errmsg().trim())
             };
             return Err(Error::Runtime(format!(
                 "criu {kind:?} failed (errno {}){msg}{}",
@@ -215,11 +219,7 @@ fn quote_log(log: &Path) -> String {
     if errors.is_empty() {
         return format!(" (see {})", log.display());
     }
-    format!(
-        "; {} (log: {})",
-        errors[start..].join("; "),
-        log.display()
-    )
+    format!("; {} (log: {})", errors[start..].join("; "), log.display())
 }
 
 fn criu_version() -> Result<u32> {
@@ -250,7 +250,11 @@ fn cg_mode(mode: &str) -> rpc::Criu_cg_mode {
 /// Creates `dir` 0700 if it is not there and opens it (CRIU reads it by our fd's number).
 fn open_dir(dir: &Path) -> Result<std::fs::File> {
     use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new().mode(0o700).recursive(true).create(dir) {
+    match std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir)
+    {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io(format!("create {}", dir.display()), e)),
@@ -264,8 +268,7 @@ fn open_dir(dir: &Path) -> Result<std::fs::File> {
 
 fn is_bind(m: &OciMount) -> bool {
     m.typ().as_deref() == Some("bind")
-        || m
-            .options()
+        || m.options()
             .as_ref()
             .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"))
 }
@@ -511,8 +514,7 @@ fn freezer_dir(pid: i32) -> Option<PathBuf> {
 /// The mount IDs of `pid`'s mount namespace.
 fn mount_ids(pid: i32) -> Result<HashSet<u64>> {
     let path = format!("/proc/{pid}/mountinfo");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| Error::io(format!("read {path}"), e))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("read {path}"), e))?;
     Ok(text
         .lines()
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
@@ -521,8 +523,7 @@ fn mount_ids(pid: i32) -> Result<HashSet<u64>> {
 
 fn fd_mount_id(pid: i32, fd: i32) -> Result<Option<u64>> {
     let path = format!("/proc/{pid}/fdinfo/{fd}");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| Error::io(format!("read {path}"), e))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("read {path}"), e))?;
     Ok(text
         .lines()
         .find_map(|l| l.strip_prefix("mnt_id:"))
@@ -681,8 +682,22 @@ fn restore_in(
         nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(|e| Error::io(format!("{what}: bind {}", rootfs.display()), std::io::Error::from(e)))?;
-    let result = run_restore(setup, spec, stdio, oci, &images, work.as_ref(), &criu_root, log_dir);
+    .map_err(|e| {
+        Error::io(
+            format!("{what}: bind {}", rootfs.display()),
+            std::io::Error::from(e),
+        )
+    })?;
+    let result = run_restore(
+        setup,
+        spec,
+        stdio,
+        oci,
+        &images,
+        work.as_ref(),
+        &criu_root,
+        log_dir,
+    );
     let _ = nix::mount::umount2(&criu_root, nix::mount::MntFlags::MNT_DETACH);
     let _ = std::fs::remove_dir(&criu_root);
     let pid = result.map_err(|e| prefix(what, e))?;
@@ -761,7 +776,10 @@ fn run_restore(
         opts.cg_root.push(r);
     }
     // The init's stdio: fd N of CRIU is the new task's fd N.
-    for (fd, key) in stdio_inherit_keys(&spec.image_path)?.into_iter().enumerate() {
+    for (fd, key) in stdio_inherit_keys(&spec.image_path)?
+        .into_iter()
+        .enumerate()
+    {
         if let Some(key) = key {
             let mut inherit = rpc::Inherit_fd::new();
             inherit.set_key(key);
@@ -805,8 +823,7 @@ fn prepare_mountpoints(oci: &Spec, rootfs: &Path) -> Result<()> {
         let fail =
             |e: pathrs::error::Error| Error::Runtime(format!("mountpoint {}: {e}", dest.display()));
         let file_source = is_bind(m)
-            && m
-                .source()
+            && m.source()
                 .as_ref()
                 .and_then(|s| std::fs::metadata(s).ok())
                 .is_some_and(|md| !md.is_dir());
@@ -832,9 +849,8 @@ fn prepare_mountpoints(oci: &Spec, rootfs: &Path) -> Result<()> {
 fn stdio_inherit_keys(images: &Path) -> Result<Vec<Option<String>>> {
     let read = |name: &str| std::fs::read(images.join(name)).ok();
     let ours: Vec<Option<String>> = match read(STDIO_KEYS) {
-        Some(b) => serde_json::from_slice(&b).map_err(|e| {
-            Error::InvalidArgument(format!("checkpoint {STDIO_KEYS}: {e}"))
-        })?,
+        Some(b) => serde_json::from_slice(&b)
+            .map_err(|e| Error::InvalidArgument(format!("checkpoint {STDIO_KEYS}: {e}")))?,
         None => vec![None; 3],
     };
     let descriptors: Vec<String> = match read(DESCRIPTORS) {
@@ -922,7 +938,11 @@ mod tests {
             vec![None, Some("pipe:[42]".into()), None]
         );
         // Ours: external files by key.
-        std::fs::write(dir.join(STDIO_KEYS), r#"["file[1a:2b]",null,"file[1a:3c]"]"#).unwrap();
+        std::fs::write(
+            dir.join(STDIO_KEYS),
+            r#"["file[1a:2b]",null,"file[1a:3c]"]"#,
+        )
+        .unwrap();
         assert_eq!(
             stdio_inherit_keys(&dir).unwrap(),
             vec![
