@@ -112,7 +112,17 @@ pub fn append_regular(what: &str, path: &str) -> Result<OwnedFd> {
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path);
     match create {
-        Ok(f) => Ok(f.into()),
+        // Reopened, so the fd the process gets has no O_NOFOLLOW in its flags: CRIU reopens
+        // a checkpointed stdio file with its recorded flags through /proc/<pid>/fd/N, a
+        // link O_NOFOLLOW refuses (ELOOP), and the restore would fail.
+        Ok(f) => reopen(
+            what,
+            path,
+            &f,
+            OpenOptions::new()
+                .append(true)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK),
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => open_as(
             what,
             path,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{CgroupStats, CreateSpec, ExecSpec, Runtime};
+use super::{CgroupStats, CreateSpec, ExecSpec, RestoreSpec, Runtime};
 use crate::cgroup::oom::MemoryCgroup;
 use crate::error::{Error, Result};
 use crate::task::checkpoint::CheckpointSpec;
@@ -38,6 +38,8 @@ pub struct FakeRuntime {
     pub immortal: Mutex<HashSet<String>>,
     /// Every PID signalled one by one (not through `all`).
     pub signalled: Mutex<Vec<i32>>,
+    /// What `criu check` says on this "host" when it fails (None: CRIU works).
+    pub criu_problem: Option<String>,
 }
 
 impl FakeRuntime {
@@ -57,6 +59,7 @@ impl FakeRuntime {
             hold_delete: None,
             immortal: Mutex::new(HashSet::new()),
             signalled: Mutex::new(Vec::new()),
+            criu_problem: None,
         }
     }
 
@@ -220,9 +223,30 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn criu_ready(&self, what: &str) -> Result<()> {
+        match &self.criu_problem {
+            Some(p) => Err(Error::FailedPrecondition(format!("{what} needs CRIU: {p}"))),
+            None => Ok(()),
+        }
+    }
+
     async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()> {
         self.record(format!("checkpoint {id} {}", spec.image_path.display()));
         Ok(())
+    }
+
+    async fn restore(&self, spec: RestoreSpec) -> Result<i32> {
+        self.record(format!(
+            "restore {} {}",
+            spec.id,
+            spec.image.image_path.display()
+        ));
+        if let Some(e) = self.create_error.lock().unwrap().take() {
+            return Err(e);
+        }
+        let pid = self.next_pid.fetch_add(1, Ordering::SeqCst);
+        self.live.lock().unwrap().insert(spec.id, pid);
+        Ok(pid)
     }
 
     async fn delete(&self, id: &str, _bundle: &Path) -> Result<()> {

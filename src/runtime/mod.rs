@@ -7,7 +7,7 @@ use crate::cgroup::oom::MemoryCgroup;
 use crate::error::Result;
 use crate::runtime::mount::Mount;
 use crate::stdio::ChildIo;
-use crate::task::checkpoint::CheckpointSpec;
+use crate::task::checkpoint::{CheckpointSpec, RestoreImage};
 
 pub mod fds;
 pub mod forker;
@@ -30,6 +30,17 @@ pub struct CreateSpec {
     pub no_pivot_root: bool,
     /// runc's NoNewKeyring: the container keeps the shim's session keyring.
     pub no_new_keyring: bool,
+}
+
+/// A container to bring back from a checkpoint (runc-v2's restore at Start): Create's
+/// bundle, rootfs, stdio and cgroup driver, and where the checkpoint is.
+pub struct RestoreSpec {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: Vec<Mount>,
+    pub stdio: ChildIo,
+    pub systemd_cgroup: bool,
+    pub image: RestoreImage,
 }
 
 /// What Stats reports: libcgroups' numbers and which hierarchy they come from (containerd
@@ -81,8 +92,14 @@ pub trait Runtime: Send + Sync + 'static {
     async fn memory_cgroup(&self, id: &str, pid: i32) -> Result<Option<MemoryCgroup>>;
     /// The container's cgroup statistics, and whether they come from cgroup v2.
     async fn stats(&self, id: &str) -> Result<CgroupStats>;
+    /// Whether this host's CRIU can checkpoint and restore; the error says why not, in
+    /// CRIU's own words (FailedPrecondition). `what` names the operation.
+    async fn criu_ready(&self, what: &str) -> Result<()>;
     /// Checkpoints the running container with CRIU into `spec.image_path`.
     async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()>;
+    /// Restores a container from a CRIU checkpoint, running. Returns the restored init's
+    /// PID. On failure nothing of it is left.
+    async fn restore(&self, spec: RestoreSpec) -> Result<i32>;
     /// Removes everything of the container: processes, cgroup, state, rootfs mounts.
     async fn delete(&self, id: &str, bundle: &std::path::Path) -> Result<()>;
     /// PIDs of every process in the container.

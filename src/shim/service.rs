@@ -205,6 +205,8 @@ impl Task for TaskService {
             no_pivot_root: opts.no_pivot_root,
             no_new_keyring: opts.no_new_keyring,
             checkpoint: req.checkpoint.clone(),
+            parent_checkpoint: req.parent_checkpoint.clone(),
+            criu_work_path: opts.criu_work_path.clone(),
         };
         let pid = to_completion("create", async move { pod.create(params).await }).await?;
         self.remember(&req.id, Some(opts));

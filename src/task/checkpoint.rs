@@ -34,6 +34,40 @@ pub struct CheckpointSpec {
     pub cgroups_mode: String,
 }
 
+/// Where a restore finds its checkpoint (CreateTaskRequest's `checkpoint` and
+/// `parent_checkpoint`, the runtime options' CriuWorkPath), as runc-v2 passes them to
+/// `runc restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreImage {
+    pub image_path: PathBuf,
+    pub work_path: Option<PathBuf>,
+    pub parent_path: Option<PathBuf>,
+}
+
+/// Checks a Create's checkpoint fields: absolute paths (containerd unpacks the image into
+/// a directory of its own, or CRI names one).
+pub fn restore_image(
+    checkpoint: &str,
+    parent: &str,
+    work_path: Option<PathBuf>,
+) -> Result<RestoreImage> {
+    for (what, p) in [("checkpoint", checkpoint), ("parent checkpoint", parent)] {
+        if !p.is_empty() && !p.starts_with('/') {
+            return Err(Error::InvalidArgument(format!(
+                "{what} path {p:?} must be an absolute path"
+            )));
+        }
+    }
+    if checkpoint.is_empty() {
+        return Err(Error::InvalidArgument("empty checkpoint path".into()));
+    }
+    Ok(RestoreImage {
+        image_path: PathBuf::from(checkpoint),
+        work_path,
+        parent_path: (!parent.is_empty()).then(|| PathBuf::from(parent)),
+    })
+}
+
 const RUNC_CHECKPOINT_OPTIONS: &str = "containerd.runc.v1.CheckpointOptions";
 
 /// `path` is the request's image directory; `options` runc's CheckpointOptions, if any.

@@ -40,6 +40,7 @@ impl Entry {
                 tty: None,
                 execs: HashMap::new(),
                 oom_watch: None,
+                restore: None,
             }),
             order: tokio::sync::Mutex::new(()),
         }
@@ -71,6 +72,15 @@ pub struct Container {
     pub execs: HashMap<String, Exec>,
     /// The OOM watch on the container's memory cgroup, stopped at Delete.
     pub oom_watch: Option<tokio::task::JoinHandle<()>>,
+    /// Created from a checkpoint and not restored yet: what its Start restores from.
+    pub restore: Option<PendingRestore>,
+}
+
+/// What a Create with a checkpoint leaves for its Start (runc-v2 restores at Start).
+pub struct PendingRestore {
+    pub rootfs: Vec<crate::runtime::mount::Mount>,
+    pub systemd_cgroup: bool,
+    pub image: crate::task::checkpoint::RestoreImage,
 }
 
 impl Container {

@@ -16,12 +16,12 @@ use crate::cgroup::oom;
 use crate::error::{Error, Result};
 use crate::ids::validate_id;
 use crate::runtime::mount::Mount;
-use crate::runtime::{CgroupStats, CreateSpec, ExecSpec, Runtime};
+use crate::runtime::{CgroupStats, CreateSpec, ExecSpec, RestoreSpec, Runtime};
 use crate::shim::events::Publisher;
 use crate::stdio::StdioPaths;
 use crate::stdio::tty::Console;
 use crate::task::checkpoint::{self, CheckpointSpec};
-use crate::task::container::{Entry, Exec, with_terminal};
+use crate::task::container::{Entry, Exec, PendingRestore, with_terminal};
 use crate::task::exits::{ExitTable, Owner, Registered};
 use crate::task::launch::launch;
 use crate::task::process::{Exit, ExitCell};
@@ -51,7 +51,12 @@ pub struct CreateParams {
     pub systemd_cgroup: bool,
     pub no_pivot_root: bool,
     pub no_new_keyring: bool,
+    /// A restore (runc-v2's "createdCheckpoint"): the checkpoint's directory, empty for a
+    /// plain Create.
     pub checkpoint: String,
+    pub parent_checkpoint: String,
+    /// The runtime options' CriuWorkPath: where CRIU works and logs.
+    pub criu_work_path: Option<PathBuf>,
 }
 
 pub struct ExecParams {
@@ -119,12 +124,7 @@ impl Pod {
     pub async fn create(&self, p: CreateParams) -> Result<i32> {
         validate_id(&p.id)?;
         if !p.checkpoint.is_empty() {
-            let what = format!("restoring {:?} from checkpoint {:?}", p.id, p.checkpoint);
-            checkpoint::criu_ready(&what).await?;
-            // A working CRIU gets this far; libcontainer 0.7 has checkpoint but no restore.
-            return Err(Error::Unimplemented(format!(
-                "{what}: libcontainer has no CRIU restore yet, so this shim cannot restore"
-            )));
+            return self.create_from_checkpoint(p).await;
         }
         let entry = Arc::new(Entry::new(&p.id, p.bundle.clone(), p.stdio.clone()));
         // Before anything is opened, mounted or cleaned up: a refused Create touches nothing.
@@ -143,6 +143,104 @@ impl Pod {
         publish::create(&self.events, &p.id, &p.bundle, &p.rootfs, &p.stdio, pid);
         drop(order);
         if let Some((owner, exit)) = reaped {
+            self.exited(pid, owner, exit).await;
+        }
+        Ok(pid)
+    }
+
+    /// Create with a checkpoint, as runc-v2 does it: nothing runs yet. The container is
+    /// recorded as Created (PID 0, TaskCreate says so) with what the restore needs, and
+    /// its Start restores it (`start_restore`). A host whose CRIU cannot work is told now,
+    /// with CRIU's own words, and nothing is recorded.
+    async fn create_from_checkpoint(&self, p: CreateParams) -> Result<i32> {
+        let what = format!("restoring {:?} from checkpoint {:?}", p.id, p.checkpoint);
+        let image =
+            checkpoint::restore_image(&p.checkpoint, &p.parent_checkpoint, p.criu_work_path)?;
+        self.runtime.criu_ready(&what).await?;
+        let entry = Arc::new(Entry::new(&p.id, p.bundle.clone(), p.stdio.clone()));
+        self.containers.reserve(&p.id, entry.clone())?;
+        let order = entry.order.lock().await;
+        {
+            let mut c = entry.lock();
+            c.restore = Some(PendingRestore {
+                rootfs: p.rootfs.clone(),
+                systemd_cgroup: p.systemd_cgroup,
+                image,
+            });
+            c.life.created()?;
+        }
+        publish::create(&self.events, &p.id, &p.bundle, &p.rootfs, &p.stdio, 0);
+        drop(order);
+        Ok(0)
+    }
+
+    /// Start of a container created from a checkpoint: CRIU restores it, with the stdio,
+    /// rootfs and cgroup its Create asked for, and the restored init is ours from then
+    /// on, like a started one. On failure the container stays Created, restorable again
+    /// or deletable.
+    async fn start_restore(&self, entry: &Arc<Entry>, pending: PendingRestore) -> Result<i32> {
+        let id = entry.id.clone();
+        let (bundle, stdio) = {
+            let c = entry.lock();
+            (c.bundle.clone(), c.stdio.clone())
+        };
+        let began = SystemTime::now();
+        let launched = launch(
+            &self.runtime.console_dir(),
+            self.events.namespace(),
+            &id,
+            &stdio,
+            |io| {
+                self.runtime.restore(RestoreSpec {
+                    id: id.clone(),
+                    bundle: bundle.clone(),
+                    rootfs: pending.rootfs.clone(),
+                    stdio: io,
+                    systemd_cgroup: pending.systemd_cgroup,
+                    image: pending.image.clone(),
+                })
+            },
+        )
+        .await;
+        let (pid, keep, tty) = match launched {
+            Ok(l) => l,
+            Err(e) => {
+                let mut c = entry.lock();
+                c.restore = Some(pending);
+                c.life.start_failed(false);
+                return Err(e);
+            }
+        };
+        let tty = match tty {
+            Ok(t) => t,
+            Err(e) => {
+                if let Err(d) = self.runtime.delete(&id, &bundle).await {
+                    log::warn!("remove {id} after its terminal failed: {d}");
+                }
+                let mut c = entry.lock();
+                c.restore = Some(pending);
+                c.life.start_failed(false);
+                return Err(e);
+            }
+        };
+        let registered = lock(&self.exits).register(
+            pid,
+            entry.clone(),
+            None,
+            tty.as_ref().map(Console::drain),
+            began,
+        );
+        let oom_watch = self.watch_oom(&id, pid).await;
+        {
+            let mut c = entry.lock();
+            c.pid = pid;
+            c.io = keep;
+            c.tty = tty;
+            c.oom_watch = oom_watch;
+            c.life.started()?;
+            publish::start(&self.events, &id, pid);
+        }
+        if let Registered::Reaped(owner, exit) = registered {
             self.exited(pid, owner, exit).await;
         }
         Ok(pid)
@@ -355,11 +453,14 @@ impl Pod {
         let entry = self.containers.get(id)?;
         // Held until TaskStart is queued: the exit path takes it before TaskExit.
         let _order = entry.order.lock().await;
-        let pid = {
+        let (pid, restore) = {
             let mut c = entry.lock();
             c.life.begin_start()?;
-            c.pid
+            (c.pid, c.restore.take())
         };
+        if let Some(pending) = restore {
+            return self.start_restore(&entry, pending).await;
+        }
         let started = self.runtime.start(id).await;
         let mut c = entry.lock();
         match started {
@@ -435,6 +536,13 @@ impl Pod {
         let (pid, paused) = {
             let c = entry.lock();
             if exec_id.is_empty() {
+                if c.restore.is_some() {
+                    // No process yet (PID 0 would signal our own process group).
+                    return Err(Error::FailedPrecondition(format!(
+                        "container {id:?} is created from a checkpoint and not restored yet: \
+                         start or delete it"
+                    )));
+                }
                 match (c.life.phase(), c.life.is_live()) {
                     (_, true) => (c.pid, c.life.phase() == Phase::Paused),
                     (Phase::Creating, _) => {
@@ -523,7 +631,9 @@ impl Pod {
                 )));
             }
         }
-        checkpoint::criu_ready(&format!("checkpoint of {id:?}")).await?;
+        self.runtime
+            .criu_ready(&format!("checkpoint of {id:?}"))
+            .await?;
         self.runtime.checkpoint(id, spec).await?;
         publish::checkpointed(&self.events, id, &spec.image_path);
         Ok(())
@@ -617,8 +727,11 @@ impl Pod {
             c.life.delete_failed(was, reaped);
             return Err(e);
         }
-        let cell = entry.lock().exited.clone();
-        if was == Phase::Created {
+        let (cell, has_init) = {
+            let c = entry.lock();
+            (c.exited.clone(), c.pid > 0)
+        };
+        if was == Phase::Created && has_init {
             // The created init was just killed; its exit comes through the reaper.
             if tokio::time::timeout(DELETE_REAP_WAIT, cell.wait())
                 .await

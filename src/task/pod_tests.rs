@@ -107,6 +107,8 @@ fn params(id: &str) -> CreateParams {
         no_pivot_root: false,
         no_new_keyring: false,
         checkpoint: String::new(),
+        parent_checkpoint: String::new(),
+        criu_work_path: None,
     }
 }
 
@@ -514,15 +516,9 @@ async fn failed_create_leaves_nothing_behind() {
     bad_stdio.stdio.stdout = "relative/path".into();
     assert_code(h.pod.create(bad_stdio).await, Code::INVALID_ARGUMENT);
     let mut ckpt = params("c3");
-    ckpt.checkpoint = "/some/checkpoint".into();
-    // FailedPrecondition where `criu check` fails (naming why), Unimplemented where CRIU
-    // works: libcontainer cannot restore.
-    let e = h.pod.create(ckpt).await.unwrap_err();
-    assert!(
-        [Code::FAILED_PRECONDITION, Code::UNIMPLEMENTED].contains(&e.code()),
-        "{e}"
-    );
-    assert!(e.to_string().contains("/some/checkpoint"), "{e}");
+    ckpt.checkpoint = "some/checkpoint".into();
+    let e = assert_code(h.pod.create(ckpt).await, Code::INVALID_ARGUMENT);
+    assert!(e.to_string().contains("some/checkpoint"), "{e}");
     assert_code(h.pod.state("c3", "").await, Code::NOT_FOUND);
     assert!(!h.calls().contains(&"create c3".to_string()));
     h.pod.create(params("c3")).await.unwrap();
@@ -963,6 +959,80 @@ async fn oom_kills_in_the_memory_cgroup_become_task_oom_events() {
     std::fs::write(&events_file, "oom 2\noom_kill 2\n").unwrap();
     h.events_exactly(5).await;
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Issue 16 (4): Create with a checkpoint records the container (PID 0, as runc-v2's
+/// createdCheckpoint state) and its Start restores it; from then on it is an ordinary
+/// running container whose exit is reaped and published as usual.
+#[tokio::test]
+async fn create_with_a_checkpoint_restores_at_start() {
+    let h = harness();
+    let mut p = params("r1");
+    p.checkpoint = "/var/lib/ckpt/r1".into();
+    p.parent_checkpoint = "/var/lib/ckpt/r0".into();
+    assert_eq!(h.pod.create(p).await.unwrap(), 0);
+    assert!(h.calls().is_empty(), "{:?}", h.calls());
+    let st = h.pod.state("r1", "").await.unwrap();
+    assert_eq!((st.status, st.pid), (Status::Created, 0));
+    // Nothing to signal yet: never a kill(0, ...) of our own process group.
+    assert_code(
+        h.pod.kill("r1", "", 9, false).await,
+        Code::FAILED_PRECONDITION,
+    );
+    assert!(h.rt.signalled.lock().unwrap().is_empty());
+
+    let pid = h.pod.start("r1", "").await.unwrap();
+    assert!(pid > 0);
+    assert_eq!(h.calls(), vec!["restore r1 /var/lib/ckpt/r1".to_string()]);
+    let st = h.pod.state("r1", "").await.unwrap();
+    assert_eq!((st.status, st.pid), (Status::Running, pid));
+    let ev = h.events_exactly(2).await;
+    assert_eq!(decode::<TaskCreate>(&ev[0].1).pid, 0);
+    assert_eq!(decode::<TaskStart>(&ev[1].1).pid, pid as u32);
+    // A second Start is refused; the restored init's exit is reaped and published.
+    assert_code(h.pod.start("r1", "").await, Code::FAILED_PRECONDITION);
+    h.rt.exit("r1", 3);
+    assert_eq!(h.wait_exit("r1").await.status, 3);
+    h.pod.delete("r1", "").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_restore_can_be_retried_or_deleted() {
+    let h = harness();
+    let mut p = params("r2");
+    p.checkpoint = "/var/lib/ckpt/r2".into();
+    h.pod.create(p).await.unwrap();
+    *h.rt.create_error.lock().unwrap() = Some(Error::Runtime("criu restore failed".into()));
+    let e = assert_code(h.pod.start("r2", "").await, Code::UNKNOWN);
+    assert!(e.to_string().contains("criu restore failed"), "{e}");
+    assert_eq!(h.pod.state("r2", "").await.unwrap().status, Status::Created);
+    // Delete of a container with no init does not wait for one to be reaped.
+    let began = Instant::now();
+    h.pod.delete("r2", "").await.unwrap();
+    assert!(began.elapsed() < DELETE_REAP_WAIT, "{:?}", began.elapsed());
+    assert_code(h.pod.state("r2", "").await, Code::NOT_FOUND);
+
+    // A retried Start after a failure restores.
+    let mut p = params("r3");
+    p.checkpoint = "/var/lib/ckpt/r3".into();
+    h.pod.create(p).await.unwrap();
+    *h.rt.create_error.lock().unwrap() = Some(Error::Runtime("once".into()));
+    assert!(h.pod.start("r3", "").await.is_err());
+    assert!(h.pod.start("r3", "").await.unwrap() > 0);
+}
+
+/// Where `criu check` fails, a Create with a checkpoint says so in CRIU's words and
+/// leaves nothing: the ID is free.
+#[tokio::test]
+async fn restore_on_a_host_without_working_criu_is_a_failed_precondition() {
+    let h = harness_with(|rt| rt.criu_problem = Some("Unexpected rt vDSO area bounds".into()));
+    let mut p = params("r4");
+    p.checkpoint = "/var/lib/ckpt/r4".into();
+    let e = assert_code(h.pod.create(p).await, Code::FAILED_PRECONDITION);
+    assert!(e.to_string().contains("vDSO"), "{e}");
+    assert!(e.to_string().contains("/var/lib/ckpt/r4"), "{e}");
+    assert_code(h.pod.state("r4", "").await, Code::NOT_FOUND);
+    h.pod.create(params("r4")).await.unwrap();
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 
 mod kill;
 mod protocol;
+mod restore;
 mod worker;
 
 use std::os::fd::OwnedFd;
@@ -18,7 +19,7 @@ use libcgroups::common::{AnyCgroupManager, CgroupManager};
 use libcontainer::container::Container;
 use libcontainer::oci_spec::runtime::LinuxResources;
 
-use super::{CgroupStats, CreateSpec, ExecSpec, Runtime};
+use super::{CgroupStats, CreateSpec, ExecSpec, RestoreSpec, Runtime};
 use crate::cgroup::oom::MemoryCgroup;
 use crate::error::{Error, Result};
 use crate::runtime::forker::Forker;
@@ -410,6 +411,10 @@ impl Runtime for YoukiRuntime {
         Ok(CgroupStats { stats, unified })
     }
 
+    async fn criu_ready(&self, what: &str) -> Result<()> {
+        crate::task::checkpoint::criu_ready(what).await
+    }
+
     async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()> {
         // CRIU runs as a child of the caller (rust-criu's swrk): a worker, not the daemon.
         let req = Request::Checkpoint {
@@ -425,6 +430,44 @@ impl Runtime for YoukiRuntime {
         )
         .await
         .map(|_| ())
+    }
+
+    async fn restore(&self, spec: RestoreSpec) -> Result<i32> {
+        let ChildIo::Fds(s) = spec.stdio else {
+            return Err(Error::FailedPrecondition(format!(
+                "restore {}: restoring a container with a terminal is not supported by this shim",
+                spec.id
+            )));
+        };
+        let fds = vec![s.stdin, s.stdout, s.stderr];
+        // CRIU runs as the worker's child and restores the init as the worker's child too
+        // (see `restore`): the daemon adopts it when the worker exits.
+        let req = Request::Restore {
+            id: spec.id.clone(),
+            bundle: spec.bundle.clone(),
+            root: self.root.clone(),
+            rootfs: spec.rootfs,
+            systemd_cgroup: spec.systemd_cgroup,
+            image: spec.image,
+        };
+        let what = format!("restore {}", spec.id);
+        match self
+            .call(&what, self.deadlines.checkpoint, &req, &fds)
+            .await
+        {
+            Ok(pid) => {
+                pid.ok_or_else(|| Error::Internal(format!("restore {}: no pid in reply", spec.id)))
+            }
+            Err(Error::DeadlineExceeded(m)) => {
+                // As for Create: whatever the killed worker made goes.
+                let cleanup = match self.delete(&spec.id, &spec.bundle).await {
+                    Ok(()) => "; removed what it had made".to_string(),
+                    Err(e) => format!("; cleanup failed too: {e}"),
+                };
+                Err(Error::DeadlineExceeded(format!("{m}{cleanup}")))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn delete(&self, id: &str, bundle: &Path) -> Result<()> {

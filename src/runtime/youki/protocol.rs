@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::runtime::mount::Mount;
-use crate::task::checkpoint::CheckpointSpec;
+use crate::task::checkpoint::{CheckpointSpec, RestoreImage};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
@@ -44,6 +44,15 @@ pub enum Request {
         id: String,
         root: PathBuf,
         spec: CheckpointSpec,
+    },
+    /// Carries stdin, stdout and stderr as fds, which the restored init gets.
+    Restore {
+        id: String,
+        bundle: PathBuf,
+        root: PathBuf,
+        rootfs: Vec<Mount>,
+        systemd_cgroup: bool,
+        image: RestoreImage,
     },
     /// Freezes the container's cgroup.
     Pause {

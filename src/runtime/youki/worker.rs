@@ -4,8 +4,8 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::container::{CheckpointOptions, Container};
 use libcontainer::error::LibcontainerError;
 use libcontainer::oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxResources, LinuxSeccomp, Process, Spec,
@@ -208,27 +208,31 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
             exec(&id, &exec_id, &root, &bundle, &process, stdio).map(Response::Pid)
         }
         Request::Checkpoint { id, root, spec } => {
-            let mut c =
-                Container::load(root.join(&id)).map_err(|e| lc_error("checkpoint", &id, e))?;
-            let mode = match spec.cgroups_mode.as_str() {
-                "full" => rust_criu::CgMode::FULL,
-                "strict" => rust_criu::CgMode::STRICT,
-                "ignore" => rust_criu::CgMode::IGNORE,
-                _ => rust_criu::CgMode::SOFT,
-            };
-            c.checkpoint(&CheckpointOptions {
-                ext_unix_sk: spec.ext_unix_sk,
-                file_locks: spec.file_locks,
-                image_path: spec.image_path,
-                leave_running: spec.leave_running,
-                shell_job: spec.shell_job,
-                tcp_established: spec.tcp_established,
-                work_path: spec.work_path,
-                manage_cgroups_mode: mode,
-                link_remap: false,
-            })
-            .map_err(|e| lc_error("checkpoint", &id, e))?;
+            super::restore::checkpoint(&id, &root, &spec)?;
             Ok(Response::Done)
+        }
+        Request::Restore {
+            id,
+            bundle,
+            root,
+            rootfs,
+            systemd_cgroup,
+            image,
+        } => {
+            let stdio = match WorkerIo::new(fds, None)? {
+                WorkerIo::Fds(f) => f,
+                WorkerIo::Console(_) => {
+                    return Err(Error::Internal(format!("restore {id}: no stdio fds")));
+                }
+            };
+            let setup = super::restore::Setup {
+                id: &id,
+                bundle: &bundle,
+                root: &root,
+                rootfs: &rootfs,
+                systemd_cgroup,
+            };
+            super::restore::restore(&setup, &image, stdio).map(Response::Pid)
         }
         Request::Delete { id, root, bundle } => {
             delete(&id, &root, Some(&bundle))?;
