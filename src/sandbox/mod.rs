@@ -196,6 +196,8 @@ impl SandboxService {
             no_pivot_root: false,
             no_new_keyring: false,
             checkpoint: String::new(),
+            parent_checkpoint: String::new(),
+            criu_work_path: None,
         };
         // Run to the end even if containerd goes away mid-call (see service::to_completion).
         tokio::spawn(async move { pod.create(params).await })
