@@ -185,7 +185,7 @@ fn unified_dir_of(pids: &[i32], proc: &Path, mount: &Path) -> Option<PathBuf> {
     let mut common: Option<Vec<String>> = None;
     for pid in pids {
         let text = std::fs::read_to_string(proc.join(pid.to_string()).join("cgroup")).ok()?;
-        let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let path = crate::cgroup::path::unified_line(&text)?;
         let parts: Vec<String> = path
             .split('/')
             .filter(|p| !p.is_empty())
