@@ -95,10 +95,9 @@ pub fn unified_line(text: &str) -> Option<&str> {
 pub fn unified_of_pid(proc: &Path, pid: i32) -> Option<PathBuf> {
     let text = std::fs::read_to_string(proc.join(pid.to_string()).join("cgroup")).ok()?;
     let path = Path::new(unified_line(&text)?.trim_end());
-    let normal = path.components().all(|c| match c {
-        Component::RootDir | Component::Normal(_) => true,
-        _ => false,
-    });
+    let normal = path
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
     (path.is_absolute() && normal && path != Path::new("/")).then(|| path.to_path_buf())
 }
 
