@@ -93,9 +93,10 @@ EOF
     qemu-system-x86 debootstrap e2fsprogs >/dev/null
 }
 
-# Guest packages. linux-image-amd64 brings initramfs-tools; udev loads the virtio drivers.
+# Guest packages. linux-image-amd64 brings initramfs-tools; udev loads the virtio drivers;
+# python3 is for hack/containerd.sh (tests that start a private containerd).
 guest_pkgs=(systemd systemd-sysv udev dbus kmod linux-image-amd64 runc criu busybox-static
-  containernetworking-plugins iproute2 procps libseccomp2 iptables util-linux)
+  containernetworking-plugins iproute2 procps libseccomp2 iptables util-linux python3)
 
 # The recipe's hash names the image: any change to the guest's packages, files or the
 # containerd binaries makes a new one.
@@ -142,6 +143,10 @@ build_image() {
   cp "$(ls "$rootfs"/boot/vmlinuz-* | sort -V | tail -1)" "$work/vmlinuz"
   cp "$(ls "$rootfs"/boot/initrd.img-* | sort -V | tail -1)" "$work/initrd.img"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  # What a first boot would do on every boot of a -snapshot image (ldconfig.service,
+  # systemd-update-done): done once, here.
+  chroot "$rootfs" ldconfig
+  touch "$rootfs/etc/.updated" "$rootfs/var/.updated"
   # Room for containerd's content, snapshots and the tests (with -snapshot, writes go to a
   # temporary overlay on the host, the image file itself is never written).
   local size
@@ -159,9 +164,15 @@ host_deps
 containerd_bin=$(bash hack/containerd-versions.sh "$containerd_version")
 image=$cache/images/$(image_key)
 if [ ! -f "$image/root.img" ]; then
-  exec 9>"$cache.lock" 2>/dev/null || { mkdir -p "$(dirname "$cache")"; exec 9>"$cache.lock"; }
+  # One build at a time (helpers and CI may share the cache); whoever waited finds it built.
+  mkdir -p "$cache"
+  exec 9>"$cache/build.lock"
   flock 9
-  [ -f "$image/root.img" ] || build_image "$image"
+  if [ ! -f "$image/root.img" ]; then
+    build_image "$image"
+    # Older recipes' images go (a VM still booted from one keeps its open file).
+    for old in "$cache"/images/*; do [ "$old" = "$image" ] || rm -rf "$old"; done
+  fi
   flock -u 9
 fi
 [ "$image_only" = 1 ] && { echo "$image"; exit 0; }
