@@ -20,7 +20,11 @@
 # /dev/kvm is paravirtualised and ~100x slower than emulation. Two 9p shares: the project
 # at its own path, read-only (test binaries find what cargo compiled into them), and a
 # per-run job folder carrying the job script in and its log and exit code out.
-# Env: VM_MEM (MiB, default 3072), VM_CPUS (default 2), VM_TIMEOUT (s, default 1500).
+# Env: VM_MEM (MiB, default 3072), VM_CPUS (default 2), VM_TIMEOUT (s, the whole VM, default
+# 1500), VM_TEST_TIMEOUT (s, each test binary, default 900), VM_SHIM_DIR (the shim and
+# youki-shims the guest's containerd runs, relative to the project; default the static dist
+# build; target/release, the dynamic build, runs there too and builds much faster). A failed run's job folder (its
+# log, containerd's journal and the whole journal) is kept under $VM_CACHE/runs.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -211,6 +215,8 @@ for line in sys.stdin:
 fi
 {
   echo 'set -uo pipefail'
+  echo "export VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-900}"
+  [ -z "${VM_SHIM_DIR:-}" ] || echo "export VM_SHIM_DIR=$(printf '%q' "$VM_SHIM_DIR")"
   echo "source $(printf '%q' "$top/hack/vm/guest.sh")"
   if [ -n "$sh_cmd" ]; then
     echo "guest_setup && { $sh_cmd; }"
@@ -241,4 +247,10 @@ if [ ! -f "$job/rc" ]; then
   [ -z "$sh_cmd" ] && echo "0 passed, 1 failed"
   exit 1
 fi
-exit "$(cat "$job/rc")"
+rc=$(cat "$job/rc")
+if [ "$rc" != 0 ]; then
+  # Keep the failed run's job folder (log, containerd's and the whole journal).
+  keep=$cache/runs/$(date +%Y%m%d-%H%M%S)-$$
+  mkdir -p "$keep" && cp -a "$job"/. "$keep"/ && log "job exit $rc; its files: $keep"
+fi
+exit "$rc"

@@ -5,8 +5,9 @@
 # Our freshly built shim where containerd finds it (PATH of containerd.service), the
 # system containerd started, the test images imported in both namespaces the tests use.
 guest_setup() {
-  local dist=target/x86_64-unknown-linux-gnu/dist
+  local dist=${VM_SHIM_DIR:-target/x86_64-unknown-linux-gnu/dist}
   [ -x "$dist/containerd-shim-youki-v2" ] || { echo "guest: no $dist/containerd-shim-youki-v2 (hack/prepare.sh)"; return 1; }
+  [ -x "$dist/youki-shims" ] || { echo "guest: no $dist/youki-shims"; return 1; }
   install -m 0755 "$dist/containerd-shim-youki-v2" "$dist/youki-shims" /usr/local/bin/
   systemctl start containerd || { journalctl -u containerd --no-pager | tail -30; return 1; }
   local ns img
@@ -34,7 +35,9 @@ guest_suite() {
   while read -r name exe; do
     echo "=== $name ==="
     out=$(mktemp)
-    "$exe" --ignored --test-threads=2 "${args[@]}" 2>&1 | tee "$out"
+    # A binary that hangs is stopped (and counts as failed) so the rest still run and the
+    # journal still reaches the host.
+    timeout -k 10 "${VM_TEST_TIMEOUT:-900}" "$exe" --ignored --test-threads=2 "${args[@]}" 2>&1 | tee "$out"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
     p=$((p + $(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($i == "passed;") s += $(i-1) } END { print s + 0 }' "$out")))
     f=$((f + $(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($i == "failed;") s += $(i-1) } END { print s + 0 }' "$out")))
@@ -42,6 +45,9 @@ guest_suite() {
     grep -q '^test result:' "$out" || f=$((f + 1))
     rm -f "$out"
   done </job/tests
+  # What the host keeps when the suite failed (hack/vm.sh prints where).
+  journalctl --no-pager -u containerd >/job/containerd.log 2>&1
+  journalctl --no-pager >/job/journal.log 2>&1
   echo "$p passed, $f failed"
   return "$status"
 }

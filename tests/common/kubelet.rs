@@ -78,11 +78,45 @@ impl PodSpec {
         }
     }
 
+    /// A pod as kubelet makes it with the systemd cgroup driver (cgroupDriver: systemd, the
+    /// runtime's `SystemdCgroup = true`): a best-effort pod's parent is the slice
+    /// `kubepods-besteffort-pod<uid>.slice` (the UID's dashes made underscores, as systemd
+    /// reads a dash in a slice name as a level), so its containers are scopes below
+    /// kubepods.slice/kubepods-besteffort.slice.
+    pub fn systemd(name: &str) -> PodSpec {
+        let mut spec = PodSpec::new(name);
+        spec.cgroup_parent = format!(
+            "kubepods-besteffort-pod{}.slice",
+            spec.uid.replace('-', "_")
+        );
+        spec
+    }
+
+    /// The pod slice's cgroup directory on a cgroup v2 host (systemd driver pods only).
+    pub fn slice_dir(&self) -> PathBuf {
+        let mut dir = PathBuf::from("/sys/fs/cgroup");
+        let name = self.cgroup_parent.trim_end_matches(".slice");
+        // systemd nests a slice in each of its dash-separated prefixes.
+        let parts: Vec<&str> = name.split('-').collect();
+        for i in 1..=parts.len() {
+            dir.push(format!("{}.slice", parts[..i].join("-")));
+        }
+        dir
+    }
+
     /// What kubelet removes after a pod is gone: the pod cgroup it made (empty by now, as
     /// the runtime removed the containers' cgroups) and the pod's log directory.
     /// A pod cgroup that still has children (a leaked container cgroup) stays, after a
     /// few seconds' grace for the runtime's own removal.
     pub fn remove_leftover_dirs(&self) {
+        if self.cgroup_parent.ends_with(".slice") {
+            // The systemd driver's pod slice: kubelet asks systemd to stop it.
+            let _ = std::process::Command::new("systemctl")
+                .args(["stop", &self.cgroup_parent])
+                .output();
+            let _ = std::fs::remove_dir_all(&self.log_directory);
+            return;
+        }
         let rel = self.cgroup_parent.trim_start_matches('/');
         let dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
