@@ -203,11 +203,8 @@ fn round(
 #[ignore = "needs systemd + cgroup v2: runs in hack/vm.sh"]
 fn polling_a_pod_leaves_no_fd_and_no_bus_connection_behind() {
     let mut cri = Cri::connect(&cri_socket());
-    let mut spec = PodSpec::new("dbus");
-    // kubelet's systemd driver: the pod's slice below kubepods-besteffort.slice, its UID's
-    // dashes escaped (a dash nests a slice).
-    spec.uid = spec.uid.replace('-', "_");
-    spec.cgroup_parent = format!("kubepods-besteffort-pod{}.slice", spec.uid);
+    // kubelet's systemd driver: the pod's slice below kubepods-besteffort.slice.
+    let spec = PodSpec::systemd("dbus");
     let pod = cri.run_pod(&spec).expect("RunPodSandbox");
     let _guard = PodGuard::new(&pod, &spec, &cri_socket());
     let app = cri
@@ -231,7 +228,14 @@ fn polling_a_pod_leaves_no_fd_and_no_bus_connection_behind() {
         )),
         "not in its systemd scope: {scope}"
     );
-    let s = cri.container_stats(&app).expect("ContainerStats");
+    let scope_dir = spec.slice_dir().join(format!("cri-containerd-{app}.scope"));
+    let s = cri.container_stats(&app).unwrap_or_else(|e| {
+        let controllers = std::fs::read_to_string(scope_dir.join("cgroup.controllers"));
+        panic!(
+            "ContainerStats: {e} ({} cgroup.controllers: {controllers:?})",
+            scope_dir.display()
+        )
+    });
     assert!(
         s.memory
             .and_then(|m| m.working_set_bytes)

@@ -183,21 +183,24 @@ impl YoukiRuntime {
         Container::load(self.root.join(id)).map_err(|e| lc_error(what, id, e))
     }
 
-    /// The container's cgroup for reading and signalling from the daemon, and its path as
-    /// libcontainer recorded it at create (`linux.cgroupsPath` as resolved). The same
-    /// hierarchy and directory libcgroups' `create_cgroup_manager` picks, but always
-    /// through a filesystem manager: with the systemd driver on v2 the unit's directory
+    /// The container's cgroup for reading and signalling from the daemon. The same
+    /// hierarchy and directory libcgroups' `create_cgroup_manager` picks, but always through
+    /// a filesystem manager: with the systemd driver on v2 the unit's directory
     /// (`systemd_dir`) instead of a systemd manager, which would connect to D-Bus.
-    fn cgroup(&self, what: &str, id: &str) -> Result<(AnyCgroupManager, PathBuf)> {
+    fn cgroup(&self, what: &str, id: &str) -> Result<DaemonCgroup> {
         use libcgroups::common::CgroupSetup;
         let c = self.load(what, id)?;
         let path = c.spec().map_err(|e| lc_error(what, id, e))?.cgroup_path;
         let failed =
             |e: &dyn std::fmt::Display| Error::Runtime(format!("{what} {id}: cgroup: {e}"));
-        let manager = match libcgroups::common::get_cgroup_setup().map_err(|e| failed(&e))? {
-            CgroupSetup::Legacy | CgroupSetup::Hybrid => AnyCgroupManager::V1(
-                libcgroups::v1::manager::Manager::new(&path).map_err(|e| failed(&e))?,
-            ),
+        match libcgroups::common::get_cgroup_setup().map_err(|e| failed(&e))? {
+            CgroupSetup::Legacy | CgroupSetup::Hybrid => Ok(DaemonCgroup {
+                manager: AnyCgroupManager::V1(
+                    libcgroups::v1::manager::Manager::new(&path).map_err(|e| failed(&e))?,
+                ),
+                unified: None,
+                path,
+            }),
             CgroupSetup::Unified => {
                 // The OCI rule libcgroups follows: an absolute path is a cgroupfs path
                 // even with the systemd driver.
@@ -207,13 +210,16 @@ impl YoukiRuntime {
                 } else {
                     path.clone()
                 };
-                AnyCgroupManager::V2(
-                    libcgroups::v2::manager::Manager::new(UNIFIED_MOUNT.into(), dir)
-                        .map_err(|e| failed(&e))?,
-                )
+                let full = Path::new(UNIFIED_MOUNT).join(dir.strip_prefix("/").unwrap_or(&dir));
+                let manager = libcgroups::v2::manager::Manager::new(UNIFIED_MOUNT.into(), dir)
+                    .map_err(|e| failed(&e))?;
+                Ok(DaemonCgroup {
+                    unified: Some(full),
+                    manager: AnyCgroupManager::V2(manager),
+                    path,
+                })
             }
-        };
-        Ok((manager, path))
+        }
     }
 
     /// The v2 directory of systemd-driver container `id` (`slice:prefix:name` in
@@ -243,22 +249,36 @@ impl YoukiRuntime {
     }
 
     fn cgroup_pids(&self, id: &str) -> Result<Vec<i32>> {
-        self.cgroup("pids", id)?
-            .0
-            .get_all_pids()
-            .map(|v| v.into_iter().map(|p| p.as_raw()).collect())
-            .map_err(|e| Error::Runtime(format!("pids of {id}: {e}")))
+        let cg = self.cgroup("pids", id)?;
+        kill::all_pids(&cg.manager, cg.unified.as_deref(), id)
     }
 
     /// Signals every process of container `id` through its cgroup (see `kill`).
     async fn signal_all(&self, id: &str, signal: i32) -> Result<()> {
-        let (cgroup, path) = self.cgroup("kill", id)?;
-        let freezer = match &cgroup {
-            AnyCgroupManager::V1(_) => Some(kill::v1_freezer_dir(&path)?),
+        let cg = self.cgroup("kill", id)?;
+        let freezer = match &cg.manager {
+            AnyCgroupManager::V1(_) => Some(kill::v1_freezer_dir(&cg.path)?),
             _ => None,
         };
-        kill::signal_cgroup(&cgroup, freezer.as_deref(), id, signal).await
+        kill::signal_cgroup(
+            &cg.manager,
+            cg.unified.as_deref(),
+            freezer.as_deref(),
+            id,
+            signal,
+        )
+        .await
     }
+}
+
+/// A container's cgroup as the daemon reads it.
+struct DaemonCgroup {
+    /// A filesystem manager: v1, or v2 on the container's directory.
+    manager: AnyCgroupManager,
+    /// The container's directory on a v2 host.
+    unified: Option<PathBuf>,
+    /// `linux.cgroupsPath` as libcontainer recorded it at create.
+    path: PathBuf,
 }
 
 /// Splits the process's stdio into what travels as fds and the console socket path.
@@ -448,9 +468,10 @@ impl Runtime for YoukiRuntime {
     }
 
     async fn stats(&self, id: &str) -> Result<CgroupStats> {
-        let (cgroup, _) = self.cgroup("stats", id)?;
-        let unified = !matches!(cgroup, AnyCgroupManager::V1(_));
-        let stats = cgroup
+        let cg = self.cgroup("stats", id)?;
+        let unified = cg.unified.is_some();
+        let stats = cg
+            .manager
             .stats()
             .map_err(|e| Error::Runtime(format!("stats of {id}: {e}")))?;
         Ok(CgroupStats { stats, unified })
