@@ -469,12 +469,19 @@ impl Runtime for YoukiRuntime {
 
     async fn stats(&self, id: &str) -> Result<CgroupStats> {
         let cg = self.cgroup("stats", id)?;
-        let unified = cg.unified.is_some();
-        let stats = cg
-            .manager
-            .stats()
-            .map_err(|e| Error::Runtime(format!("stats of {id}: {e}")))?;
-        Ok(CgroupStats { stats, unified })
+        let stats = match &cg.unified {
+            // From the controllers the cgroup has (systemd never enables hugetlb).
+            Some(dir) => crate::cgroup::v2::stats(dir)
+                .map_err(|e| Error::Runtime(format!("stats of {id}: {e}")))?,
+            None => cg
+                .manager
+                .stats()
+                .map_err(|e| Error::Runtime(format!("stats of {id}: {e}")))?,
+        };
+        Ok(CgroupStats {
+            stats,
+            unified: cg.unified.is_some(),
+        })
     }
 
     async fn checkpoint(&self, id: &str, spec: &CheckpointSpec) -> Result<()> {
