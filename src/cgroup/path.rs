@@ -103,7 +103,9 @@ pub fn unified_of_pid(proc: &Path, pid: i32) -> Option<PathBuf> {
 
 /// The cgroup (relative to `mount`) of a container the systemd driver placed with
 /// `cgroups_path`: its unit's expected path if that directory exists below `mount`, else
-/// where the kernel says its init (`pid`) is. An error naming both when neither answers.
+/// where the kernel says its init (`pid`) is, else the unit's path all the same: with no
+/// directory and no init the unit is gone (systemd removes a scope once it is empty), and
+/// reading a directory that is not there says so (no processes, no stats).
 pub fn resolve_systemd(
     mount: &Path,
     proc: &Path,
@@ -120,10 +122,7 @@ pub fn resolve_systemd(
     if let Some(found) = pid.and_then(|p| unified_of_pid(proc, p)) {
         return Ok(found);
     }
-    Err(Error::Runtime(format!(
-        "cgroup of systemd unit {cgroups_path:?}: no {} and no live init to ask",
-        mount.join(rel).display()
-    )))
+    Ok(expected)
 }
 
 #[cfg(test)]
@@ -246,11 +245,16 @@ mod tests {
         let (mount, proc) = (s.0.join("cgroup"), s.0.join("proc"));
         let cp = "kubepods-besteffort-pod1.slice:cri-containerd:c1";
         let unit = "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-containerd-c1.scope";
-        // Nowhere to be found: an error naming the value and the directory looked at.
-        let e = resolve_systemd(&mount, &proc, cp, Some(5))
+        // Nowhere to be found: the unit is gone, and its path says so when read.
+        assert_eq!(
+            resolve_systemd(&mount, &proc, cp, Some(5)).unwrap(),
+            Path::new("/").join(unit)
+        );
+        // A malformed path is an error naming it.
+        let e = resolve_systemd(&mount, &proc, "nope", Some(5))
             .unwrap_err()
             .to_string();
-        assert!(e.contains(cp) && e.contains(unit), "{e}");
+        assert!(e.contains("\"nope\""), "{e}");
         // systemd's root is elsewhere (its user instance, say): the init's cgroup.
         write_proc(
             &proc,

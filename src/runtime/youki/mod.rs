@@ -232,13 +232,17 @@ impl YoukiRuntime {
         if let Some(dir) = dirs.get(id) {
             return Ok(dir.clone());
         }
+        let mount = Path::new(UNIFIED_MOUNT);
         let dir = resolve_systemd(
-            Path::new(UNIFIED_MOUNT),
+            mount,
             Path::new("/proc"),
             &cgroups_path.to_string_lossy(),
             pid,
         )?;
-        dirs.insert(id.to_string(), dir.clone());
+        // Kept only once seen: a unit found gone is asked about again next time.
+        if mount.join(dir.strip_prefix("/").unwrap_or(&dir)).is_dir() {
+            dirs.insert(id.to_string(), dir.clone());
+        }
         Ok(dir)
     }
 
