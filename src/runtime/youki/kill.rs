@@ -49,14 +49,16 @@ pub fn has_own_pid_namespace(config: &[u8]) -> bool {
 }
 
 /// Sends `signal` to every process in the container's cgroup (`id` names it in errors).
-/// `v1_freezer`: the container's freezer directory on a v1 or hybrid host.
+/// `unified`: the container's directory on a v2 host; `v1_freezer`: its freezer directory
+/// on a v1 or hybrid host.
 pub async fn signal_cgroup(
     cgroup: &AnyCgroupManager,
+    unified: Option<&Path>,
     v1_freezer: Option<&Path>,
     id: &str,
     signal: i32,
 ) -> Result<()> {
-    let pids = all_pids(cgroup, id)?;
+    let pids = all_pids(cgroup, unified, id)?;
     if pids.is_empty() {
         return Ok(());
     }
@@ -74,7 +76,7 @@ pub async fn signal_cgroup(
     }
     let Some(freezer) = v1_freezer else {
         // v2 before 5.14 (no cgroup.kill): one by one.
-        return signal_each(&all_pids(cgroup, id)?, id, signal);
+        return signal_each(&all_pids(cgroup, unified, id)?, id, signal);
     };
     // Frozen, nothing can fork between the listing and the signal; thawed after, so the
     // killed processes (and those of a paused container) can die.
@@ -83,7 +85,7 @@ pub async fn signal_cgroup(
         Ok(false) => log::warn!("{id} not FROZEN after {FREEZE_WAIT:?}: killing it anyway"),
         Err(e) => log::warn!("freeze {id} to kill it: {e}; killing it unfrozen"),
     }
-    let killed = all_pids(cgroup, id).and_then(|pids| signal_each(&pids, id, signal));
+    let killed = all_pids(cgroup, unified, id).and_then(|pids| signal_each(&pids, id, signal));
     if let Err(e) = write_state(freezer, "THAWED") {
         log::warn!("thaw {id} after killing it: {e}");
     }
@@ -135,11 +137,16 @@ pub fn v1_freezer_dir(cgroup_path: &Path) -> Result<PathBuf> {
     Ok(mount.join(rel))
 }
 
-fn all_pids(cgroup: &AnyCgroupManager, id: &str) -> Result<Vec<i32>> {
-    cgroup
-        .get_all_pids()
-        .map(|v| v.into_iter().map(|p| p.as_raw()).collect())
-        .map_err(|e| Error::Runtime(format!("pids of {id}: {e}")))
+/// Every process in the container's cgroup. A v2 cgroup (`unified`) that no longer exists
+/// has none: systemd removes a unit's cgroup as soon as it is empty, i.e. right after the
+/// init exits, before containerd's Delete sends its Kill(all) (which must then succeed:
+/// containerd retries any other answer for ever, and StopContainer never returns).
+pub fn all_pids(cgroup: &AnyCgroupManager, unified: Option<&Path>, id: &str) -> Result<Vec<i32>> {
+    match cgroup.get_all_pids() {
+        Ok(v) => Ok(v.into_iter().map(|p| p.as_raw()).collect()),
+        Err(_) if unified.is_some_and(|d| !d.exists()) => Ok(Vec::new()),
+        Err(e) => Err(Error::Runtime(format!("pids of {id}: {e}"))),
+    }
 }
 
 fn signal_each(pids: &[i32], id: &str, signal: i32) -> Result<()> {
@@ -185,7 +192,7 @@ fn unified_dir_of(pids: &[i32], proc: &Path, mount: &Path) -> Option<PathBuf> {
     let mut common: Option<Vec<String>> = None;
     for pid in pids {
         let text = std::fs::read_to_string(proc.join(pid.to_string()).join("cgroup")).ok()?;
-        let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let path = crate::cgroup::path::unified_line(&text)?;
         let parts: Vec<String> = path
             .split('/')
             .filter(|p| !p.is_empty())
@@ -311,6 +318,35 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(dir.0.join("cgroup.kill")).unwrap(),
             "1"
+        );
+    }
+
+    #[test]
+    fn a_vanished_v2_cgroup_has_no_processes() {
+        let dir = tempfile_dir::Dir::new("v2");
+        let manager = |rel: &str| {
+            AnyCgroupManager::V2(
+                libcgroups::v2::manager::Manager::new(dir.0.clone(), PathBuf::from(rel)).unwrap(),
+            )
+        };
+        // systemd removed the scope once it was empty: nothing to list or kill.
+        let gone = dir.0.join("gone.scope");
+        assert_eq!(
+            all_pids(&manager("gone.scope"), Some(&gone), "c1").unwrap(),
+            Vec::<i32>::new()
+        );
+        // One that is there but cannot be listed is still an error naming the container.
+        let odd = dir.0.join("odd.scope");
+        std::fs::write(&odd, "").unwrap();
+        let e = all_pids(&manager("odd.scope"), Some(&odd), "c1").unwrap_err();
+        assert!(e.to_string().contains("pids of c1"), "{e}");
+        // The listing itself.
+        let live = dir.0.join("live.scope");
+        std::fs::create_dir_all(&live).unwrap();
+        std::fs::write(live.join("cgroup.procs"), "12\n34\n").unwrap();
+        assert_eq!(
+            all_pids(&manager("live.scope"), Some(&live), "c1").unwrap(),
+            vec![12, 34]
         );
     }
 

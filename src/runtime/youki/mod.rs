@@ -1,18 +1,21 @@
 //! The real runtime: youki's libcontainer, in two halves. What runs in the daemon is here:
-//! kill, pids and cgroup reads are plain syscalls and reads of in-memory files. Whatever
-//! forks or may block (create, start, exec, delete with its hooks, checkpoint, and the
-//! freezer and cgroup writes, which libcgroups retries with sleeps or sends over D-Bus to
-//! systemd) is sent over `protocol` to a short-lived forked worker (`forker`) that runs
-//! `worker`, under a deadline (`Deadlines`).
+//! kill, pids and cgroup reads are plain syscalls and reads of in-memory files, through
+//! libcgroups' filesystem managers only: never its systemd manager, which opens a D-Bus
+//! connection it never closes (see `crate::cgroup::path`). Whatever forks or may block
+//! (create, start, exec, delete with its hooks, checkpoint, and the freezer and cgroup
+//! writes, which libcgroups retries with sleeps or sends over D-Bus to systemd) is sent over
+//! `protocol` to a short-lived forked worker (`forker`) that runs `worker`, under a
+//! deadline (`Deadlines`).
 
 mod kill;
 mod protocol;
 mod restore;
 mod worker;
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libcgroups::common::{AnyCgroupManager, CgroupManager};
@@ -21,6 +24,7 @@ use libcontainer::oci_spec::runtime::LinuxResources;
 
 use super::{CgroupStats, CreateSpec, ExecSpec, RestoreSpec, Runtime};
 use crate::cgroup::oom::MemoryCgroup;
+use crate::cgroup::path::{UNIFIED_MOUNT, resolve_systemd};
 use crate::error::{Error, Result};
 use crate::runtime::forker::Forker;
 use crate::stdio::ChildIo;
@@ -144,6 +148,10 @@ pub struct YoukiRuntime {
     forker: Arc<Forker>,
     root: PathBuf,
     deadlines: Deadlines,
+    /// Where the systemd driver put each container's cgroup on a v2 host (relative to
+    /// the hierarchy's root), resolved on first use and kept until Delete: the unit's
+    /// path does not change while it lives.
+    systemd_dirs: Mutex<HashMap<String, PathBuf>>,
 }
 
 impl YoukiRuntime {
@@ -152,6 +160,7 @@ impl YoukiRuntime {
             forker,
             root,
             deadlines,
+            systemd_dirs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -175,45 +184,106 @@ impl YoukiRuntime {
         Container::load(self.root.join(id)).map_err(|e| lc_error(what, id, e))
     }
 
-    /// The container's cgroup, as libcontainer recorded it at create.
-    fn cgroup(&self, what: &str, id: &str) -> Result<AnyCgroupManager> {
-        cgroup_of(&self.root, what, id)
+    /// The container's cgroup for reading and signalling from the daemon. The same
+    /// hierarchy and directory libcgroups' `create_cgroup_manager` picks, but always through
+    /// a filesystem manager: with the systemd driver on v2 the unit's directory
+    /// (`systemd_dir`) instead of a systemd manager, which would connect to D-Bus.
+    fn cgroup(&self, what: &str, id: &str) -> Result<DaemonCgroup> {
+        use libcgroups::common::CgroupSetup;
+        let c = self.load(what, id)?;
+        let path = c.spec().map_err(|e| lc_error(what, id, e))?.cgroup_path;
+        let failed =
+            |e: &dyn std::fmt::Display| Error::Runtime(format!("{what} {id}: cgroup: {e}"));
+        match libcgroups::common::get_cgroup_setup().map_err(|e| failed(&e))? {
+            CgroupSetup::Legacy | CgroupSetup::Hybrid => Ok(DaemonCgroup {
+                manager: AnyCgroupManager::V1(
+                    libcgroups::v1::manager::Manager::new(&path).map_err(|e| failed(&e))?,
+                ),
+                unified: None,
+                path,
+            }),
+            CgroupSetup::Unified => {
+                // The OCI rule libcgroups follows: an absolute path is a cgroupfs path
+                // even with the systemd driver.
+                let dir = if c.systemd() && !path.is_absolute() {
+                    self.systemd_dir(id, &path, c.pid().map(|p| p.as_raw()))
+                        .map_err(|e| failed(&e))?
+                } else {
+                    path.clone()
+                };
+                let full = Path::new(UNIFIED_MOUNT).join(dir.strip_prefix("/").unwrap_or(&dir));
+                let manager = libcgroups::v2::manager::Manager::new(UNIFIED_MOUNT.into(), dir)
+                    .map_err(|e| failed(&e))?;
+                Ok(DaemonCgroup {
+                    unified: Some(full),
+                    manager: AnyCgroupManager::V2(manager),
+                    path,
+                })
+            }
+        }
+    }
+
+    /// The v2 directory of systemd-driver container `id` (`slice:prefix:name` in
+    /// `cgroups_path`), resolved once: see `crate::cgroup::path::resolve_systemd`.
+    fn systemd_dir(&self, id: &str, cgroups_path: &Path, pid: Option<i32>) -> Result<PathBuf> {
+        let mut dirs = self
+            .systemd_dirs
+            .lock()
+            .map_err(|_| Error::Internal("systemd cgroup cache poisoned".into()))?;
+        if let Some(dir) = dirs.get(id) {
+            return Ok(dir.clone());
+        }
+        let mount = Path::new(UNIFIED_MOUNT);
+        let dir = resolve_systemd(
+            mount,
+            Path::new("/proc"),
+            &cgroups_path.to_string_lossy(),
+            pid,
+        )?;
+        // Kept only once seen: a unit found gone is asked about again next time.
+        if mount.join(dir.strip_prefix("/").unwrap_or(&dir)).is_dir() {
+            dirs.insert(id.to_string(), dir.clone());
+        }
+        Ok(dir)
+    }
+
+    fn forget_cgroup(&self, id: &str) {
+        if let Ok(mut dirs) = self.systemd_dirs.lock() {
+            dirs.remove(id);
+        }
     }
 
     fn cgroup_pids(&self, id: &str) -> Result<Vec<i32>> {
-        self.cgroup("pids", id)?
-            .get_all_pids()
-            .map(|v| v.into_iter().map(|p| p.as_raw()).collect())
-            .map_err(|e| Error::Runtime(format!("pids of {id}: {e}")))
+        let cg = self.cgroup("pids", id)?;
+        kill::all_pids(&cg.manager, cg.unified.as_deref(), id)
+    }
+
+    /// Signals every process of container `id` through its cgroup (see `kill`).
+    async fn signal_all(&self, id: &str, signal: i32) -> Result<()> {
+        let cg = self.cgroup("kill", id)?;
+        let freezer = match &cg.manager {
+            AnyCgroupManager::V1(_) => Some(kill::v1_freezer_dir(&cg.path)?),
+            _ => None,
+        };
+        kill::signal_cgroup(
+            &cg.manager,
+            cg.unified.as_deref(),
+            freezer.as_deref(),
+            id,
+            signal,
+        )
+        .await
     }
 }
 
-/// The cgroup of container `id` under state root `root`, as libcontainer recorded it.
-fn cgroup_of(root: &Path, what: &str, id: &str) -> Result<AnyCgroupManager> {
-    Ok(cgroup_and_path(root, what, id)?.0)
-}
-
-/// The cgroup and its path (`linux.cgroupsPath` as libcontainer resolved it).
-fn cgroup_and_path(root: &Path, what: &str, id: &str) -> Result<(AnyCgroupManager, PathBuf)> {
-    let c = Container::load(root.join(id)).map_err(|e| lc_error(what, id, e))?;
-    let cfg = c.spec().map_err(|e| lc_error(what, id, e))?;
-    let manager = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
-        cgroup_path: cfg.cgroup_path.clone(),
-        systemd_cgroup: c.systemd(),
-        container_name: id.to_string(),
-    })
-    .map_err(|e| Error::Runtime(format!("{what} {id}: cgroup: {e}")))?;
-    Ok((manager, cfg.cgroup_path))
-}
-
-/// Signals every process of container `id` through its cgroup (see `kill`).
-async fn signal_all(root: &Path, id: &str, signal: i32) -> Result<()> {
-    let (cgroup, path) = cgroup_and_path(root, "kill", id)?;
-    let freezer = match &cgroup {
-        AnyCgroupManager::V1(_) => Some(kill::v1_freezer_dir(&path)?),
-        _ => None,
-    };
-    kill::signal_cgroup(&cgroup, freezer.as_deref(), id, signal).await
+/// A container's cgroup as the daemon reads it.
+struct DaemonCgroup {
+    /// A filesystem manager: v1, or v2 on the container's directory.
+    manager: AnyCgroupManager,
+    /// The container's directory on a v2 host.
+    unified: Option<PathBuf>,
+    /// `linux.cgroupsPath` as libcontainer recorded it at create.
+    path: PathBuf,
 }
 
 /// Splits the process's stdio into what travels as fds and the console socket path.
@@ -309,7 +379,7 @@ impl Runtime for YoukiRuntime {
 
     async fn kill(&self, id: &str, pid: i32, signal: i32, all: bool) -> Result<()> {
         if all {
-            return signal_all(&self.root, id, signal).await;
+            return self.signal_all(id, signal).await;
         }
         // Raw kill(2): nix's Signal has no real-time signals (SIGRTMIN+3 stops systemd
         // in a container); the pod already checked the number is 1..=64.
@@ -337,7 +407,7 @@ impl Runtime for YoukiRuntime {
         if config.as_deref().is_ok_and(kill::has_own_pid_namespace) {
             return Ok(false);
         }
-        signal_all(&self.root, id, libc::SIGKILL).await?;
+        self.signal_all(id, libc::SIGKILL).await?;
         Ok(true)
     }
 
@@ -403,12 +473,20 @@ impl Runtime for YoukiRuntime {
     }
 
     async fn stats(&self, id: &str) -> Result<CgroupStats> {
-        let cgroup = self.cgroup("stats", id)?;
-        let unified = !matches!(cgroup, AnyCgroupManager::V1(_));
-        let stats = cgroup
-            .stats()
-            .map_err(|e| Error::Runtime(format!("stats of {id}: {e}")))?;
-        Ok(CgroupStats { stats, unified })
+        let cg = self.cgroup("stats", id)?;
+        let stats = match &cg.unified {
+            // From the controllers the cgroup has (systemd never enables hugetlb).
+            Some(dir) => crate::cgroup::v2::stats(dir)
+                .map_err(|e| Error::Runtime(format!("stats of {id}: {e}")))?,
+            None => cg
+                .manager
+                .stats()
+                .map_err(|e| Error::Runtime(format!("stats of {id}: {e}")))?,
+        };
+        Ok(CgroupStats {
+            stats,
+            unified: cg.unified.is_some(),
+        })
     }
 
     async fn criu_ready(&self, what: &str) -> Result<()> {
@@ -482,8 +560,10 @@ impl Runtime for YoukiRuntime {
             &req,
             &[] as &[OwnedFd],
         )
-        .await
-        .map(|_| ())
+        .await?;
+        // Gone with its unit: a new container may reuse the ID in another slice.
+        self.forget_cgroup(id);
+        Ok(())
     }
 
     async fn pids(&self, id: &str, _pid: i32) -> Result<Vec<u32>> {
