@@ -313,13 +313,11 @@ fn stats_on_v2_cpu_memory_pids_io() {
         mem.working_set_bytes.map(|v| v.value).unwrap_or(0) > 0,
         "{mem:?}"
     );
-    let ps = pod.cri.pod_stats(&pod.id).expect("PodSandboxStats");
-    let linux = ps.linux.expect("linux pod stats");
-    let pod_cpu = linux
-        .cpu
-        .and_then(|c| c.usage_core_nano_seconds)
-        .map(|v| v.value);
-    assert!(pod_cpu.unwrap_or(0) > 0, "pod cpu: {pod_cpu:?}");
+    // No PodSandboxStats here: containerd's podsandbox controller answers it itself
+    // (internal/cri/server/podsandbox/sandbox_stats_linux.go), loading the pod's cgroup
+    // parent as a cgroupfs path, so a systemd slice parent fails there with runc-v2 too
+    // ("failed to load sandbox cgroup ...slice: cgroups: invalid group path"); kubelet
+    // takes pod stats from cAdvisor unless PodAndContainerStatsFromCRI is on.
 }
 
 /// A container over its memory limit: the kernel's OOM kill shows in the scope's
