@@ -364,6 +364,65 @@ fn share_process_namespace_makes_pause_pid_1_and_it_reaps_zombies_with(handler: 
     record.assert_gone();
 }
 
+/// The files CRI gives every container of a pod (podsandbox: CRI writes them; shim
+/// sandboxer: our shim does, containerd 2.x leaves them to the sandbox controller):
+/// /etc/resolv.conf from the pod's DNSConfig, /etc/hostname, the node's /etc/hosts, and
+/// one /dev/shm (64 MiB tmpfs) shared by the pod's containers.
+#[test]
+fn pod_dns_hostname_hosts_and_shared_shm() {
+    for handler in youki_handlers() {
+        pod_dns_hostname_hosts_and_shared_shm_with(handler);
+    }
+}
+
+fn pod_dns_hostname_hosts_and_shared_shm_with(handler: &str) {
+    let mut cri = Cri::connect(&cri_socket());
+    let mut spec = pod_spec("podfiles", handler);
+    spec.dns = Some(k8s_cri::v1::DnsConfig {
+        servers: vec!["127.0.0.53".into()],
+        searches: vec!["podfiles.svc.cluster.local".into()],
+        options: vec!["ndots:3".into()],
+    });
+    let (guard, ids) = run_pod(&mut cri, &spec, &[("a", SLEEP), ("b", SLEEP)]);
+    let mut sh = |id: &str, script: &str| {
+        let (code, out, err) = cri
+            .exec_sync(id, &["sh", "-c", script], Duration::from_secs(10))
+            .expect("ExecSync");
+        assert_eq!(code, 0, "{handler}: {script}: {err}");
+        out
+    };
+    for id in &ids {
+        assert_eq!(
+            sh(id, "cat /etc/resolv.conf"),
+            "search podfiles.svc.cluster.local\nnameserver 127.0.0.53\noptions ndots:3\n",
+            "{handler}: the pod's DNSConfig"
+        );
+        assert_eq!(
+            sh(id, "cat /etc/hostname"),
+            format!("{}\n", spec.name),
+            "{handler}: the pod's hostname file"
+        );
+        assert_eq!(
+            sh(id, "cat /etc/hosts"),
+            std::fs::read_to_string("/etc/hosts").unwrap(),
+            "{handler}: CRI gives a copy of the node's /etc/hosts"
+        );
+        let shm = sh(id, "grep ' /dev/shm ' /proc/mounts");
+        for opt in ["nosuid", "nodev", "noexec", "size=65536k"] {
+            assert!(shm.contains(opt), "{handler}: /dev/shm lacks {opt}: {shm}");
+        }
+    }
+    sh(&ids[0], "echo shared-by-the-pod > /dev/shm/podfiles");
+    assert_eq!(
+        sh(&ids[1], "cat /dev/shm/podfiles"),
+        "shared-by-the-pod\n",
+        "{handler}: one /dev/shm for the pod"
+    );
+    let record = Recorded::take(&mut cri, &spec, &guard.id, &ids);
+    drop(guard);
+    record.assert_gone();
+}
+
 #[test]
 fn host_network_ipc_and_pid_pods() {
     for handler in youki_handlers() {

@@ -81,9 +81,8 @@ pub fn run(args: &Args) -> Result<Vec<u8>> {
         // would have removed.
         if let Some(base) = root.parent() {
             let bundle = crate::sandbox::spec::bundle_dir(base, &args.namespace, &args.id);
-            if let Err(e) = std::fs::remove_dir_all(&bundle)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
+            // Its pod's /dev/shm too (sandbox/files.rs), unmounted first.
+            if let Err(e) = crate::sandbox::files::remove(&bundle) {
                 log::warn!("delete {}: remove {}: {e}", args.id, bundle.display());
             }
         }

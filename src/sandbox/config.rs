@@ -60,6 +60,17 @@ pub struct PodConfig {
     pub supplemental_groups: Vec<i64>,
     pub privileged: bool,
     pub sysctls: BTreeMap<String, String>,
+    /// `dns_config`, when the pod has one (kubelet always sends it; absent means "the
+    /// host's resolv.conf", as containerd's CRI reads it).
+    pub dns: Option<DnsConfig>,
+}
+
+/// CRI's `DNSConfig`: what the pod's /etc/resolv.conf says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
 }
 
 /// The type URL containerd's typeurl gives a `runtime.v1.PodSandboxConfig`.
@@ -97,6 +108,19 @@ pub fn decode(options: Option<&Any>) -> Result<PodConfig> {
         }
         3 => {
             c.log_directory = s.read_string()?;
+            Ok(true)
+        }
+        4 => {
+            let dns = c.dns.get_or_insert_with(DnsConfig::default);
+            read_fields(&s.read_bytes()?, "dns_config", |f, _, s| {
+                match f {
+                    1 => dns.servers.push(s.read_string()?),
+                    2 => dns.searches.push(s.read_string()?),
+                    3 => dns.options.push(s.read_string()?),
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            })?;
             Ok(true)
         }
         8 => {
@@ -324,10 +348,17 @@ mod tests {
             o.write_bytes(2, &sec).unwrap();
             o.write_bytes(3, &sysctl).unwrap();
         });
+        let dns = msg(|o| {
+            o.write_string(1, "10.96.0.10").unwrap();
+            o.write_string(1, "10.96.0.11").unwrap();
+            o.write_string(2, "default.svc.cluster.local").unwrap();
+            o.write_string(3, "ndots:5").unwrap();
+        });
         let cfg = msg(|o| {
             o.write_bytes(1, &meta).unwrap();
             o.write_string(2, "web-0").unwrap();
             o.write_string(3, "/var/log/pods/x").unwrap();
+            o.write_bytes(4, &dns).unwrap();
             o.write_string(6, "ignored-label-bytes").unwrap();
             o.write_bytes(8, &linux).unwrap();
         });
@@ -346,6 +377,14 @@ mod tests {
         assert_eq!(c.attempt, 2);
         assert_eq!(c.hostname, "web-0");
         assert_eq!(c.log_directory, "/var/log/pods/x");
+        assert_eq!(
+            c.dns,
+            Some(DnsConfig {
+                servers: vec!["10.96.0.10".into(), "10.96.0.11".into()],
+                searches: vec!["default.svc.cluster.local".into()],
+                options: vec!["ndots:5".into()],
+            })
+        );
         assert_eq!(c.cgroup_parent, "/kubepods/besteffort/pod1");
         assert_eq!(
             (c.network, c.pid, c.ipc),

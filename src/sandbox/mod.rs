@@ -15,6 +15,7 @@
 //! daemon still holds.
 
 pub mod config;
+pub mod files;
 pub mod spec;
 
 use std::path::{Path, PathBuf};
@@ -69,6 +70,8 @@ pub struct SandboxService {
     /// The daemon exits when notified (shared with the Task service's Shutdown).
     pub shutdown: Arc<Notify>,
     pub socket: Arc<ServedSocket>,
+    /// The pod's hostname/hosts/resolv.conf/shm, for the Task service's Create of siblings.
+    pub files: files::Published,
     state: Mutex<Option<State>>,
 }
 
@@ -101,6 +104,7 @@ impl SandboxService {
         namespace: String,
         shutdown: Arc<Notify>,
         socket: Arc<ServedSocket>,
+        files: files::Published,
     ) -> SandboxService {
         SandboxService {
             pod,
@@ -108,6 +112,7 @@ impl SandboxService {
             namespace,
             shutdown,
             socket,
+            files,
             state: Mutex::new(None),
         }
     }
@@ -150,15 +155,23 @@ impl SandboxService {
                 Ok(())
             }
         })?;
-        let made = self
-            .make_pause(&id, &bundle, &req.netns_path, &pod_config)
-            .await;
+        // The pod's files first (CRI writes them before it starts the pause container).
+        let made = match files::setup(&bundle, &pod_config) {
+            Ok(()) => {
+                self.make_pause(&id, &bundle, &req.netns_path, &pod_config)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = made {
             // Nothing left behind: the ID is free for a retry.
-            let _ = std::fs::remove_dir_all(&bundle);
+            if let Err(r) = files::remove(&bundle) {
+                log::warn!("CreateSandbox {id}: remove {}: {r}", bundle.display());
+            }
             self.with_state(|s| *s = None);
             return Err(e);
         }
+        files::publish(&self.files, Some((id, bundle)));
         Ok(())
     }
 
@@ -294,6 +307,10 @@ impl Sandbox for SandboxService {
         // CRI stops every container of the pod before it stops the sandbox; a sibling
         // still running keeps its own namespaces open, so it is not ours to stop here.
         self.stop(&req.sandbox_id, wait).await?;
+        // As CRI's StopPodSandbox: the pod's /dev/shm goes with the pod's processes.
+        if let Some(b) = self.with_state(|s| s.as_ref().map(|s| s.bundle.clone())) {
+            files::teardown(&b);
+        }
         Ok(StopSandboxResponse::new())
     }
 
@@ -418,9 +435,9 @@ impl Sandbox for SandboxService {
                 s.bundle.clone()
             })
         });
+        files::publish(&self.files, None);
         if let Some(b) = bundle
-            && let Err(e) = std::fs::remove_dir_all(&b)
-            && e.kind() != std::io::ErrorKind::NotFound
+            && let Err(e) = files::remove(&b)
         {
             log::warn!("ShutdownSandbox {id}: remove {}: {e}", b.display());
         }

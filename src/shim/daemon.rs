@@ -105,6 +105,7 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
     let listener = tokio::net::UnixListener::from_std(std_listener)
         .map_err(|e| Error::io("register listener", e))?;
     // containerd 2.x's Sandbox API (sandboxer = "shim"): the same pod, the same exit.
+    let pod_files = crate::sandbox::files::Published::default();
     let sandbox = Arc::new(SandboxService::new(
         pod.clone(),
         base.clone()
@@ -112,6 +113,7 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
         args.namespace.clone(),
         shutdown.clone(),
         socket.clone(),
+        pod_files.clone(),
     ));
     let task = Arc::new(TaskService {
         pod,
@@ -119,6 +121,7 @@ async fn serve(args: Args, listener: OwnedFd, socket: Arc<ServedSocket>) -> Resu
         options: Default::default(),
         shutdown: shutdown.clone(),
         socket,
+        pod_files,
     });
     let mut server = Server::new()
         .add_listener(Listener::from(listener))

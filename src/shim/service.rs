@@ -3,7 +3,7 @@
 //! Handlers are thin: unpack the request, call the pod, pack the answer.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,6 +47,8 @@ pub struct TaskService {
     pub shutdown: Arc<Notify>,
     /// Our socket file, removed before that Shutdown is answered.
     pub socket: Arc<ServedSocket>,
+    /// The pod files of the sandbox this shim serves, if any (sandbox/files.rs).
+    pub pod_files: crate::sandbox::files::Published,
 }
 
 /// The Task service under both names containerd may call it by.
@@ -123,6 +125,26 @@ impl TaskService {
         self.options.lock().ok()?.get(id).cloned()
     }
 
+    /// A container of the pod whose sandbox this shim serves gets the pod's files, as
+    /// CRI mounts them for a podsandbox pod (sandbox/files.rs). Small files, on this
+    /// thread like validate::bundle_config.
+    fn mount_pod_files(&self, req: &CreateTaskRequest) -> Result<()> {
+        let Some((sandbox, dir)) = crate::sandbox::files::published(&self.pod_files) else {
+            return Ok(());
+        };
+        if req.id == sandbox {
+            return Ok(());
+        }
+        crate::sandbox::files::add_to_bundle(Path::new(&req.bundle), &sandbox, &dir).map_err(|e| {
+            match e {
+                Error::InvalidArgument(m) => {
+                    Error::InvalidArgument(format!("create {}: {m}", req.id))
+                }
+                other => other,
+            }
+        })
+    }
+
     fn remember(&self, id: &str, options: Option<RuntimeOptions>) {
         if let Ok(mut map) = self.options.lock() {
             match options {
@@ -193,6 +215,7 @@ impl Task for TaskService {
                 .into());
             }
         }
+        self.mount_pod_files(&req)?;
         crate::stdio::owner::give_fifos(&params_stdio(&req), opts.io_uid, opts.io_gid)?;
         let began = Instant::now();
         let pod = self.pod.clone();

@@ -60,6 +60,8 @@ pub struct PodSpec {
     pub log_directory: PathBuf,
     /// Privileged pod and containers (kubelet requires it for Bidirectional mounts).
     pub privileged: bool,
+    /// The pod's DNSConfig (kubelet's dnsPolicy result); None sends none.
+    pub dns: Option<DnsConfig>,
 }
 
 impl PodSpec {
@@ -77,6 +79,7 @@ impl PodSpec {
             ipc: Share::Pod,
             log_directory: std::env::temp_dir().join(format!("youki-pod-logs-{uid}")),
             privileged: false,
+            dns: None,
         }
     }
 
@@ -162,6 +165,7 @@ impl PodSpec {
                 self.name.clone()
             },
             log_directory: self.log_directory.to_string_lossy().into_owned(),
+            dns_config: self.dns.clone(),
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroup_parent.clone(),
                 security_context: Some(LinuxSandboxSecurityContext {
