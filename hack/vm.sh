@@ -51,27 +51,10 @@ done
 
 log() { echo "vm: $*" >&2; }
 
-# The Debian archive the machine's apt sources use for bookworm (as hack/containerd-versions.sh
-# reads it): the guest and the backports suite come from the same mirror.
-archive_uri() {
-  local f uri
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -f "$f" ] || continue
-    uri=$(awk '
-      /^URIs:/ { u = $2 }
-      /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == "bookworm") s = 1 }
-      /^$/ { if (u != "" && s) { print u; exit } u = ""; s = 0 }
-      END { if (u != "" && s) print u }' "$f" | head -1)
-    [ -n "$uri" ] && { echo "$uri"; return; }
-  done
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [ -f "$f" ] || continue
-    uri=$(awk '$1 == "deb" && $0 ~ / bookworm / { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' "$f" | head -1)
-    [ -n "$uri" ] && { echo "$uri"; return; }
-  done
-  echo "no Debian archive for bookworm in the apt sources" >&2
-  return 1
-}
+# The Debian archive the machine's apt sources use for bookworm: the guest and the backports
+# suite come from the same mirror.
+# shellcheck source=hack/lib/apt-archive.sh
+. "$top/hack/lib/apt-archive.sh"
 
 # qemu and debootstrap on the host. Debian 12's qemu-system-x86 conflicts with the qemu-utils
 # backport such machines ship, so qemu comes from bookworm-backports (added from the same
