@@ -223,14 +223,7 @@ impl Pod {
                 return Err(e);
             }
         };
-        let registered = lock(&self.exits).register(
-            pid,
-            entry.clone(),
-            None,
-            tty.as_ref().map(Console::drain),
-            began,
-        );
-        let oom_watch = self.watch_oom(&id, pid).await;
+        let (registered, oom_watch) = self.adopt_init(&id, entry, pid, tty.as_ref(), began).await;
         {
             let mut c = entry.lock();
             c.pid = pid;
@@ -284,14 +277,9 @@ impl Pod {
                 return Err(e);
             }
         };
-        let registered = lock(&self.exits).register(
-            pid,
-            entry.clone(),
-            None,
-            tty.as_ref().map(Console::drain),
-            began,
-        );
-        let oom_watch = self.watch_oom(&p.id, pid).await;
+        let (registered, oom_watch) = self
+            .adopt_init(&p.id, entry, pid, tty.as_ref(), began)
+            .await;
         let mut c = entry.lock();
         c.pid = pid;
         c.io = keep;
@@ -302,6 +290,21 @@ impl Pod {
             Registered::Live(_) => None,
             Registered::Reaped(owner, exit) => Some((owner, exit)),
         })
+    }
+
+    /// Takes a new init into the exit table (its exit may have been reaped already) and
+    /// watches its OOM kills: what Create and a restoring Start share.
+    async fn adopt_init(
+        &self,
+        id: &str,
+        entry: &Arc<Entry>,
+        pid: i32,
+        tty: Option<&Console>,
+        began: SystemTime,
+    ) -> (Registered<Entry>, Option<tokio::task::JoinHandle<()>>) {
+        let registered =
+            lock(&self.exits).register(pid, entry.clone(), None, tty.map(Console::drain), began);
+        (registered, self.watch_oom(id, pid).await)
     }
 
     /// Publishes TaskOOM for every OOM kill in the container's memory cgroup. A container
