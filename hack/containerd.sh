@@ -98,6 +98,12 @@ oom_score = 0
 [debug]
   level = "${CONTAINERD_LOG_LEVEL:-info}"
 
+# NRI (on by default from 2.0, off in 1.7, absent in 1.6, which ignores the table) listens
+# on /var/run/nri/nri.sock unless told otherwise: a second private containerd would then
+# fail to start ("bind: address already in use"), and the socket outlives containerd.
+[plugins."io.containerd.nri.v1.nri"]
+  socket_path = "$run/nri.sock"
+
 TOML
     # 1.x has one CRI plugin table: the image settings go into the runtime's below.
     local top_extra="" containerd_extra=""

@@ -41,7 +41,15 @@ fn major() -> u32 {
 fn realistic_config(p: &Private) -> String {
     let (root, state, sock) = (p.dir.join("root"), p.state(), p.sock());
     let cni = p.dir.join("cni/conf");
-    let (root, state, cni) = (root.display(), state.display(), cni.display());
+    // Not a node's line but a test's: NRI's socket of this containerd's own, so that two
+    // of them can run at once (hack/containerd.sh says why).
+    let nri = p.run.join("nri.sock");
+    let (root, state, cni, nri) = (
+        root.display(),
+        state.display(),
+        cni.display(),
+        nri.display(),
+    );
     if major() >= 2 {
         format!(
             r#"# /etc/containerd/config.toml: managed by the node team, ask before editing.
@@ -51,6 +59,9 @@ state = "{state}"
 
 [grpc]
   address = "{sock}"
+
+[plugins."io.containerd.nri.v1.nri"]
+  socket_path = "{nri}"
 
 # Images come through our mirror; the sandbox image is pinned by policy.
 [plugins.'io.containerd.cri.v1.images']
@@ -85,6 +96,9 @@ oom_score = 0
 
 [grpc]
   address = "{sock}"
+
+[plugins."io.containerd.nri.v1.nri"]
+  socket_path = "{nri}"
 
 [plugins]
   [plugins."io.containerd.grpc.v1.cri"]
@@ -496,4 +510,26 @@ fn bad_input_leaves_the_node_as_it_was() {
     drop(guard);
     assert!(node() == before, "the node changed");
     assert_eq!(n.config_text(), n.original);
+}
+
+/// Two containerds of a node's config at once, as these tests run them: each listens only
+/// on sockets of its own. containerd 2.x's NRI listens on /var/run/nri/nri.sock unless
+/// its config says otherwise, so the second of two such containerds failed to start.
+#[test]
+fn two_private_containerds_run_side_by_side() {
+    let a = Node::new("side-a");
+    let b = Node::new("side-b");
+    for n in [&a, &b] {
+        let ls = n.p.ctr(&["namespaces", "ls"]);
+        assert!(
+            ls.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ls.stderr)
+        );
+        if major() >= 2 {
+            // NRI is on (2.x's default) and listens in this containerd's own directory.
+            let nri = n.p.run.join("nri.sock");
+            assert!(nri.exists(), "no NRI socket at {}", nri.display());
+        }
+    }
 }

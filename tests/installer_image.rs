@@ -140,7 +140,15 @@ impl Node {
     /// A node's config as an operator keeps it: a comment, runc, the CRI plugin.
     fn original_config(&self) -> String {
         let (root, state, sock) = (self.dir.join("root"), self.run.join("state"), self.sock());
-        let (root, state, sock) = (root.display(), state.display(), sock.display());
+        // A test's line, not a node's: NRI's socket of this containerd's own, so that two
+        // of them can run at once (hack/containerd.sh says why).
+        let nri = self.run.join("nri.sock");
+        let (root, state, sock, nri) = (
+            root.display(),
+            state.display(),
+            sock.display(),
+            nri.display(),
+        );
         let cri = if major() >= 2 {
             "plugins.\"io.containerd.cri.v1.runtime\""
         } else {
@@ -148,7 +156,7 @@ impl Node {
         };
         let version = if major() >= 2 { 3 } else { 2 };
         format!(
-            "# the node team's containerd config: keep this line\nversion = {version}\nroot = \"{root}\"\nstate = \"{state}\"\n\n[grpc]\n  address = \"{sock}\"\n\n[{cri}]\n  enable_selinux = false\n  [{cri}.containerd]\n    default_runtime_name = \"runc\"\n    [{cri}.containerd.runtimes.runc]\n      runtime_type = \"io.containerd.runc.v2\"\n"
+            "# the node team's containerd config: keep this line\nversion = {version}\nroot = \"{root}\"\nstate = \"{state}\"\n\n[grpc]\n  address = \"{sock}\"\n\n[plugins.\"io.containerd.nri.v1.nri\"]\n  socket_path = \"{nri}\"\n\n[{cri}]\n  enable_selinux = false\n  [{cri}.containerd]\n    default_runtime_name = \"runc\"\n    [{cri}.containerd.runtimes.runc]\n      runtime_type = \"io.containerd.runc.v2\"\n"
         )
     }
 
