@@ -423,6 +423,132 @@ fn pod_dns_hostname_hosts_and_shared_shm_with(handler: &str) {
     record.assert_gone();
 }
 
+/// The two network sysctls containerd 2.x's CRI gives its pause container by default
+/// (enable_unprivileged_ports, enable_unprivileged_icmp): a non-root process of the pod
+/// may bind a port below 1024 and ping. Per network namespace, so every container sees
+/// what the pause set, under either handler. containerd 1.x sets neither.
+#[test]
+fn unprivileged_ports_and_ping_as_cri_sets_them() {
+    for handler in youki_handlers() {
+        unprivileged_ports_and_ping_as_cri_sets_them_with(handler);
+    }
+}
+
+fn unprivileged_ports_and_ping_as_cri_sets_them_with(handler: &str) {
+    let mut cri = Cri::connect(&cri_socket());
+    let spec = pod_spec("sysctls", handler);
+    let (guard, ids) = run_pod(&mut cri, &spec, &[("app", SLEEP)]);
+    let (code, out, err) = cri
+        .exec_sync(
+            &ids[0],
+            &[
+                "cat",
+                "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+                "/proc/sys/net/ipv4/ping_group_range",
+            ],
+            Duration::from_secs(10),
+        )
+        .expect("ExecSync");
+    assert_eq!(code, 0, "{handler}: {err}");
+    let got: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let want = if common::containerd_major() >= 2 {
+        ["0", "0 2147483647"]
+    } else {
+        ["1024", "1 0"]
+    };
+    assert_eq!(got, want, "{handler}");
+    let record = Recorded::take(&mut cri, &spec, &guard.id, &ids);
+    drop(guard);
+    record.assert_gone();
+}
+
+/// The `Seccomp:` mode of a process (0 none, 2 filtered).
+fn seccomp_mode(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+/// The pod's seccomp profile reaches its pause container as containerd's CRI gives it to
+/// its own: RuntimeDefault and a Localhost profile filter the pause, an unconfined pod's is
+/// not filtered, and a Localhost profile that does not exist fails RunPodSandbox, naming
+/// the file. The pod's containers keep working (they get their own profiles).
+#[test]
+fn pod_seccomp_reaches_the_pause() {
+    for handler in youki_handlers() {
+        pod_seccomp_reaches_the_pause_with(handler);
+    }
+}
+
+fn pod_seccomp_reaches_the_pause_with(handler: &str) {
+    use k8s_cri::v1::security_profile::ProfileType;
+    let dir = std::env::temp_dir().join(format!("youki-seccomp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Everything but mkdir: enough for any pause, and visible in the pause's status.
+    let profile = dir.join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let localhost = |path: &Path| k8s_cri::v1::SecurityProfile {
+        profile_type: ProfileType::Localhost as i32,
+        localhost_ref: path.display().to_string(),
+    };
+    let cases = [
+        ("unconfined", Some(ProfileType::Unconfined), None, "0"),
+        ("default", Some(ProfileType::RuntimeDefault), None, "2"),
+        ("localhost", None, Some(localhost(&profile)), "2"),
+    ];
+    let mut cri = Cri::connect(&cri_socket());
+    for (name, kind, custom, want) in cases {
+        let mut spec = pod_spec(&format!("seccomp-{name}"), handler);
+        spec.seccomp = custom.or(kind.map(|k| k8s_cri::v1::SecurityProfile {
+            profile_type: k as i32,
+            localhost_ref: String::new(),
+        }));
+        let (guard, ids) = run_pod(&mut cri, &spec, &[("app", SLEEP)]);
+        let pause = cri.pod_pid(&guard.id).expect("pause pid");
+        assert_eq!(
+            seccomp_mode(pause),
+            want,
+            "{handler}: {name}: the pause's Seccomp"
+        );
+        let (code, out, err) = cri
+            .exec_sync(&ids[0], &["echo", "up"], Duration::from_secs(10))
+            .expect("ExecSync");
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "up\n"),
+            "{handler}: {name}: {err}"
+        );
+        let record = Recorded::take(&mut cri, &spec, &guard.id, &ids);
+        drop(guard);
+        record.assert_gone();
+    }
+    let missing = dir.join("missing.json");
+    let mut spec = pod_spec("seccomp-missing", handler);
+    spec.seccomp = Some(localhost(&missing));
+    match cri.run_pod(&spec) {
+        Ok(id) => {
+            let _guard = PodGuard::new(&id, &spec, &cri_socket());
+            panic!("{handler}: a pod with a missing seccomp profile ran");
+        }
+        Err(e) => assert!(
+            e.contains(&missing.display().to_string()),
+            "{handler}: the error names the file: {e}"
+        ),
+    }
+    spec.remove_leftover_dirs();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn host_network_ipc_and_pid_pods() {
     for handler in youki_handlers() {

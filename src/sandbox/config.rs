@@ -59,10 +59,80 @@ pub struct PodConfig {
     pub run_as_group: Option<i64>,
     pub supplemental_groups: Vec<i64>,
     pub privileged: bool,
+    /// `seccomp` (a SecurityProfile; kubelet always sends one), else what the deprecated
+    /// `seccomp_profile_path` says; None when neither is given.
+    pub seccomp: Option<Seccomp>,
     pub sysctls: BTreeMap<String, String>,
     /// `dns_config`, when the pod has one (kubelet always sends it; absent means "the
     /// host's resolv.conf", as containerd's CRI reads it).
     pub dns: Option<DnsConfig>,
+}
+
+/// CRI's seccomp `SecurityProfile` for the pod's sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seccomp {
+    /// The runtime's default profile (`RuntimeDefault`, `runtime/default`).
+    RuntimeDefault,
+    Unconfined,
+    /// A profile file on the node (an OCI `LinuxSeccomp` in JSON), by absolute path.
+    Localhost(String),
+}
+
+impl Seccomp {
+    /// The deprecated `seccomp_profile_path` form, as containerd's
+    /// GenerateSeccompSecurityProfile reads it.
+    fn from_path(p: &str) -> Result<Seccomp> {
+        Ok(match p {
+            "runtime/default" | "docker/default" => Seccomp::RuntimeDefault,
+            "unconfined" => Seccomp::Unconfined,
+            _ => match p.strip_prefix("localhost/") {
+                Some(path) => Seccomp::Localhost(path.to_string()),
+                None => {
+                    return Err(Error::InvalidArgument(format!(
+                        "PodSandboxConfig seccomp_profile_path {:?}: expected runtime/default, \
+                         unconfined or localhost/<path>",
+                        crate::error::preview(p)
+                    )));
+                }
+            },
+        })
+    }
+
+    /// A `SecurityProfile` message: profile_type (1) and localhost_ref (2).
+    fn from_wire(bytes: &[u8]) -> Result<Seccomp> {
+        let (mut kind, mut path) = (0, String::new());
+        read_fields(bytes, "seccomp", |f, _, s| {
+            match f {
+                1 => kind = s.read_int32()?,
+                2 => path = s.read_string()?,
+                _ => return Ok(false),
+            }
+            Ok(true)
+        })?;
+        // containerd's GenerateSeccompSpecOpts: a reference only with Localhost.
+        if kind != 2 && !path.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "PodSandboxConfig seccomp: localhost_ref {:?} is set but profile_type is {kind}, \
+                 not Localhost",
+                crate::error::preview(&path)
+            )));
+        }
+        Ok(match kind {
+            0 => Seccomp::RuntimeDefault,
+            1 => Seccomp::Unconfined,
+            2 if path.is_empty() => {
+                return Err(Error::InvalidArgument(
+                    "PodSandboxConfig seccomp: profile_type Localhost needs a localhost_ref".into(),
+                ));
+            }
+            2 => Seccomp::Localhost(path),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "PodSandboxConfig seccomp: unknown profile_type {other}"
+                )));
+            }
+        })
+    }
 }
 
 /// CRI's `DNSConfig`: what the pod's /etc/resolv.conf says.
@@ -209,6 +279,18 @@ fn read_security(bytes: &[u8], c: &mut PodConfig) -> Result<()> {
             c.privileged = s.read_bool()?;
             Ok(true)
         }
+        7 => {
+            // The deprecated path: only if no SecurityProfile came (or comes) with it.
+            let p = s.read_string()?;
+            if c.seccomp.is_none() && !p.is_empty() {
+                c.seccomp = Some(Seccomp::from_path(&p)?);
+            }
+            Ok(true)
+        }
+        9 => {
+            c.seccomp = Some(Seccomp::from_wire(&s.read_bytes()?)?);
+            Ok(true)
+        }
         _ => Ok(false),
     })
 }
@@ -337,7 +419,7 @@ mod tests {
             o.write_bytes(3, &runas).unwrap();
             o.write_bytes(5, &groups).unwrap();
             o.write_bool(6, false).unwrap();
-            o.write_string(7, "unconfined").unwrap(); // skipped
+            o.write_string(7, "unconfined").unwrap();
         });
         let sysctl = msg(|o| {
             o.write_string(1, "net.ipv4.ip_forward").unwrap();
@@ -397,6 +479,79 @@ mod tests {
             c.sysctls.get("net.ipv4.ip_forward").map(String::as_str),
             Some("1")
         );
+    }
+
+    fn with_security(build: impl FnOnce(&mut CodedOutputStream)) -> Result<PodConfig> {
+        let sec = msg(build);
+        let linux = msg(|o| o.write_bytes(2, &sec).unwrap());
+        let mut any = Any::new();
+        any.type_url = TYPE.to_string();
+        any.value = msg(|o| o.write_bytes(8, &linux).unwrap());
+        decode(Some(&any))
+    }
+
+    fn profile(kind: i32, reference: &str) -> Vec<u8> {
+        msg(|o| {
+            o.write_enum(1, kind).unwrap();
+            o.write_string(2, reference).unwrap();
+        })
+    }
+
+    #[test]
+    fn seccomp_from_the_profile_else_the_deprecated_path() {
+        let c = decode(Some(&sample())).unwrap();
+        assert_eq!(c.seccomp, Some(Seccomp::Unconfined));
+        // The SecurityProfile wins over the path, whichever comes first.
+        let p = profile(2, "/etc/seccomp/p.json");
+        let c = with_security(|o| {
+            o.write_string(7, "unconfined").unwrap();
+            o.write_bytes(9, &p).unwrap();
+        })
+        .unwrap();
+        assert_eq!(
+            c.seccomp,
+            Some(Seccomp::Localhost("/etc/seccomp/p.json".into()))
+        );
+        let c = with_security(|o| {
+            o.write_bytes(9, &p).unwrap();
+            o.write_string(7, "unconfined").unwrap();
+        })
+        .unwrap();
+        assert_eq!(
+            c.seccomp,
+            Some(Seccomp::Localhost("/etc/seccomp/p.json".into()))
+        );
+        // An empty SecurityProfile is RuntimeDefault (the enum's zero).
+        let c = with_security(|o| o.write_bytes(9, &[]).unwrap()).unwrap();
+        assert_eq!(c.seccomp, Some(Seccomp::RuntimeDefault));
+        for (path, want) in [
+            ("runtime/default", Seccomp::RuntimeDefault),
+            ("docker/default", Seccomp::RuntimeDefault),
+            ("unconfined", Seccomp::Unconfined),
+            ("localhost//x.json", Seccomp::Localhost("/x.json".into())),
+        ] {
+            let c = with_security(|o| o.write_string(7, path).unwrap()).unwrap();
+            assert_eq!(c.seccomp, Some(want), "{path}");
+        }
+        assert_eq!(with_security(|_| {}).unwrap().seccomp, None);
+    }
+
+    #[test]
+    fn bad_seccomp_profiles_are_refused_by_value() {
+        let e = with_security(|o| o.write_string(7, "bogus-profile").unwrap()).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+        assert!(e.to_string().contains("bogus-profile"), "{e}");
+        for (kind, reference, names) in [
+            (2, "", "localhost_ref"),
+            (0, "/p.json", "/p.json"),
+            (1, "/p.json", "/p.json"),
+            (7, "", "7"),
+        ] {
+            let p = profile(kind, reference);
+            let e = with_security(|o| o.write_bytes(9, &p).unwrap()).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+            assert!(e.to_string().contains(names), "{kind} {reference:?}: {e}");
+        }
     }
 
     #[test]

@@ -28,15 +28,26 @@ const SHM: &str = "shm";
 /// CRI's default size of a pod's /dev/shm (defaultShmSize).
 const SHM_SIZE: u64 = 64 * 1024 * 1024;
 
-/// The sandbox whose files siblings get: its ID and the directory that holds them. Set by
-/// CreateSandbox, read by the Task service's Create, cleared by ShutdownSandbox.
-pub type Published = Arc<Mutex<Option<(String, PathBuf)>>>;
+/// What a sibling's Task Create takes from the pod's sandbox, when this shim made it.
+#[derive(Clone, Debug)]
+pub struct PodSandbox {
+    pub id: String,
+    /// The directory that holds the pod's files (the sandbox's bundle).
+    pub dir: PathBuf,
+    /// The pause container's cgroup driver (systemd for a `.slice` cgroup parent).
+    /// containerd names every sibling's cgroup from the same parent the same way
+    /// (getCgroupsPath), so a sibling whose runtime options do not say follows it.
+    pub systemd_cgroup: bool,
+}
 
-pub fn published(p: &Published) -> Option<(String, PathBuf)> {
+/// Set by CreateSandbox, read by the Task service's Create, cleared by ShutdownSandbox.
+pub type Published = Arc<Mutex<Option<PodSandbox>>>;
+
+pub fn published(p: &Published) -> Option<PodSandbox> {
     p.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-pub fn publish(p: &Published, v: Option<(String, PathBuf)>) {
+pub fn publish(p: &Published, v: Option<PodSandbox>) {
     *p.lock().unwrap_or_else(|e| e.into_inner()) = v;
 }
 

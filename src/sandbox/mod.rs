@@ -171,7 +171,14 @@ impl SandboxService {
             self.with_state(|s| *s = None);
             return Err(e);
         }
-        files::publish(&self.files, Some((id, bundle)));
+        files::publish(
+            &self.files,
+            Some(files::PodSandbox {
+                id,
+                dir: bundle,
+                systemd_cgroup: spec::systemd_parent(&pod_config.cgroup_parent),
+            }),
+        );
         Ok(())
     }
 
@@ -492,10 +499,9 @@ pub fn slice_path(slice: &str) -> PathBuf {
 /// The numbers of the pod's cgroup (kubelet's cgroup parent), read as a plain cgroupfs path.
 fn pod_cgroup_stats(parent: &str) -> Result<crate::runtime::CgroupStats> {
     use libcgroups::common::{CgroupConfig, CgroupManager, create_cgroup_manager};
-    let path = if spec::systemd_parent(parent) {
-        slice_path(parent)
-    } else {
-        PathBuf::from(parent)
+    let path = match spec::slice_of(parent) {
+        Some(slice) => slice_path(slice),
+        None => PathBuf::from(parent),
     };
     let manager = create_cgroup_manager(CgroupConfig {
         cgroup_path: path.clone(),

@@ -25,6 +25,7 @@ use crate::cgroup::metrics;
 use crate::error::{Error, Result};
 use crate::ids::validate_id;
 use crate::runtime::mount::Mount;
+use crate::sandbox::files::PodSandbox;
 use crate::shim::options::RuntimeOptions;
 use crate::shim::socket::ServedSocket;
 use crate::shim::{options, validate};
@@ -128,21 +129,23 @@ impl TaskService {
     /// A container of the pod whose sandbox this shim serves gets the pod's files, as
     /// CRI mounts them for a podsandbox pod (sandbox/files.rs). Small files, on this
     /// thread like validate::bundle_config.
-    fn mount_pod_files(&self, req: &CreateTaskRequest) -> Result<()> {
-        let Some((sandbox, dir)) = crate::sandbox::files::published(&self.pod_files) else {
-            return Ok(());
+    /// A sibling of a pod whose sandbox this shim made (sandboxer = "shim"): adds the pod's
+    /// files to its bundle and returns the sandbox. None for any other container.
+    fn join_pod_sandbox(&self, req: &CreateTaskRequest) -> Result<Option<PodSandbox>> {
+        let Some(sandbox) = crate::sandbox::files::published(&self.pod_files) else {
+            return Ok(None);
         };
-        if req.id == sandbox {
-            return Ok(());
+        if req.id == sandbox.id {
+            return Ok(None);
         }
-        crate::sandbox::files::add_to_bundle(Path::new(&req.bundle), &sandbox, &dir).map_err(|e| {
-            match e {
+        crate::sandbox::files::add_to_bundle(Path::new(&req.bundle), &sandbox.id, &sandbox.dir)
+            .map_err(|e| match e {
                 Error::InvalidArgument(m) => {
                     Error::InvalidArgument(format!("create {}: {m}", req.id))
                 }
                 other => other,
-            }
-        })
+            })?;
+        Ok(Some(sandbox))
     }
 
     fn remember(&self, id: &str, options: Option<RuntimeOptions>) {
@@ -215,7 +218,7 @@ impl Task for TaskService {
                 .into());
             }
         }
-        self.mount_pod_files(&req)?;
+        let sandbox = self.join_pod_sandbox(&req)?;
         crate::stdio::owner::give_fifos(&params_stdio(&req), opts.io_uid, opts.io_gid)?;
         let began = Instant::now();
         let pod = self.pod.clone();
@@ -224,7 +227,10 @@ impl Task for TaskService {
             bundle: PathBuf::from(&req.bundle),
             rootfs: req.rootfs.iter().map(from_proto_mount).collect(),
             stdio: params_stdio(&req),
-            systemd_cgroup: opts.systemd_cgroup,
+            // containerd 2.1-2.3 give a shim sandbox's siblings empty runc options (see
+            // hack/containerd.sh): they follow the pause's driver, as their cgroupsPath,
+            // named from the same parent, does.
+            systemd_cgroup: opts.systemd_cgroup || sandbox.is_some_and(|s| s.systemd_cgroup),
             no_pivot_root: opts.no_pivot_root,
             no_new_keyring: opts.no_new_keyring,
             checkpoint: req.checkpoint.clone(),

@@ -62,6 +62,8 @@ pub struct PodSpec {
     pub privileged: bool,
     /// The pod's DNSConfig (kubelet's dnsPolicy result); None sends none.
     pub dns: Option<DnsConfig>,
+    /// The pod's seccomp profile (securityContext.seccompProfile); None sends none.
+    pub seccomp: Option<SecurityProfile>,
 }
 
 impl PodSpec {
@@ -80,6 +82,7 @@ impl PodSpec {
             log_directory: std::env::temp_dir().join(format!("youki-pod-logs-{uid}")),
             privileged: false,
             dns: None,
+            seccomp: None,
         }
     }
 
@@ -171,6 +174,7 @@ impl PodSpec {
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(self.namespaces()),
                     privileged: self.privileged,
+                    seccomp: self.seccomp.clone(),
                     ..Default::default()
                 }),
                 ..Default::default()
