@@ -117,6 +117,35 @@ fn ensure_exec(dir: &Path, root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes every shared pause root under `base`, its exec bind mount first: for
+/// `youki-shims uninstall`, once no container of ours is left (a pause that still runs
+/// keeps its own copy of the mount and the file). Returns the roots it removed.
+pub fn remove_roots(base: &Path) -> Result<Vec<PathBuf>> {
+    use nix::mount::{MntFlags, umount2};
+    let Ok(entries) = std::fs::read_dir(sandbox_dir(base)) else {
+        return Ok(Vec::new());
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("rootfs-") {
+            continue;
+        }
+        let root = entry.path();
+        // Until EINVAL (not a mount point): none where exec was allowed, else one.
+        for _ in 0..8 {
+            match umount2(&root, MntFlags::MNT_DETACH) {
+                Ok(()) => continue,
+                Err(nix::Error::EINVAL) => break,
+                Err(e) => return Err(Error::io(format!("unmount {}", root.display()), e)),
+            }
+        }
+        std::fs::remove_dir_all(&root)
+            .map_err(|e| Error::io(format!("remove {}", root.display()), e))?;
+        removed.push(root);
+    }
+    Ok(removed)
+}
+
 fn write_rootfs(dir: &Path, root: &Path, pause: &Path) -> Result<()> {
     let mkdir = |d: &Path, mode: u32| {
         std::fs::DirBuilder::new()
@@ -731,6 +760,9 @@ mod tests {
                     .count()
             })
             .unwrap_or(0);
+        let removed = remove_roots(&base);
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let left = mountinfo.contains(&format!(" {}/", sandbox_dir(&base).display()));
         if let Ok(r) = &root {
             let _ = umount2(r, MntFlags::MNT_DETACH);
         }
@@ -740,6 +772,13 @@ mod tests {
         assert_eq!(again.unwrap(), root);
         assert_eq!(ran.unwrap().unwrap(), "pause (containerd-shim-youki)\n");
         assert_eq!(mounts_on_root, 1, "one bind mount on {}", root.display());
+        // Uninstall: the mount and the root are gone.
+        assert_eq!(removed.unwrap(), vec![root]);
+        assert!(
+            !left,
+            "a mount is left under {}",
+            sandbox_dir(&base).display()
+        );
     }
 
     #[test]

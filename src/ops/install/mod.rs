@@ -405,6 +405,18 @@ pub fn uninstall(o: &Opts) -> Result<(), InstallError> {
             Err(e) => eprintln!("youki-shims: remove {}: {e}", b.display()),
         }
     }
+    if users.is_empty() {
+        // The shared pause roots of shim-sandboxed pods (and their exec bind mounts, on a
+        // noexec /run): with no container of ours left, nothing runs from them.
+        for base in crate::ops::roots::bases() {
+            match crate::sandbox::spec::remove_roots(&base) {
+                Ok(removed) => removed
+                    .iter()
+                    .for_each(|r| println!("removed {}", r.display())),
+                Err(e) => eprintln!("youki-shims: {e}"),
+            }
+        }
+    }
     if record.imported_pause {
         let in_use = ctrd
             .containers()?
