@@ -86,17 +86,7 @@ fn a_restored_counter_goes_on_from_its_count() {
     };
     // Fifos as stdio, as CRI always has: CRIU restores a checkpointed stdio file with its
     // file position, so a file:// log can only be restored onto a file again.
-    ctr_ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNTIME,
-        BUSYBOX,
-        &id,
-        "sh",
-        "-c",
-        COUNTER,
-    ]);
+    run_detached(&id, &["sh", "-c", COUNTER]);
     wait_for_count(&id, 10);
 
     // containerd's client pauses the task around the dump and resumes it after.

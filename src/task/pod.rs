@@ -18,10 +18,10 @@ use crate::ids::validate_id;
 use crate::runtime::mount::Mount;
 use crate::runtime::{CgroupStats, CreateSpec, ExecSpec, RestoreSpec, Runtime};
 use crate::shim::events::Publisher;
-use crate::stdio::StdioPaths;
 use crate::stdio::tty::Console;
+use crate::stdio::{Keepalive, StdioPaths};
 use crate::task::checkpoint::{self, CheckpointSpec};
-use crate::task::container::{Entry, Exec, PendingRestore, with_terminal};
+use crate::task::container::{Container, Entry, Exec, PendingRestore, with_terminal};
 use crate::task::exits::{ExitTable, Owner, Registered};
 use crate::task::launch::launch;
 use crate::task::process::{Exit, ExitCell};
@@ -223,16 +223,13 @@ impl Pod {
                 return Err(e);
             }
         };
-        let (registered, oom_watch) = self.adopt_init(&id, entry, pid, tty.as_ref(), began).await;
-        {
-            let mut c = entry.lock();
-            c.pid = pid;
-            c.io = keep;
-            c.tty = tty;
-            c.oom_watch = oom_watch;
-            c.life.started()?;
-            publish::start(&self.events, &id, pid);
-        }
+        let registered = self
+            .adopt_init(&id, entry, (pid, keep, tty), began, |c| {
+                c.life.started()?;
+                publish::start(&self.events, &id, pid);
+                Ok(())
+            })
+            .await?;
         if let Registered::Reaped(owner, exit) = registered {
             self.exited(pid, owner, exit).await;
         }
@@ -277,34 +274,36 @@ impl Pod {
                 return Err(e);
             }
         };
-        let (registered, oom_watch) = self
-            .adopt_init(&p.id, entry, pid, tty.as_ref(), began)
-            .await;
-        let mut c = entry.lock();
-        c.pid = pid;
-        c.io = keep;
-        c.tty = tty;
-        c.oom_watch = oom_watch;
-        c.life.created()?;
+        let registered = self
+            .adopt_init(&p.id, entry, (pid, keep, tty), began, |c| c.life.created())
+            .await?;
         Ok(match registered {
             Registered::Live(_) => None,
             Registered::Reaped(owner, exit) => Some((owner, exit)),
         })
     }
 
-    /// Takes a new init into the exit table (its exit may have been reaped already) and
-    /// watches its OOM kills: what Create and a restoring Start share.
+    /// Takes a new init into the exit table (its exit may have been reaped already),
+    /// watches its OOM kills, and records its PID, stdio and terminal and moves the
+    /// container on (`transition`) under one lock: what Create and a restoring Start share.
     async fn adopt_init(
         &self,
         id: &str,
         entry: &Arc<Entry>,
-        pid: i32,
-        tty: Option<&Console>,
+        (pid, keep, tty): (i32, Keepalive, Option<Console>),
         began: SystemTime,
-    ) -> (Registered<Entry>, Option<tokio::task::JoinHandle<()>>) {
-        let registered =
-            lock(&self.exits).register(pid, entry.clone(), None, tty.map(Console::drain), began);
-        (registered, self.watch_oom(id, pid).await)
+        transition: impl FnOnce(&mut Container) -> Result<()>,
+    ) -> Result<Registered<Entry>> {
+        let drain = tty.as_ref().map(Console::drain);
+        let registered = lock(&self.exits).register(pid, entry.clone(), None, drain, began);
+        let oom_watch = self.watch_oom(id, pid).await;
+        let mut c = entry.lock();
+        c.pid = pid;
+        c.io = keep;
+        c.tty = tty;
+        c.oom_watch = oom_watch;
+        transition(&mut c)?;
+        Ok(registered)
     }
 
     /// Publishes TaskOOM for every OOM kill in the container's memory cgroup. A container
