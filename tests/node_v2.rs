@@ -249,8 +249,43 @@ fn shim_sandboxed_pod_in_a_kubepods_slice() {
         status.contains("Seccomp:\t2"),
         "pause not filtered: {status}"
     );
-    pod.cri.pod_status(&pod.id).expect("PodSandboxStatus");
+    // SandboxMetrics: the pod slice's numbers, read as v2 (systemd enables no hugetlb).
+    let (type_url, bytes) = sandbox_metrics(&pod.id);
+    assert_eq!(type_url, "io.containerd.cgroups.v2.Metrics");
+    assert!(bytes > 0, "the pod slice's numbers");
     pod_in_a_kubepods_slice(pod);
+}
+
+/// The Sandbox API's Metrics of a shim-sandboxed pod, asked through containerd's sandbox
+/// controller service (as tests/sandbox.rs does on the host).
+/// Returns the metric's type and its size in bytes.
+fn sandbox_metrics(id: &str) -> (String, usize) {
+    use containerd_client::services::v1::sandbox::ControllerMetricsRequest;
+    use containerd_client::services::v1::sandbox::controller_client::ControllerClient;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = containerd_client::connect(&cri_socket())
+            .await
+            .expect("connect to containerd");
+        let mut req = containerd_client::tonic::Request::new(ControllerMetricsRequest {
+            sandbox_id: id.to_string(),
+            sandboxer: "shim".into(),
+        });
+        req.metadata_mut()
+            .insert("containerd-namespace", "k8s.io".parse().unwrap());
+        ControllerClient::new(channel)
+            .metrics(req)
+            .await
+            .unwrap_or_else(|e| panic!("SandboxMetrics: {e}"))
+            .into_inner()
+            .metrics
+            .and_then(|m| m.data)
+            .map(|d| (d.type_url, d.value.len()))
+            .expect("metric data")
+    })
 }
 
 fn pod_in_a_kubepods_slice(mut pod: Pod) {

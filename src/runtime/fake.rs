@@ -241,6 +241,10 @@ impl Runtime for FakeRuntime {
             spec.id,
             spec.image.image_path.display()
         ));
+        // A restore is the Start of a checkpointed container: held like one.
+        if let Some(hold) = &self.hold_start {
+            hold.notified().await;
+        }
         if let Some(e) = self.create_error.lock().unwrap().take() {
             return Err(e);
         }

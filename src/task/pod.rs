@@ -538,8 +538,10 @@ impl Pod {
         let (pid, paused) = {
             let c = entry.lock();
             if exec_id.is_empty() {
-                if c.restore.is_some() {
-                    // No process yet (PID 0 would signal our own process group).
+                // No process yet: created from a checkpoint, or its Start is restoring it
+                // (the pending restore taken, no PID before CRIU returns). PID 0 would
+                // signal our own process group.
+                if c.restore.is_some() || (c.life.is_live() && c.pid <= 0) {
                     return Err(Error::FailedPrecondition(format!(
                         "container {id:?} is created from a checkpoint and not restored yet: \
                          start or delete it"

@@ -996,6 +996,29 @@ async fn create_with_a_checkpoint_restores_at_start() {
     h.pod.delete("r1", "").await.unwrap();
 }
 
+/// While CRIU restores (Start running, the pending restore taken, no PID yet), a Kill of
+/// the init is refused: it must never become kill(0, ...) of the shim's process group.
+#[tokio::test]
+async fn kill_during_a_restore_signals_nothing() {
+    let hold = Arc::new(tokio::sync::Notify::new());
+    let h = harness_with(|rt| rt.hold_start = Some(hold.clone()));
+    let mut p = params("r2");
+    p.checkpoint = "/var/lib/ckpt/r2".into();
+    h.pod.create(p).await.unwrap();
+    let pod = h.pod.clone();
+    let starting = tokio::spawn(async move { pod.start("r2", "").await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_code(
+        h.pod.kill("r2", "", 9, false).await,
+        Code::FAILED_PRECONDITION,
+    );
+    assert!(h.rt.signalled.lock().unwrap().is_empty());
+    hold.notify_one();
+    let pid = starting.await.unwrap().unwrap();
+    h.pod.kill("r2", "", 9, false).await.unwrap();
+    assert_eq!(*h.rt.signalled.lock().unwrap(), vec![pid]);
+}
+
 #[tokio::test]
 async fn a_failed_restore_can_be_retried_or_deleted() {
     let h = harness();
