@@ -57,7 +57,7 @@ pub fn systemd_unit_path(cgroups_path: &str) -> Result<PathBuf> {
 
 /// `a-b-c.slice` → `/a.slice/a-b.slice/a-b-c.slice` (systemd nests a slice in the one its
 /// name extends); `-.slice` is the root. None for a name that is not a slice.
-fn expand_slice(slice: &str) -> Option<PathBuf> {
+pub fn expand_slice(slice: &str) -> Option<PathBuf> {
     let stem = slice.strip_suffix(".slice").filter(|s| !s.is_empty())?;
     let mut path = PathBuf::from("/");
     if stem == "-" {

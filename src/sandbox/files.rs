@@ -217,8 +217,12 @@ const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 /// container of sandbox `sandbox_id` (its CRI annotation says so).
 pub fn add_to_bundle(bundle: &Path, sandbox_id: &str, dir: &Path) -> Result<()> {
     let path = bundle.join("config.json");
-    let bytes =
-        std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    // On the daemon's one thread: a regular file only, bounded, as validate::bundle_config.
+    let bytes = crate::safe_open::read_regular(
+        "bundle config",
+        &path.to_string_lossy(),
+        crate::shim::validate::MAX_CONFIG_JSON,
+    )?;
     let mut spec: Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
     if spec["annotations"][SANDBOX_ID].as_str() != Some(sandbox_id) {
@@ -234,7 +238,10 @@ pub fn add_to_bundle(bundle: &Path, sandbox_id: &str, dir: &Path) -> Result<()> 
     if let Ok(meta) = std::fs::metadata(&path) {
         let _ = std::fs::set_permissions(&tmp, meta.permissions());
     }
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(format!("replace {}", path.display()), e))
+    std::fs::rename(&tmp, &path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(format!("replace {}", path.display()), e)
+    })
 }
 
 #[cfg(test)]

@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::sandbox_api::{
     CreateSandboxRequest, CreateSandboxResponse, PingRequest, PingResponse, PlatformRequest,
     PlatformResponse, SandboxMetricsRequest, SandboxMetricsResponse, SandboxStatusRequest,
@@ -37,7 +36,9 @@ use ttrpc::r#async::{Service, TtrpcContext};
 use crate::cgroup::metrics;
 use crate::error::{Error, Result};
 use crate::ids::validate_id;
+use crate::shim::service::{timestamp, to_completion};
 use crate::shim::socket::ServedSocket;
+use crate::shim::validate;
 use crate::stdio::StdioPaths;
 use crate::task::pod::{CreateParams, Pod};
 use crate::task::process::Exit;
@@ -77,10 +78,6 @@ pub struct SandboxService {
 
 pub fn services(s: Arc<SandboxService>) -> std::collections::HashMap<String, Service> {
     create_sandbox(s)
-}
-
-fn timestamp(t: SystemTime) -> Timestamp {
-    Timestamp::from(t)
 }
 
 /// containerd's (GOARCH) name for this machine's architecture.
@@ -189,13 +186,11 @@ impl SandboxService {
         netns_path: &str,
         pod_config: &config::PodConfig,
     ) -> Result<()> {
-        if !netns_path.is_empty() && !Path::new(netns_path).is_absolute() {
-            return Err(Error::InvalidArgument(format!(
-                "CreateSandbox {id:?}: netns_path {netns_path:?} is not an absolute path"
-            )));
+        if !netns_path.is_empty() {
+            validate::absolute_path(&format!("CreateSandbox {id:?}: netns_path"), netns_path)?;
         }
         // On this thread (no blocking pool: the daemon forks its workers and must stay
-        // single-threaded): after the first pod it is one stat.
+        // single-threaded): after the first pod a stat and a statvfs.
         let rootfs = spec::ensure_rootfs(&self.base)?;
         let spec = spec::pause_spec(&spec::SpecInput {
             id,
@@ -219,10 +214,11 @@ impl SandboxService {
             parent_checkpoint: String::new(),
             criu_work_path: None,
         };
-        // Run to the end even if containerd goes away mid-call (see service::to_completion).
-        tokio::spawn(async move { pod.create(params).await })
-            .await
-            .map_err(|e| Error::Internal(format!("create the pause container: {e}")))??;
+        // Run to the end even if containerd goes away mid-call.
+        to_completion("create the pause container", async move {
+            pod.create(params).await
+        })
+        .await?;
         Ok(())
     }
 
@@ -278,9 +274,10 @@ impl Sandbox for SandboxService {
         self.known(&req.sandbox_id, "StartSandbox")?;
         let pod = self.pod.clone();
         let id = req.sandbox_id.clone();
-        let pid = tokio::spawn(async move { pod.start(&id, "").await })
-            .await
-            .map_err(|e| Error::Internal(format!("start the pause container: {e}")))??;
+        let pid = to_completion("start the pause container", async move {
+            pod.start(&id, "").await
+        })
+        .await?;
         let created_at = self.with_state(|s| s.as_ref().map(|s| s.created_at));
         let mut resp = StartSandboxResponse::new();
         resp.pid = pid as u32;
@@ -426,9 +423,10 @@ impl Sandbox for SandboxService {
         let pod = self.pod.clone();
         let deleted = {
             let id = id.clone();
-            tokio::spawn(async move { pod.delete(&id, "").await })
-                .await
-                .map_err(|e| Error::Internal(format!("delete the pause container: {e}")))?
+            to_completion("delete the pause container", async move {
+                pod.delete(&id, "").await
+            })
+            .await
         };
         let exit = match deleted {
             Ok((_, exit)) => Some(exit),
@@ -481,28 +479,29 @@ impl Sandbox for SandboxService {
     }
 }
 
-/// A systemd slice's place in the cgroup tree: `a-b-c.slice` is `a.slice/a-b.slice/a-b-c.slice`.
-pub fn slice_path(slice: &str) -> PathBuf {
-    let name = slice.trim_end_matches(".slice");
-    let mut path = PathBuf::from("/");
-    let mut prefix = String::new();
-    for part in name.split('-').filter(|p| !p.is_empty()) {
-        if !prefix.is_empty() {
-            prefix.push('-');
-        }
-        prefix.push_str(part);
-        path.push(format!("{prefix}.slice"));
-    }
-    path
-}
-
-/// The numbers of the pod's cgroup (kubelet's cgroup parent), read as a plain cgroupfs path.
+/// The numbers of the pod's cgroup (kubelet's cgroup parent; a `.slice` one where systemd
+/// puts it). On cgroup v2 read from the controllers the cgroup has, as a container's Stats
+/// is (`cgroup::v2`: systemd enables no hugetlb, on which libcgroups' manager fails).
 fn pod_cgroup_stats(parent: &str) -> Result<crate::runtime::CgroupStats> {
     use libcgroups::common::{CgroupConfig, CgroupManager, create_cgroup_manager};
     let path = match spec::slice_of(parent) {
-        Some(slice) => slice_path(slice),
+        Some(slice) => crate::cgroup::path::expand_slice(slice).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "pod cgroup parent {parent:?}: {slice:?} is not a systemd slice name"
+            ))
+        })?,
         None => PathBuf::from(parent),
     };
+    if spec::cgroup_v2() {
+        let rel = path.strip_prefix("/").unwrap_or(&path);
+        let dir = Path::new(crate::cgroup::path::UNIFIED_MOUNT).join(rel);
+        let stats = crate::cgroup::v2::stats(&dir)
+            .map_err(|e| Error::Runtime(format!("stats of pod cgroup {}: {e}", dir.display())))?;
+        return Ok(crate::runtime::CgroupStats {
+            stats,
+            unified: true,
+        });
+    }
     let manager = create_cgroup_manager(CgroupConfig {
         cgroup_path: path.clone(),
         systemd_cgroup: false,
@@ -514,22 +513,13 @@ fn pod_cgroup_stats(parent: &str) -> Result<crate::runtime::CgroupStats> {
         .map_err(|e| Error::Runtime(format!("stats of pod cgroup {}: {e}", path.display())))?;
     Ok(crate::runtime::CgroupStats {
         stats,
-        unified: spec::cgroup_v2(),
+        unified: false,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slices_expand_like_systemd() {
-        assert_eq!(
-            slice_path("kubepods-besteffort-pod1.slice"),
-            Path::new("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice")
-        );
-        assert_eq!(slice_path("system.slice"), Path::new("/system.slice"));
-    }
 
     #[test]
     fn architectures_use_containerds_names() {

@@ -50,11 +50,9 @@ pub fn ensure_rootfs(base: &Path) -> Result<PathBuf> {
     // into every shim (+1.2 MiB RSS per pod, measured with hack/bench.sh).
     let root = dir.join(format!("rootfs-{}", env!("PAUSE_DIGEST")));
     let pause = root.join("pause");
-    if std::fs::metadata(&pause).is_ok_and(|m| m.len() == PAUSE.len() as u64) {
-        ensure_exec(&dir, &root)?;
-        return Ok(root);
+    if !std::fs::metadata(&pause).is_ok_and(|m| m.len() == PAUSE.len() as u64) {
+        write_rootfs(&dir, &root, &pause)?;
     }
-    write_rootfs(&dir, &root, &pause)?;
     ensure_exec(&dir, &root)?;
     Ok(root)
 }
@@ -339,12 +337,7 @@ fn seccomp(pod: &PodConfig, id: &str) -> Result<Option<Value>> {
         Some(Seccomp::RuntimeDefault) => Ok(Some(pause_default_seccomp())),
         Some(Seccomp::Localhost(path)) => {
             let what = format!("sandbox {id}: seccomp profile");
-            if !Path::new(path).is_absolute() {
-                return Err(Error::InvalidArgument(format!(
-                    "{what} {:?} is not an absolute path",
-                    crate::error::preview(path)
-                )));
-            }
+            crate::shim::validate::absolute_path(&what, path)?;
             // A regular file only, bounded: a FIFO there must not hold the shim.
             let bytes = crate::safe_open::read_regular(&what, path, MAX_SECCOMP_PROFILE)?;
             let profile: Value = serde_json::from_slice(&bytes)

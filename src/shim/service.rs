@@ -67,7 +67,7 @@ pub fn services(task: Arc<TaskService>) -> HashMap<String, Service> {
 /// container nobody knows, a Delete dropped half-way a container half removed. A spawned
 /// task is not cancelled by dropping its handle, so the pod always ends in a state that a
 /// restarted containerd can read back through Connect/State.
-async fn to_completion<T: Send + 'static>(
+pub(crate) async fn to_completion<T: Send + 'static>(
     what: &str,
     work: impl Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {

@@ -169,7 +169,7 @@ struct BundleResources {
 
 /// Largest config.json we read here (libcontainer reads it again, unbounded, but only
 /// once this check passed).
-const MAX_CONFIG_JSON: u64 = 16 << 20;
+pub(crate) const MAX_CONFIG_JSON: u64 = 16 << 20;
 
 /// Create: the bundle's `linux.resources.unified` keys, which libcontainer writes at
 /// Create exactly as Update's (see `resources`). A missing or unreadable config.json is
