@@ -222,6 +222,17 @@ fn quote_log(log: &Path) -> String {
     format!("; {} (log: {})", errors[start..].join("; "), log.display())
 }
 
+/// CRIU's RPC as this shim speaks it needs 3.15 or later.
+fn criu_new_enough(what: &str) -> Result<()> {
+    let version = criu_version()?;
+    if version < CRIU_MINIMUM {
+        return Err(Error::FailedPrecondition(format!(
+            "{what}: CRIU {version} is older than 3.15"
+        )));
+    }
+    Ok(())
+}
+
 fn criu_version() -> Result<u32> {
     let mut c = rust_criu::Criu::new().map_err(|e| Error::Runtime(format!("criu: {e}")))?;
     c.get_criu_version()
@@ -376,12 +387,7 @@ pub fn checkpoint(id: &str, root: &Path, spec: &CheckpointSpec) -> Result<()> {
         .pid()
         .map(|p| p.as_raw())
         .ok_or_else(|| Error::Runtime(format!("{what}: no init pid in its state")))?;
-    let version = criu_version()?;
-    if version < CRIU_MINIMUM {
-        return Err(Error::FailedPrecondition(format!(
-            "{what}: CRIU {version} is older than 3.15"
-        )));
-    }
+    criu_new_enough(&what)?;
     let bundle = c.bundle().clone();
     let oci = load_spec(&bundle, &what)?;
     let images = open_dir(&spec.image_path)?;
@@ -548,14 +554,7 @@ pub struct Setup<'a> {
 /// leaves nothing behind: no state, cgroup or mounts.
 pub fn restore(setup: &Setup, spec: &RestoreImage, stdio: [OwnedFd; 3]) -> Result<i32> {
     let what = format!("restore {}", setup.id);
-    let state = setup.root.join(setup.id);
-    if std::fs::symlink_metadata(&state).is_ok() {
-        return Err(Error::AlreadyExists(format!(
-            "{what}: container {:?} already exists ({} is there)",
-            setup.id,
-            state.display()
-        )));
-    }
+    super::worker::already_exists("restore", setup.id, setup.root)?;
     super::ensure_state_root(setup.root)?;
     let oci = load_spec(setup.bundle, &what)?;
     if oci.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
@@ -563,12 +562,7 @@ pub fn restore(setup: &Setup, spec: &RestoreImage, stdio: [OwnedFd; 3]) -> Resul
             "{what}: restoring a container with a terminal is not supported by this shim"
         )));
     }
-    let version = criu_version()?;
-    if version < CRIU_MINIMUM {
-        return Err(Error::FailedPrecondition(format!(
-            "{what}: CRIU {version} is older than 3.15"
-        )));
-    }
+    criu_new_enough(&what)?;
     let target = rootfs_path(setup.bundle);
     if !setup.rootfs.is_empty() {
         mount_all(setup.rootfs, &target)?;
@@ -668,13 +662,13 @@ fn restore_in(
     let work = spec.work_path.as_deref().map(open_dir).transpose()?;
     let log_dir = spec.work_path.as_deref().unwrap_or(&spec.image_path);
 
-    prepare_mountpoints(oci, &spec_rootfs(oci, setup.bundle))?;
+    let rootfs = spec_rootfs(oci, setup.bundle);
+    prepare_mountpoints(oci, &rootfs)?;
     // CRIU wants a root that is a mount point whose parent is not overmounted: a bind of
     // the rootfs in the state directory, gone once CRIU is done.
     let criu_root = state.join("criu-root");
     std::fs::create_dir(&criu_root)
         .map_err(|e| Error::io(format!("{what}: create {}", criu_root.display()), e))?;
-    let rootfs = spec_rootfs(oci, setup.bundle);
     nix::mount::mount(
         Some(&rootfs),
         &criu_root,
@@ -689,7 +683,6 @@ fn restore_in(
         )
     })?;
     let result = run_restore(
-        setup,
         spec,
         stdio,
         oci,
@@ -705,9 +698,7 @@ fn restore_in(
     Ok(pid)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_restore(
-    _setup: &Setup,
     spec: &RestoreImage,
     stdio: [OwnedFd; 3],
     oci: &Spec,

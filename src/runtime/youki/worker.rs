@@ -219,12 +219,9 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
             systemd_cgroup,
             image,
         } => {
-            let stdio = match WorkerIo::new(fds, None)? {
-                WorkerIo::Fds(f) => f,
-                WorkerIo::Console(_) => {
-                    return Err(Error::Internal(format!("restore {id}: no stdio fds")));
-                }
-            };
+            let stdio: [OwnedFd; 3] = fds
+                .try_into()
+                .map_err(|_| Error::Internal(format!("restore {id}: expected three stdio fds")))?;
             let setup = super::restore::Setup {
                 id: &id,
                 bundle: &bundle,
@@ -350,7 +347,7 @@ fn create(
     // Before anything is mounted: a container of this ID already has state here (left by
     // another shim, or one being created right now). Not ours: mounting over its bundle's
     // rootfs, or the cleanup below (which deletes by ID), would harm it.
-    already_exists(id, root)?;
+    already_exists("create", id, root)?;
     // First, so a spec libcontainer would choke on fails before anything is mounted.
     let propagation = propagation::prepare(bundle).map_err(|e| match e {
         Error::InvalidArgument(m) => Error::InvalidArgument(format!("create {id}: {m}")),
@@ -394,11 +391,12 @@ fn create(
     created
 }
 
-fn already_exists(id: &str, root: &Path) -> Result<()> {
+/// Refuses `what` (create, restore) of a container whose state is already there.
+pub(super) fn already_exists(what: &str, id: &str, root: &Path) -> Result<()> {
     let state = root.join(id);
     if std::fs::symlink_metadata(&state).is_ok() {
         return Err(Error::AlreadyExists(format!(
-            "create {id}: container {id:?} already exists ({} is there)",
+            "{what} {id}: container {id:?} already exists ({} is there)",
             state.display()
         )));
     }
