@@ -682,6 +682,128 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// One shim serving one pod, started as containerd starts it, with its events counted.
+struct Harness {
+    cleanup: Cleanup,
+    env: Env,
+    sink: Arc<Sink>,
+    server: ttrpc::Server,
+    address: String,
+    shim_pid: u32,
+}
+
+impl Harness {
+    /// `tag` keeps the directory, cgroup parent and pod of each test apart (the tests of
+    /// this file run at once, in one process).
+    fn new(tag: &str) -> Harness {
+        let me = format!("{tag}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("youki-stress-{me}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cleanup = Cleanup {
+            dir: dir.clone(),
+            cgroup_parent: format!("/youki-stress-{me}"),
+            shim: None,
+        };
+        let rootfs = busybox_rootfs(&dir);
+
+        let sink = Arc::new(Sink::default());
+        let events_sock = format!("unix://{}", dir.join("events.sock").display());
+        let mut server = ttrpc::Server::new()
+            .bind(&events_sock)
+            .expect("bind events socket")
+            .register_service(create_events(Arc::new(EventsService(sink.clone()))));
+        server.start().expect("events server");
+
+        let address = start_shim(&dir, &events_sock, &format!("stress{me}"));
+        let client = TaskClient::new(ttrpc::Client::connect(&address).expect("dial shim"));
+        let shim_pid = client
+            .connect(
+                ctx(Duration::from_secs(5)),
+                &containerd_shim_protos::api::ConnectRequest::new(),
+            )
+            .expect("connect")
+            .shim_pid;
+        cleanup.shim = Some(shim_pid);
+
+        let env = Env {
+            dir,
+            rootfs,
+            cgroup_parent: cleanup.cgroup_parent.clone(),
+            client,
+            findings: Findings::default(),
+            started: Mutex::default(),
+            traces: Mutex::default(),
+        };
+        Harness {
+            cleanup,
+            env,
+            sink,
+            server,
+            address,
+            shim_pid,
+        }
+    }
+
+    /// Shuts the empty pod down and records a finding if the shim or its socket stays.
+    fn shut_down(&mut self) {
+        let shut = self
+            .env
+            .client
+            .shutdown(ctx(Duration::from_secs(5)), &ShutdownRequest::new());
+        let socket = PathBuf::from(self.address.trim_start_matches("unix://"));
+        let pid = self.shim_pid;
+        let gone = wait_until(Duration::from_secs(10), || {
+            !proc_alive(pid as i32) && !socket.exists()
+        });
+        if !gone {
+            self.env.findings.0.lock().unwrap().push(format!(
+                "shim {pid} or its socket still there after Shutdown ({shut:?})"
+            ));
+        } else {
+            self.cleanup.shim = None;
+        }
+    }
+
+    /// Fails the test with every finding, each failing script's trace and the shim's log.
+    fn verdict(self, seed: u64) {
+        let findings = self.env.findings.0.lock().unwrap().clone();
+        if !findings.is_empty() {
+            let traces = self.env.traces.lock().unwrap();
+            let mut shown = std::collections::BTreeSet::new();
+            for f in &findings {
+                if let Some(n) = f
+                    .strip_prefix("script ")
+                    .and_then(|r| r.split(':').next())
+                    .and_then(|n| n.parse::<usize>().ok())
+                    && shown.insert(n)
+                    && shown.len() <= 10
+                {
+                    eprintln!("--- script {n}:");
+                    for l in traces.get(&n).into_iter().flatten() {
+                        eprintln!("    {l}");
+                    }
+                }
+            }
+            let log =
+                std::fs::read_to_string(self.env.dir.join("pod").join("log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let _ = writeln!(
+                std::io::stderr(),
+                "--- shim log (last lines):\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        self.server.shutdown();
+        assert!(
+            findings.is_empty(),
+            "seed {seed:#x}: {} violations:\n{}",
+            findings.len(),
+            findings.join("\n")
+        );
+    }
+}
+
 #[test]
 fn random_interleavings_keep_the_lifecycle_invariants() {
     let began = Instant::now();
@@ -695,46 +817,8 @@ fn random_interleavings_keep_the_lifecycle_invariants() {
     eprintln!(
         "stress: seed {seed:#x} ({scripts} scripts, {workers} at once); replay with STRESS_SEED={seed:#x}"
     );
-
-    let dir = std::env::temp_dir().join(format!("youki-stress-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut cleanup = Cleanup {
-        dir: dir.clone(),
-        cgroup_parent: format!("/youki-stress-{}", std::process::id()),
-        shim: None,
-    };
-    let rootfs = busybox_rootfs(&dir);
-
-    let sink = Arc::new(Sink::default());
-    let events_sock = format!("unix://{}", dir.join("events.sock").display());
-    let mut server = ttrpc::Server::new()
-        .bind(&events_sock)
-        .expect("bind events socket")
-        .register_service(create_events(Arc::new(EventsService(sink.clone()))));
-    server.start().expect("events server");
-
-    let pod = format!("stress{}", std::process::id());
-    let address = start_shim(&dir, &events_sock, &pod);
-    let client = TaskClient::new(ttrpc::Client::connect(&address).expect("dial shim"));
-    let shim_pid = client
-        .connect(
-            ctx(Duration::from_secs(5)),
-            &containerd_shim_protos::api::ConnectRequest::new(),
-        )
-        .expect("connect")
-        .shim_pid;
-    cleanup.shim = Some(shim_pid);
-
-    let env = Env {
-        dir: dir.clone(),
-        rootfs,
-        cgroup_parent: cleanup.cgroup_parent.clone(),
-        client,
-        findings: Findings::default(),
-        started: Mutex::default(),
-        traces: Mutex::default(),
-    };
+    let mut h = Harness::new("random");
+    let env = &h.env;
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..workers {
@@ -745,7 +829,7 @@ fn random_interleavings_keep_the_lifecycle_invariants() {
                         return;
                     }
                     let script_seed = seed ^ (n as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D);
-                    run_script(&env, n, script_seed);
+                    run_script(env, n, script_seed);
                 }
             });
         }
@@ -754,7 +838,7 @@ fn random_interleavings_keep_the_lifecycle_invariants() {
 
     // Each exit is published once, for the PID Start answered.
     wait_until(Duration::from_secs(3), || false);
-    let exits = sink.exits.lock().unwrap().clone();
+    let exits = h.sink.exits.lock().unwrap().clone();
     let mut published: HashMap<Key, Vec<u32>> = HashMap::new();
     for e in &exits {
         // An init's TaskExit names the container as its process.
@@ -797,58 +881,77 @@ fn random_interleavings_keep_the_lifecycle_invariants() {
         }
     }
 
-    // The empty pod shuts down, and the shim with its socket is gone.
-    let shut = env
-        .client
-        .shutdown(ctx(Duration::from_secs(5)), &ShutdownRequest::new());
-    let socket = PathBuf::from(address.trim_start_matches("unix://"));
-    let gone = wait_until(Duration::from_secs(10), || {
-        !proc_alive(shim_pid as i32) && !socket.exists()
-    });
-    if !gone {
-        env.findings.0.lock().unwrap().push(format!(
-            "shim {shim_pid} or its socket still there after Shutdown ({shut:?})"
-        ));
-    } else {
-        cleanup.shim = None;
-    }
-    let topics = sink.topics.lock().unwrap().clone();
+    let topics = h.sink.topics.lock().unwrap().clone();
     eprintln!(
         "stress: {scripts} scripts in {ran:?}; {} started processes; events {topics:?}",
         env.started.lock().unwrap().len()
     );
 
-    let findings = env.findings.0.lock().unwrap().clone();
-    if !findings.is_empty() {
-        let traces = env.traces.lock().unwrap();
-        let mut shown = std::collections::BTreeSet::new();
-        for f in &findings {
-            if let Some(n) = f
-                .strip_prefix("script ")
-                .and_then(|r| r.split(':').next())
-                .and_then(|n| n.parse::<usize>().ok())
-                && shown.insert(n)
-                && shown.len() <= 10
-            {
-                eprintln!("--- script {n}:");
-                for l in traces.get(&n).into_iter().flatten() {
-                    eprintln!("    {l}");
-                }
-            }
-        }
-        let log = std::fs::read_to_string(dir.join("pod").join("log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        let _ = writeln!(
-            std::io::stderr(),
-            "--- shim log (last lines):\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    h.shut_down();
+    h.verdict(seed);
+}
+
+/// A Kill of a created init and the Start of the same container, sent at once (a pod being
+/// stopped while kubelet starts it; the random test above met it once): whichever wins,
+/// Start answers Ok or FailedPrecondition, never Unknown, and the container then deletes
+/// cleanly. Before the fix, the init dying between libcontainer's status check and its
+/// knock on the notify socket made Start fail with "failed to connect to notify socket".
+#[test]
+fn a_start_racing_a_kill_of_its_created_init_fails_cleanly() {
+    let rounds = env_num("RACE_ROUNDS", 200) as usize;
+    let mut h = Harness::new("race");
+    let env = &h.env;
+    let c = &env.client;
+    let limit = Duration::from_secs(20);
+    let (mut won, mut lost) = (0, 0);
+    for n in 0..rounds {
+        let id = format!("race{}-{n}", std::process::id());
+        let mut create = CreateTaskRequest::new();
+        create.id = id.clone();
+        create.bundle = env
+            .bundle(&id, &["sleep", "100"])
+            .to_string_lossy()
+            .into_owned();
+        c.create(ctx(limit), &create).expect("create");
+        let mut kill = KillRequest::new();
+        kill.id = id.clone();
+        kill.signal = 9;
+        let mut start = StartRequest::new();
+        start.id = id.clone();
+        let (killed, started) = std::thread::scope(|s| {
+            let k = s.spawn(|| c.kill(ctx(limit), &kill));
+            let st = s.spawn(|| c.start(ctx(limit), &start));
+            (k.join().unwrap(), st.join().unwrap())
+        });
+        env.trace(
+            n,
+            format!(
+                "kill -> {:?}, start -> {:?}",
+                code_of(&killed),
+                code_of(&started)
+            ),
         );
+        if let Err(e) = &killed {
+            env.findings.add(n, format!("kill {id}: {e:?}"));
+        }
+        match code_of(&started) {
+            None => won += 1,
+            Some(ttrpc::Code::FAILED_PRECONDITION) => lost += 1,
+            Some(_) => env.findings.add(n, format!("start {id}: {started:?}")),
+        }
+        let mut wait = WaitRequest::new();
+        wait.id = id.clone();
+        match c.wait(ctx(limit), &wait) {
+            Ok(w) if w.exit_status == 137 => {}
+            other => env.findings.add(n, format!("wait {id}: {other:?}")),
+        }
+        let mut del = DeleteRequest::new();
+        del.id = id.clone();
+        if let Err(e) = c.delete(ctx(limit), &del) {
+            env.findings.add(n, format!("delete {id}: {e:?}"));
+        }
     }
-    server.shutdown();
-    assert!(
-        findings.is_empty(),
-        "seed {seed:#x}: {} violations:\n{}",
-        findings.len(),
-        findings.join("\n")
-    );
+    eprintln!("race: {rounds} rounds: start won {won}, lost {lost}");
+    h.shut_down();
+    h.verdict(0);
 }

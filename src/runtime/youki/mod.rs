@@ -180,17 +180,28 @@ impl YoukiRuntime {
         resp.into_result()
     }
 
-    fn load(&self, what: &str, id: &str) -> Result<Container> {
-        Container::load(self.root.join(id)).map_err(|e| lc_error(what, id, e))
+    /// Loads container `id`, retrying (off the thread) a failure that a moment later is
+    /// gone (see `worker::transient`).
+    async fn load(&self, what: &str, id: &str) -> Result<Container> {
+        let mut tries = 0;
+        loop {
+            match Container::load(self.root.join(id)) {
+                Err(e) if worker::transient(&e) && tries < worker::TRANSIENT_RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(worker::TRANSIENT_PAUSE).await;
+                }
+                other => return other.map_err(|e| lc_error(what, id, e)),
+            }
+        }
     }
 
     /// The container's cgroup for reading and signalling from the daemon. The same
     /// hierarchy and directory libcgroups' `create_cgroup_manager` picks, but always through
     /// a filesystem manager: with the systemd driver on v2 the unit's directory
     /// (`systemd_dir`) instead of a systemd manager, which would connect to D-Bus.
-    fn cgroup(&self, what: &str, id: &str) -> Result<DaemonCgroup> {
+    async fn cgroup(&self, what: &str, id: &str) -> Result<DaemonCgroup> {
         use libcgroups::common::CgroupSetup;
-        let c = self.load(what, id)?;
+        let c = self.load(what, id).await?;
         let path = c.spec().map_err(|e| lc_error(what, id, e))?.cgroup_path;
         let failed =
             |e: &dyn std::fmt::Display| Error::Runtime(format!("{what} {id}: cgroup: {e}"));
@@ -253,14 +264,14 @@ impl YoukiRuntime {
         }
     }
 
-    fn cgroup_pids(&self, id: &str) -> Result<Vec<i32>> {
-        let cg = self.cgroup("pids", id)?;
+    async fn cgroup_pids(&self, id: &str) -> Result<Vec<i32>> {
+        let cg = self.cgroup("pids", id).await?;
         kill::all_pids(&cg.manager, cg.unified.as_deref(), id)
     }
 
     /// Signals every process of container `id` through its cgroup (see `kill`).
     async fn signal_all(&self, id: &str, signal: i32) -> Result<()> {
-        let cg = self.cgroup("kill", id)?;
+        let cg = self.cgroup("kill", id).await?;
         let freezer = match &cg.manager {
             AnyCgroupManager::V1(_) => Some(kill::v1_freezer_dir(&cg.path)?),
             _ => None,
@@ -402,7 +413,7 @@ impl Runtime for YoukiRuntime {
             // cgroup with it.
             return Ok(false);
         }
-        let c = self.load("kill", id)?;
+        let c = self.load("kill", id).await?;
         let config = std::fs::read(c.bundle().join("config.json"));
         if config.as_deref().is_ok_and(kill::has_own_pid_namespace) {
             return Ok(false);
@@ -473,7 +484,7 @@ impl Runtime for YoukiRuntime {
     }
 
     async fn stats(&self, id: &str) -> Result<CgroupStats> {
-        let cg = self.cgroup("stats", id)?;
+        let cg = self.cgroup("stats", id).await?;
         let stats = match &cg.unified {
             // From the controllers the cgroup has (systemd never enables hugetlb).
             Some(dir) => crate::cgroup::v2::stats(dir)
@@ -568,7 +579,8 @@ impl Runtime for YoukiRuntime {
 
     async fn pids(&self, id: &str, _pid: i32) -> Result<Vec<u32>> {
         Ok(self
-            .cgroup_pids(id)?
+            .cgroup_pids(id)
+            .await?
             .into_iter()
             .map(|p| p as u32)
             .collect())

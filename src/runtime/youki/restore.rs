@@ -373,7 +373,7 @@ fn spec_rootfs(spec: &Spec, bundle: &Path) -> PathBuf {
 /// Checkpoints container `id` (running or paused) into `spec.image_path`.
 pub fn checkpoint(id: &str, root: &Path, spec: &CheckpointSpec) -> Result<()> {
     let what = format!("checkpoint {id}");
-    let mut c = Container::load(root.join(id)).map_err(|e| lc_error("checkpoint", id, e))?;
+    let mut c = super::worker::load("checkpoint", id, root)?;
     if !matches!(
         c.status(),
         ContainerStatus::Running | ContainerStatus::Paused

@@ -4,8 +4,8 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::error::LibcontainerError;
 use libcontainer::oci_spec::runtime::{
     Capability, LinuxCapabilities, LinuxResources, LinuxSeccomp, Process, Spec,
@@ -97,6 +97,62 @@ fn check_executable(path: &Path) -> std::result::Result<(), ExecutorValidationEr
         )),
         Err(e) => invalid(format!("executable {}: {e}", path.display())),
     }
+}
+
+/// How long a reader waits out a state file that another process is rewriting, or a
+/// dying init (see `transient` and `init_gone`).
+pub(super) const TRANSIENT_RETRIES: u32 = 50;
+pub(super) const TRANSIENT_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Whether loading a container failed on something that a moment later is gone:
+/// - a state.json caught mid-rewrite: libcontainer saves it in place (truncate, then
+///   write), so a load that comes in between (the daemon's kill-on-init-exit or Stats
+///   beside a Start worker, or two workers) reads an empty or cut file;
+/// - the init reaped between libcontainer finding its /proc entry and reading its stat.
+///
+/// The next load reads the whole file, or finds no init (a stopped container).
+pub(super) fn transient(e: &LibcontainerError) -> bool {
+    use libcontainer::container::state::StateError;
+    matches!(
+        e,
+        LibcontainerError::State(StateError::ParseStateFile { .. })
+            | LibcontainerError::Procfs(procfs::ProcError::NotFound(_))
+    )
+}
+
+/// `Container::load` in a worker, retrying a `transient` failure.
+pub(super) fn load(what: &str, id: &str, root: &Path) -> Result<Container> {
+    let mut tries = 0;
+    loop {
+        match Container::load(root.join(id)) {
+            Err(e) if transient(&e) && tries < TRANSIENT_RETRIES => {
+                tries += 1;
+                std::thread::sleep(TRANSIENT_PAUSE);
+            }
+            other => return other.map_err(|e| lc_error(what, id, e)),
+        }
+    }
+}
+
+/// Whether container `id`'s init is gone (a zombie or reaped), looking `tries` times: a
+/// killed init closes its notify socket a moment before it turns into a zombie.
+fn init_gone(c: &mut Container, tries: u32) -> bool {
+    for i in 0..tries {
+        if i > 0 {
+            std::thread::sleep(TRANSIENT_PAUSE);
+        }
+        // A failing refresh is an init that went away while it looked.
+        if c.refresh_status().is_err() || c.status() == ContainerStatus::Stopped {
+            return true;
+        }
+    }
+    false
+}
+
+fn stopped_before_start(id: &str, e: LibcontainerError) -> Error {
+    Error::FailedPrecondition(format!(
+        "start {id}: its init exited before it could start ({e})"
+    ))
 }
 
 pub(super) fn lc_error(what: &str, id: &str, e: LibcontainerError) -> Error {
@@ -192,9 +248,23 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
             create(&id, &bundle, &root, &rootfs, how, stdio).map(Response::Pid)
         }
         Request::Start { id, root } => {
-            let mut c = Container::load(root.join(&id)).map_err(|e| lc_error("start", &id, e))?;
-            c.start().map_err(|e| lc_error("start", &id, e))?;
-            Ok(Response::Done)
+            let mut c = load("start", &id, &root)?;
+            match c.start() {
+                Ok(()) => Ok(Response::Done),
+                // The init was alive when start looked and gone when it knocked on the
+                // notify socket (or while start read its /proc entry): a Kill or an OOM
+                // got there first. That is a stopped container, as if the Kill had come
+                // a moment sooner, not a runtime failure.
+                Err(e @ LibcontainerError::NotifyListener(_))
+                    if init_gone(&mut c, TRANSIENT_RETRIES) =>
+                {
+                    Err(stopped_before_start(&id, e))
+                }
+                Err(e) if transient(&e) && init_gone(&mut c, 1) => {
+                    Err(stopped_before_start(&id, e))
+                }
+                Err(e) => Err(lc_error("start", &id, e)),
+            }
         }
         Request::Exec {
             id,
@@ -236,12 +306,12 @@ fn handle(req: Request, fds: Vec<OwnedFd>) -> Result<Response> {
             Ok(Response::Done)
         }
         Request::Pause { id, root } => {
-            let mut c = Container::load(root.join(&id)).map_err(|e| lc_error("pause", &id, e))?;
+            let mut c = load("pause", &id, &root)?;
             c.pause().map_err(|e| lc_error("pause", &id, e))?;
             Ok(Response::Done)
         }
         Request::Resume { id, root } => {
-            let mut c = Container::load(root.join(&id)).map_err(|e| lc_error("resume", &id, e))?;
+            let mut c = load("resume", &id, &root)?;
             c.resume().map_err(|e| lc_error("resume", &id, e))?;
             Ok(Response::Done)
         }
@@ -264,7 +334,7 @@ fn update(id: &str, root: &Path, resources: &str) -> Result<()> {
             "update {id}: resources are not an OCI LinuxResources: {e}"
         ))
     })?;
-    let c = Container::load(root.join(id)).map_err(|e| lc_error("update", id, e))?;
+    let c = load("update", id, root)?;
     let cfg = c.spec().map_err(|e| lc_error("update", id, e))?;
     libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
         cgroup_path: cfg.cgroup_path.clone(),
@@ -589,6 +659,38 @@ pub fn delete(id: &str, root: &Path, bundle: Option<&Path>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state.json caught between libcontainer's truncate and its write (what the daemon's
+    /// kill-on-init-exit met beside a Start worker) is waited out, not reported; a state
+    /// that stays unreadable is still an error, once the retries are spent.
+    #[test]
+    fn a_state_file_being_rewritten_is_read_once_whole() {
+        use libcontainer::container::State;
+        let root = std::env::temp_dir().join(format!("youki-torn-{}", std::process::id()));
+        let dir = root.join("c1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("state.json"), b"").unwrap();
+        let e = Container::load(dir.clone()).unwrap_err();
+        assert!(transient(&e), "{e:?}");
+
+        let writer = {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(TRANSIENT_PAUSE * 5);
+                State::new("c1", ContainerStatus::Stopped, None, "/nonexistent".into())
+                    .save(&dir)
+                    .unwrap();
+            })
+        };
+        let c = load("kill", "c1", &root).expect("the whole file, once written");
+        writer.join().unwrap();
+        assert_eq!(c.id(), "c1");
+
+        std::fs::write(dir.join("state.json"), b"{\"id\":").unwrap();
+        let e = load("kill", "c1", &root).unwrap_err();
+        assert!(e.to_string().contains("kill c1"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     /// Issue 13 (7): a Create whose ID already has state is refused before anything is
     /// mounted or cleaned up, and the existing state is left alone.
