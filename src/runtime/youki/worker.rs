@@ -120,18 +120,25 @@ pub(super) fn transient(e: &LibcontainerError) -> bool {
     )
 }
 
-/// `Container::load` in a worker, retrying a `transient` failure.
-pub(super) fn load(what: &str, id: &str, root: &Path) -> Result<Container> {
+/// Runs `op` again while it fails `transient`ly, up to `TRANSIENT_RETRIES` times.
+fn retry<T>(
+    mut op: impl FnMut() -> std::result::Result<T, LibcontainerError>,
+) -> std::result::Result<T, LibcontainerError> {
     let mut tries = 0;
     loop {
-        match Container::load(root.join(id)) {
+        match op() {
             Err(e) if transient(&e) && tries < TRANSIENT_RETRIES => {
                 tries += 1;
                 std::thread::sleep(TRANSIENT_PAUSE);
             }
-            other => return other.map_err(|e| lc_error(what, id, e)),
+            other => return other,
         }
     }
+}
+
+/// `Container::load` in a worker, retrying a `transient` failure.
+pub(super) fn load(what: &str, id: &str, root: &Path) -> Result<Container> {
+    retry(|| Container::load(root.join(id))).map_err(|e| lc_error(what, id, e))
 }
 
 /// Whether container `id`'s init is gone (a zombie or reaped), looking `tries` times: a
@@ -637,8 +644,10 @@ fn bound_unix_socket_names() -> Option<std::collections::HashSet<String>> {
 pub fn delete(id: &str, root: &Path, bundle: Option<&Path>) -> Result<()> {
     let dir = root.join(id);
     let result = if dir.exists() {
-        match Container::load(dir.clone()) {
-            Ok(mut c) => c.delete(true).map_err(|e| lc_error("delete", id, e)),
+        match retry(|| Container::load(dir.clone())) {
+            // Delete looks at the init's /proc entry first, which the daemon may reap
+            // under it: a retry then finds it stopped.
+            Ok(mut c) => retry(|| c.delete(true)).map_err(|e| lc_error("delete", id, e)),
             Err(e) => {
                 // No readable state (a create that failed early): remove what is there.
                 log::warn!("delete {id}: {e}; removing {}", dir.display());
