@@ -156,6 +156,19 @@ fn init_gone(c: &mut Container, tries: u32) -> bool {
     false
 }
 
+/// Whether container `id`'s init is gone or on its way out: a zombie, reaped, or past
+/// giving up its namespaces (`/proc/<pid>/ns/*` no longer resolve once the kernel's exit
+/// path has released them, and that is a point of no return). It is not waited for: the
+/// init of a PID namespace stays in its exit until every process that joined the
+/// namespace is reaped, and an exec's half-made process is this worker's child. A live
+/// init answers at once, so a failing exec of a healthy container (a missing binary)
+/// stays the failure it is.
+fn init_exiting(c: &mut Container) -> bool {
+    init_gone(c, 1)
+        || c.pid()
+            .is_some_and(|pid| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_err())
+}
+
 fn stopped_before_start(id: &str, e: LibcontainerError) -> Error {
     Error::FailedPrecondition(format!(
         "start {id}: its init exited before it could start ({e})"
@@ -548,9 +561,21 @@ fn exec(
         });
     drop(process_fd);
     remove_tenant_leftovers(&root.join(id), console.as_deref());
-    built
-        .map(|p| p.as_raw())
-        .map_err(|e| lc_error(&format!("exec {exec_id} in"), id, e))
+    built.map(|p| p.as_raw()).map_err(|e| {
+        // The init was running when the pod let the exec through and died while the
+        // tenant builder read its /proc entry or joined its namespaces: a stopped
+        // container, not a runtime failure (a failing exec of a live one stays as it is).
+        let what = format!("exec {exec_id} in");
+        let gone = !matches!(e, LibcontainerError::IncorrectStatus(_))
+            && load(&what, id, root).is_ok_and(|mut c| init_exiting(&mut c));
+        if gone {
+            Error::FailedPrecondition(format!(
+                "exec {exec_id} in {id}: the container's init exited meanwhile ({e})"
+            ))
+        } else {
+            lc_error(&what, id, e)
+        }
+    })
 }
 
 /// An anonymous, close-on-exec memory file holding `bytes`, sealed against change: no
