@@ -307,6 +307,20 @@ fn leftovers(p: &Private, live: &HashSet<String>, sockets_before: &HashSet<PathB
     c
 }
 
+/// Prints what youki-shims calls unknown, for a failing run's log.
+fn show_unknown(p: &Private) {
+    let out = Command::new(TOOL)
+        .args(["--grace", "0", "--address", &p.sock()])
+        .output()
+        .expect("youki-shims");
+    let _ = writeln!(
+        std::io::stderr(),
+        "youki-shims found something unknown:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The container or sandbox a mount under containerd's state or root belongs to.
 fn mount_owner(mp: &Path) -> Option<String> {
     let parts: Vec<_> = mp
@@ -614,6 +628,9 @@ fn chaos_containerd_and_shim_kills_lose_nothing_and_leak_nothing() {
             leftovers(&p, &live, &sockets_before).leftovers() == 0
         });
         let left = leftovers(&p, &live, &sockets_before);
+        if left.unknown > 0 {
+            show_unknown(&p);
+        }
         counts.add(Counts {
             lost: 0,
             wrong_exit: 0,
@@ -639,6 +656,9 @@ fn chaos_containerd_and_shim_kills_lose_nothing_and_leak_nothing() {
         leftovers(&p, &none, &sockets_before).leftovers() == 0
     });
     let mut end = leftovers(&p, &none, &sockets_before);
+    if end.unknown > 0 {
+        show_unknown(&p);
+    }
     end.duplicate_exits = exits.record(events);
     total.add(end);
     // Straight to stderr, past the harness's capture: CI's log shows the counts of a passing run.

@@ -30,13 +30,12 @@ use containerd_shim_protos::api::{
 };
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim_async::{Client, TaskClient};
-use libcontainer::container::Container;
 
 use crate::error::{Error, Result};
 use crate::ids::{validate_id, validate_namespace};
 use crate::ops::inventory::parse_shim_cmdline;
 use crate::ops::roots;
-use crate::runtime::youki::delete;
+use crate::runtime::youki::{delete, load_state};
 use crate::shim::args::Args;
 use crate::shim::bootstrap::{group_id, group_of};
 use crate::shim::service::timestamp;
@@ -128,7 +127,7 @@ fn remove_container_in(
 ) -> Result<u32> {
     validate_namespace(namespace)?;
     validate_id(id)?;
-    let state = Container::load(root.join(id)).ok();
+    let state = load_state(root.join(id)).ok();
     let pid = state
         .as_ref()
         .and_then(|c| c.pid())
@@ -191,7 +190,7 @@ fn lock_state(dir: &Path) -> Result<Option<StateLock>> {
 /// The group (pod) container `id` belongs to: from its libcontainer state, else from the
 /// bundle's config.json, else the container alone.
 fn group_of_container(root: &Path, id: &str, bundle: Option<&Path>) -> String {
-    if let Ok(c) = Container::load(root.join(id)) {
+    if let Ok(c) = load_state(root.join(id)) {
         return group_of(&c.state.annotations.clone().unwrap_or_default(), id);
     }
     bundle
@@ -208,7 +207,7 @@ fn remove_unserved_siblings(root: &Path, group: &str, id: &str) {
         if sibling == id || validate_id(&sibling).is_err() || !e.path().is_dir() {
             continue;
         }
-        let Ok(c) = Container::load(e.path()) else {
+        let Ok(c) = load_state(e.path()) else {
             continue;
         };
         let ann = c.state.annotations.clone().unwrap_or_default();
@@ -227,7 +226,7 @@ fn remove_unserved_siblings(root: &Path, group: &str, id: &str) {
 /// answers (containerd 1.x and 2.0–2.2 ran `start` for it), or its init is the child of a
 /// serving shim daemon (a shim is the subreaper of its containers; containerd 2.3 runs no
 /// `start` for a sandbox's siblings). Only a socket that answers counts.
-fn served_by_live_shim(c: &Container) -> bool {
+fn served_by_live_shim(c: &libcontainer::container::Container) -> bool {
     if let Some(s) = bundle_socket(c.bundle())
         && answers(&s)
     {

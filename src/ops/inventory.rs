@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use libcontainer::container::Container;
+use crate::runtime::youki::load_state;
 use serde::Serialize;
 
 use crate::ids::{validate_id, validate_namespace};
@@ -160,7 +160,7 @@ pub fn scan_containers(root: &Path, proc: &Path) -> Vec<Found> {
 }
 
 fn load_container(namespace: &str, id: &str, dir: &Path, proc: &Path) -> Found {
-    let Ok(c) = Container::load(dir.to_path_buf()) else {
+    let Ok(c) = load_state(dir.to_path_buf()) else {
         // A create that died before libcontainer wrote its state: only the directory.
         return Found {
             namespace: namespace.to_string(),

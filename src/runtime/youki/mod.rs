@@ -32,7 +32,7 @@ use crate::task::checkpoint::CheckpointSpec;
 
 use protocol::{Request, Response};
 use worker::lc_error;
-pub use worker::{delete, worker, worker_failed};
+pub use worker::{delete, load_state, worker, worker_failed};
 
 /// Where libcontainer keeps its state unless the Root option says otherwise.
 pub const DEFAULT_STATE_BASE: &str = "/run/containerd/youki";

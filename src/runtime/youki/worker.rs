@@ -138,7 +138,14 @@ fn retry<T>(
 
 /// `Container::load` in a worker, retrying a `transient` failure.
 pub(super) fn load(what: &str, id: &str, root: &Path) -> Result<Container> {
-    retry(|| Container::load(root.join(id))).map_err(|e| lc_error(what, id, e))
+    load_state(root.join(id)).map_err(|e| lc_error(what, id, e))
+}
+
+/// `Container::load` of the container in `dir`, retrying a `transient` failure: for
+/// workers and the operator's commands (`delete`, `youki-shims`), which may sleep; the
+/// daemon has its own that waits off its thread.
+pub fn load_state(dir: PathBuf) -> std::result::Result<Container, LibcontainerError> {
+    retry(|| Container::load(dir.clone()))
 }
 
 /// Whether container `id`'s init is gone (a zombie or reaped), looking `tries` times: a
@@ -669,7 +676,7 @@ fn bound_unix_socket_names() -> Option<std::collections::HashSet<String>> {
 pub fn delete(id: &str, root: &Path, bundle: Option<&Path>) -> Result<()> {
     let dir = root.join(id);
     let result = if dir.exists() {
-        match retry(|| Container::load(dir.clone())) {
+        match load_state(dir.clone()) {
             // Delete looks at the init's /proc entry first, which the daemon may reap
             // under it: a retry then finds it stopped.
             Ok(mut c) => retry(|| c.delete(true)).map_err(|e| lc_error("delete", id, e)),
