@@ -7,10 +7,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::runtime::youki::load_state;
 use serde::Serialize;
 
 use crate::ids::{validate_id, validate_namespace};
+use crate::runtime::youki::load_state;
 use crate::shim::args::{Action, Args};
 use crate::shim::bootstrap::group_of;
 

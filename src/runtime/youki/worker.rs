@@ -148,7 +148,7 @@ pub fn load_state(dir: PathBuf) -> std::result::Result<Container, LibcontainerEr
     retry(|| Container::load(dir.clone()))
 }
 
-/// Whether container `id`'s init is gone (a zombie or reaped), looking `tries` times: a
+/// Whether `c`'s init is gone (a zombie or reaped), looking `tries` times: a
 /// killed init closes its notify socket a moment before it turns into a zombie.
 fn init_gone(c: &mut Container, tries: u32) -> bool {
     for i in 0..tries {
@@ -163,7 +163,7 @@ fn init_gone(c: &mut Container, tries: u32) -> bool {
     false
 }
 
-/// Whether container `id`'s init is gone or on its way out: a zombie, reaped, or past
+/// Whether `c`'s init is gone or on its way out: a zombie, reaped, or past
 /// giving up its namespaces (`/proc/<pid>/ns/*` no longer resolve once the kernel's exit
 /// path has released them, and that is a point of no return). It is not waited for: the
 /// init of a PID namespace stays in its exit until every process that joined the
